@@ -1,0 +1,166 @@
+"""Shared dataset plumbing: Hub loading, local files, seeded splits, sampling, saving."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict, load_from_disk
+
+from .assets import resolve_path
+from .atomic import atomic_dir
+from .errors import ReprotuneError
+from .params import DownloadParams, MakeSplits
+
+SPLITS = ("train", "validation", "test")
+
+
+def load_hub(params: DownloadParams) -> DatasetDict:
+    """`load_dataset(dataset, config)` with one clear line when the Hub cannot be reached."""
+    from datasets import load_dataset
+
+    if not params.dataset:
+        raise ReprotuneError("download.source 'hub' needs download.dataset (a Hub dataset id)")
+    try:
+        loaded = load_dataset(params.dataset, params.config, revision=params.revision)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ReprotuneError(
+            f"could not load Hub dataset '{params.dataset}'"
+            f"{'/' + params.config if params.config else ''} ({first}); without the Hub, save the files "
+            "locally and set download.source to a local format with download.files"
+        ) from exc
+    return rename_splits(DatasetDict(loaded), params.splits)
+
+
+def rename_splits(raw: DatasetDict, mapping: dict[str, str] | None) -> DatasetDict:
+    """Map the source's split names onto train/validation/test (e.g. wikiann's names pass through)."""
+    mapping = dict(mapping or {})
+    aliases = {"dev": "validation", "valid": "validation", "val": "validation"}
+    out: dict[str, Dataset] = {}
+    for ours in SPLITS:
+        theirs = mapping.get(ours)
+        if theirs is not None:
+            if theirs not in raw:
+                raise ReprotuneError(
+                    f"download.splits.{ours}: source has no split '{theirs}'; it has {', '.join(raw)}"
+                )
+            out[ours] = raw[theirs]
+        elif ours in raw:
+            out[ours] = raw[ours]
+        else:
+            alias = next((name for name, target in aliases.items() if target == ours and name in raw), None)
+            if alias:
+                out[ours] = raw[alias]
+    if "train" not in out:
+        raise ReprotuneError(f"source has no 'train' split (it has {', '.join(raw)}); map one with download.splits")
+    return DatasetDict(out)
+
+
+def local_files(params: DownloadParams) -> dict[str, Path]:
+    """The split -> file mapping from `download.files`, or `download.path` as the train file."""
+    if params.files:
+        return {split: resolve_path(ref, f"download.files.{split}") for split, ref in params.files.items()}
+    if params.path:
+        return {"train": resolve_path(params.path, "download.path")}
+    raise ReprotuneError(f"download.source '{params.source}' needs download.path or download.files")
+
+
+def read_text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield (line number, line) and name the file and line on bytes that are not UTF-8."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield number, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise ReprotuneError(f"{path}:{number}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+
+
+def read_table(path: Path, fmt: str, **kwargs: Any) -> Any:
+    """Read CSV/TSV/JSON/JSONL/Parquet into pandas, naming the file on failure."""
+    import pandas as pd
+
+    try:
+        if fmt in ("csv", "tsv"):
+            return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", encoding="utf-8", **kwargs)
+        if fmt == "jsonl":
+            return pd.read_json(path, lines=True, encoding="utf-8", **kwargs)
+        if fmt == "json":
+            return pd.read_json(path, encoding="utf-8", **kwargs)
+        if fmt == "parquet":
+            return pd.read_parquet(path, **kwargs)
+    except UnicodeDecodeError as exc:
+        raise ReprotuneError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    except (ValueError, OSError) as exc:
+        raise ReprotuneError(f"{path}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from exc
+    raise ReprotuneError(f"unknown file format '{fmt}'; allowed: csv, tsv, json, jsonl, parquet")
+
+
+def make_missing_splits(raw: DatasetDict, sizes: MakeSplits, group_column: str | None = None) -> DatasetDict:
+    """Carve validation and/or test out of train with a fixed seed when the source lacks them.
+
+    With `group_column`, whole groups move together (a QA article never straddles splits).
+    """
+    out = dict(raw)
+    for split, fraction in (("test", sizes.test), ("validation", sizes.validation)):
+        if split in out:
+            continue
+        train = out["train"]
+        if group_column:
+            groups = sorted(set(train[group_column]))
+            if len(groups) < 2:
+                raise ReprotuneError(f"cannot split by '{group_column}': train has only {len(groups)} group(s)")
+            import random
+
+            rng = random.Random(sizes.seed)
+            rng.shuffle(groups)
+            count = max(1, round(len(groups) * fraction))
+            held = set(groups[:count])
+            keys = train[group_column]
+            out[split] = train.select([i for i, key in enumerate(keys) if key in held])
+            out["train"] = train.select([i for i, key in enumerate(keys) if key not in held])
+        else:
+            if len(train) < 3:
+                raise ReprotuneError(f"train has {len(train)} examples; too few to carve a {split} split")
+            parts = train.train_test_split(test_size=fraction, seed=sizes.seed)
+            out["train"], out[split] = parts["train"], parts["test"]
+    return DatasetDict({split: out[split] for split in SPLITS})
+
+
+def limit_samples(raw: DatasetDict, limits: dict[str, int] | None, seed: int) -> DatasetDict:
+    """Keep a seeded random subset of each split named in `download.max_samples`."""
+    if not limits:
+        return raw
+    out = dict(raw)
+    for split, count in limits.items():
+        if count <= 0:
+            raise ReprotuneError(f"download.max_samples.{split} must be > 0 (got {count})")
+        if split in out and len(out[split]) > count:
+            out[split] = out[split].shuffle(seed=seed).select(range(count)).flatten_indices()
+    return DatasetDict(out)
+
+
+def check_not_empty(raw: DatasetDict) -> None:
+    for split, dataset in raw.items():
+        if len(dataset) == 0:
+            raise ReprotuneError(f"split '{split}' is empty after loading; check download.files / splits")
+
+
+def save_dataset(dataset: DatasetDict, target: Path, extra_json: dict[str, Any] | None = None) -> None:
+    """save_to_disk into a temporary directory, then rename into place."""
+    with atomic_dir(target) as tmp:
+        dataset.save_to_disk(str(tmp))
+        for name, payload in (extra_json or {}).items():
+            (tmp / name).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def load_dataset_dir(path: Path, stage_hint: str) -> DatasetDict:
+    if not path.exists():
+        raise ReprotuneError(f"{path} is missing; run the {stage_hint} stage first (dvc repro)")
+    return load_from_disk(str(path))
+
+
+def read_meta(tokenized: Path) -> dict[str, Any]:
+    return json.loads((tokenized / "meta.json").read_text(encoding="utf-8"))

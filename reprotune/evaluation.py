@@ -1,0 +1,68 @@
+"""Evaluate a method on the test split: predictions table, metrics from it, and
+the cost figures recorded at training time."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from transformers import set_seed
+
+from . import paths
+from .atomic import write_frame, write_json
+from .data import load_dataset_dir, read_meta
+from .errors import ReprotuneError
+from .modeling import count_parameters, load_tokenizer
+from .params import TaskParams
+from .tasks.base import TaskFamily
+from .training import TRAIN_INFO
+
+EVAL_METHODS = ("baseline", "full", "lora")
+
+
+def load_method_model(task_name: str, method: str, task: TaskParams, family: TaskFamily, meta: dict) -> Any:
+    """baseline: the pretrained encoder with a fresh head; full: the checkpoint; lora: base + adapter."""
+    if method == "baseline":
+        set_seed(task.evaluate.seed)
+        return family.build_model(task, meta)
+    directory = paths.model_dir(task_name, method)
+    if not directory.is_dir():
+        raise ReprotuneError(f"{directory} is missing; run the train-{method} stage first (dvc repro)")
+    if method == "full":
+        return family.build_model(task, meta, source=str(directory))
+    from peft import PeftModel
+
+    base = family.build_model(task, meta)
+    return PeftModel.from_pretrained(base, str(directory))
+
+
+def evaluate(task_name: str, method: str, task: TaskParams, family: TaskFamily) -> dict[str, Any]:
+    if method not in EVAL_METHODS:
+        raise ReprotuneError(f"unknown evaluation method '{method}'; allowed: {', '.join(EVAL_METHODS)}")
+    tokenized_path = paths.tokenized_dir(task_name)
+    features = load_dataset_dir(tokenized_path, "tokenize")["test"]
+    raw = load_dataset_dir(paths.raw_dir(task_name), "download")["test"]
+    meta = read_meta(tokenized_path)
+    tokenizer = load_tokenizer(task.model, pretokenized=family.pretokenized_input)
+    model = load_method_model(task_name, method, task, family, meta)
+
+    started = time.perf_counter()
+    predictions = family.predict(model, tokenizer, raw, features, meta, task)
+    seconds = time.perf_counter() - started
+    metrics = family.score(predictions, meta, task)
+
+    cost: dict[str, Any] = {
+        "eval_seconds": round(seconds, 2),
+        "eval_examples_per_second": round(len(raw) / seconds, 2) if seconds > 0 else None,
+    }
+    info_file = paths.model_dir(task_name, method) / TRAIN_INFO
+    if method != "baseline" and info_file.exists():
+        cost.update(json.loads(info_file.read_text(encoding="utf-8")))
+    else:
+        cost.update(count_parameters(model))
+
+    write_frame(paths.predictions_file(task_name, method), predictions)
+    write_json(paths.metrics_file(task_name, method), metrics)
+    write_json(paths.cost_file(task_name, method), cost)
+    return metrics

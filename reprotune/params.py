@@ -1,0 +1,220 @@
+"""The params.yaml schema, validated once at the start of every stage.
+
+Layout: `pipeline.tasks` lists the tasks dvc.yaml builds; `tasks.<name>` holds one
+section per stage (download, tokenize, train_full, train_lora, evaluate,
+error_analysis) plus `model`, which the tokenize, train and evaluate stages read.
+Each task family subclasses these models with its own keys.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ReprotuneError, did_you_mean
+
+PARAMS_FILE = "params.yaml"
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must never silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelParams(Strict):
+    name_or_path: str = Field(min_length=1, description="Hub id, local directory, or package:NAME/path")
+    revision: str | None = None
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+
+class MakeSplits(Strict):
+    """Fractions carved out of train, seeded, when a source lacks validation or test."""
+
+    validation: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+    seed: int = 42
+
+
+class DownloadParams(Strict):
+    source: str
+    dataset: str | None = None
+    config: str | None = None
+    revision: str | None = None
+    path: str | None = None
+    files: dict[Literal["train", "validation", "test"], str] | None = None
+    splits: dict[Literal["train", "validation", "test"], str] | None = Field(
+        None, description="our split name -> the source's split name (e.g. test: validation)"
+    )
+    make_splits: MakeSplits = MakeSplits()
+    max_samples: dict[Literal["train", "validation", "test"], int] | None = None
+    sample_seed: int = 42
+
+
+class TokenizeParams(Strict):
+    max_length: int = Field(128, gt=1)
+    num_proc: int | None = Field(None, ge=1)
+    batch_size: int = Field(1000, gt=0)
+
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class TrainParams(Strict):
+    seed: int = 42
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int = Field(-1, ge=-1)
+    learning_rate: float = Field(2e-5, gt=0)
+    batch_size: int = Field(16, gt=0)
+    eval_batch_size: int = Field(64, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup: float = Field(0.0, ge=0, description="ratio of steps if < 1, else a number of steps")
+    lr_scheduler: str = "linear"
+    max_grad_norm: float = Field(1.0, gt=0)
+    metric_for_best_model: str | None = None
+    precision: Precision = "auto"
+    tf32: bool = True
+    group_by_length: bool = True
+    dataloader_workers: int = Field(0, ge=0)
+    torch_compile: bool = False
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(50, gt=0)
+    full_determinism: bool = False
+    resume: bool = False
+
+
+class LoraTrainParams(TrainParams):
+    learning_rate: float = Field(1e-3, gt=0)
+    r: int = Field(8, gt=0)
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    bias: Literal["none", "all", "lora_only"] = "none"
+    target_modules: Literal["auto"] | list[str] = "auto"
+
+
+class EvaluateParams(Strict):
+    batch_size: int = Field(64, gt=0)
+    seed: int = Field(42, description="initialises the untrained head of the baseline")
+
+
+class ErrorAnalysisParams(Strict):
+    worst_n: int = Field(20, gt=0)
+
+
+class TaskParams(Strict):
+    """The common shape of `tasks.<name>`; families narrow `type` and extend the sections."""
+
+    type: str
+    model: ModelParams
+    download: DownloadParams
+    tokenize: TokenizeParams = TokenizeParams()
+    train_full: TrainParams = TrainParams()
+    train_lora: LoraTrainParams = LoraTrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    error_analysis: ErrorAnalysisParams = ErrorAnalysisParams()
+
+
+class PipelineParams(Strict):
+    tasks: list[str] = Field(min_length=1)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Walk the schema along `loc` to list the keys allowed where an unknown key was found."""
+    current: Any = model
+    for part in loc[:-1]:
+        fields = getattr(current, "model_fields", None)
+        if fields is None or part not in fields:
+            return []
+        annotation = fields[part].annotation
+        current = next(
+            (arg for arg in getattr(annotation, "__args__", (annotation,)) if hasattr(arg, "model_fields")),
+            annotation,
+        )
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def explain_validation_error(exc: ValidationError, model: type[BaseModel], prefix: str) -> ReprotuneError:
+    """Turn pydantic's report into one line naming the key and what is allowed."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    where = f"{prefix}.{_location(loc)}" if loc else prefix
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(model, loc)
+        hint = did_you_mean(str(loc[-1]), allowed)
+        return ReprotuneError(f"{PARAMS_FILE}: unknown key '{where}'{hint}; allowed keys: {', '.join(allowed)}")
+    if err["type"] == "missing":
+        return ReprotuneError(f"{PARAMS_FILE}: missing required key '{where}'")
+    got = err.get("input")
+    return ReprotuneError(f"{PARAMS_FILE}: '{where}': {err['msg']} (got {got!r})")
+
+
+def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ReprotuneError(f"{path} not found; run stages from the repository root")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ReprotuneError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise ReprotuneError(f"{path} must be a mapping with 'pipeline' and 'tasks'")
+    return data
+
+
+def validate_task(name: str, section: Any) -> TaskParams:
+    """Validate one `tasks.<name>` section against its family's schema."""
+    from .tasks import get_family
+
+    if not isinstance(section, dict):
+        raise ReprotuneError(f"{PARAMS_FILE}: 'tasks.{name}' must be a mapping of stage sections")
+    if "type" not in section:
+        raise ReprotuneError(f"{PARAMS_FILE}: 'tasks.{name}.type' is missing")
+    family = get_family(str(section["type"]), where=f"tasks.{name}.type")
+    try:
+        return family.params_model.model_validate(section)
+    except ValidationError as exc:
+        raise explain_validation_error(exc, family.params_model, f"tasks.{name}") from exc
+
+
+def load_all(path: str | Path = PARAMS_FILE) -> tuple[PipelineParams, dict[str, TaskParams]]:
+    """Validate the whole params file, every task included, so mistakes surface at once."""
+    data = read_params(path)
+    unknown = sorted(set(data) - {"pipeline", "tasks"})
+    if unknown:
+        hint = did_you_mean(unknown[0], ["pipeline", "tasks"])
+        raise ReprotuneError(f"{PARAMS_FILE}: unknown top-level key '{unknown[0]}'{hint}; allowed: pipeline, tasks")
+    try:
+        pipeline = PipelineParams.model_validate(data.get("pipeline") or {})
+    except ValidationError as exc:
+        raise explain_validation_error(exc, PipelineParams, "pipeline") from exc
+    sections = data.get("tasks") or {}
+    if not isinstance(sections, dict):
+        raise ReprotuneError(f"{PARAMS_FILE}: 'tasks' must be a mapping of task name to its sections")
+    for name in pipeline.tasks:
+        if name not in sections:
+            raise ReprotuneError(
+                f"{PARAMS_FILE}: pipeline.tasks names '{name}' but there is no 'tasks.{name}' section"
+                f"{did_you_mean(name, sections)}; defined: {', '.join(sorted(sections)) or 'none'}"
+            )
+    tasks = {name: validate_task(name, section) for name, section in sections.items()}
+    return pipeline, tasks
+
+
+def load_task(name: str, path: str | Path = PARAMS_FILE) -> TaskParams:
+    """Validate params.yaml and return the section of the task a stage was asked to run."""
+    _, tasks = load_all(path)
+    if name not in tasks:
+        raise ReprotuneError(
+            f"{PARAMS_FILE}: no section 'tasks.{name}'{did_you_mean(name, tasks)}; "
+            f"defined: {', '.join(sorted(tasks)) or 'none'}"
+        )
+    return tasks[name]

@@ -1,0 +1,56 @@
+"""Where each stage reads and writes, in one place, so dvc.yaml and code agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+METHODS = ("full", "lora")
+
+
+def raw_dir(task: str) -> Path:
+    return Path("data") / task / "raw"
+
+
+def tokenized_dir(task: str) -> Path:
+    return Path("data") / task / "tokenized"
+
+
+def model_dir(task: str, method: str) -> Path:
+    return Path("models") / task / method
+
+
+def checkpoint_dir(task: str, method: str) -> Path:
+    """Trainer checkpoints for `resume: true`; outside every DVC out, git-ignored."""
+    return Path("models") / task / f".checkpoints-{method}"
+
+
+def live_dir(task: str, method: str) -> Path:
+    return Path("metrics") / task / f"train-{method}"
+
+
+def metrics_file(task: str, method: str) -> Path:
+    return Path("metrics") / task / f"{method}.json"
+
+
+def cost_file(task: str, method: str) -> Path:
+    return Path("metrics") / task / f"{method}-cost.json"
+
+
+def tokenize_report(task: str) -> Path:
+    return Path("metrics") / task / "tokenize.json"
+
+
+def predictions_file(task: str, method: str) -> Path:
+    return Path("data") / task / "predictions" / f"{method}.parquet"
+
+
+def confusion_dir(task: str) -> Path:
+    return Path("metrics") / task / "confusion"
+
+
+def error_summary_file(task: str) -> Path:
+    return Path("metrics") / task / "error_summary.json"
+
+
+def report_dir(task: str) -> Path:
+    return Path("reports") / task

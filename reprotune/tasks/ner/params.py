@@ -1,0 +1,37 @@
+"""params.yaml keys specific to token classification (NER)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ...params import DownloadParams, ErrorAnalysisParams, TaskParams, TokenizeParams, TrainParams
+
+
+class NerDownloadParams(DownloadParams):
+    source: Literal["hub", "conll", "json", "jsonl", "csv", "parquet"]
+    tokens_field: str = "tokens"
+    tags_field: str = "ner_tags"
+    token_column: int = 0
+    tag_column: int = -1
+    separator: str | None = Field("\t", description="column separator; null splits on any white space")
+    token_prefix: str | None = Field(None, description="stripped from each token, e.g. WikiANN's 'en:'")
+    invalid_iob: Literal["repair", "fail"] = "repair"
+    labels: list[str] | None = Field(None, description="the full tag set; default: the tags seen in train")
+
+
+class NerTokenizeParams(TokenizeParams):
+    label_all_tokens: bool = False
+
+
+class NerErrorAnalysisParams(ErrorAnalysisParams):
+    pass
+
+
+class NerTaskParams(TaskParams):
+    type: Literal["ner"]
+    download: NerDownloadParams
+    tokenize: NerTokenizeParams = NerTokenizeParams()
+    train_full: TrainParams = TrainParams()
+    error_analysis: NerErrorAnalysisParams = NerErrorAnalysisParams()

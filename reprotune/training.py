@@ -1,0 +1,180 @@
+"""One training path for full fine-tuning and LoRA: the HF Trainer with params
+from `train_full` / `train_lora`, dvclive curves, and atomic checkpoint outs."""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import paths
+from .atomic import atomic_dir
+from .data import load_dataset_dir, read_meta
+from .errors import ReprotuneError
+from .lora import apply_lora
+from .modeling import count_parameters, load_tokenizer
+from .params import LoraTrainParams, TaskParams, TrainParams
+from .tasks.base import TaskFamily
+
+TRAIN_INFO = "train_info.json"
+RUN_INFO = "reprotune.json"
+
+
+def method_params(task: TaskParams, method: str) -> TrainParams:
+    if method == "full":
+        return task.train_full
+    if method == "lora":
+        return task.train_lora
+    raise ReprotuneError(f"unknown training method '{method}'; allowed: full, lora")
+
+
+def resolve_precision(params: TrainParams) -> dict[str, bool]:
+    """`auto` means bf16 where the GPU has it, fp16 on older GPUs, fp32 on CPU."""
+    cuda = torch.cuda.is_available()
+    choice = params.precision
+    if choice == "auto":
+        choice = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    if choice in ("bf16", "fp16") and not cuda:
+        raise ReprotuneError(f"precision '{choice}' needs a GPU; use 'auto' or 'fp32' on CPU")
+    return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
+
+
+def training_arguments(params: TrainParams, family: TaskFamily, output_dir: Path) -> Any:
+    from transformers import TrainingArguments
+
+    metric = params.metric_for_best_model or family.default_metric
+    greater = family.greater_is_better if params.metric_for_best_model is None else "loss" not in metric
+    cuda = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        seed=params.seed,
+        data_seed=params.seed,
+        full_determinism=params.full_determinism,
+        num_train_epochs=params.epochs,
+        max_steps=params.max_steps,
+        learning_rate=params.learning_rate,
+        per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.eval_batch_size,
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        weight_decay=params.weight_decay,
+        warmup_steps=params.warmup if params.warmup < 1 else int(params.warmup),
+        lr_scheduler_type=params.lr_scheduler,
+        max_grad_norm=params.max_grad_norm,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=greater,
+        logging_strategy="steps",
+        logging_steps=params.logging_steps,
+        train_sampling_strategy="group_by_length" if params.group_by_length else "random",
+        dataloader_num_workers=params.dataloader_workers,
+        dataloader_pin_memory=cuda,
+        torch_compile=params.torch_compile,
+        gradient_checkpointing=params.gradient_checkpointing,
+        tf32=params.tf32 if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,
+        report_to="none",
+        disable_tqdm=False,
+        remove_unused_columns=False,
+        **resolve_precision(params),
+    )
+
+
+def peak_memory_mb() -> tuple[float, str]:
+    """Peak GPU memory allocated, or the process's peak resident memory on CPU."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20, "cuda_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_peak_rss"
+
+
+def dir_size_bytes(path: Path) -> int:
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+
+
+def last_checkpoint(directory: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(directory)) if directory.is_dir() else None
+
+
+def train(task_name: str, method: str, task: TaskParams, family: TaskFamily) -> dict[str, Any]:
+    """Train one method for one task; write the model out, its train info and dvclive curves."""
+    from dvclive import Live
+    from transformers import Trainer, set_seed
+    from transformers.integrations import DVCLiveCallback
+
+    params = method_params(task, method)
+    set_seed(params.seed)
+    tokenized_path = paths.tokenized_dir(task_name)
+    features = load_dataset_dir(tokenized_path, "tokenize")
+    raw = load_dataset_dir(paths.raw_dir(task_name), "download")
+    meta = read_meta(tokenized_path)
+    tokenizer = load_tokenizer(task.model, pretokenized=family.pretokenized_input)
+
+    model = family.build_model(task, meta)
+    if params.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if method == "lora":
+        assert isinstance(params, LoraTrainParams)
+        model = apply_lora(model, params, family.peft_task_type, family.head_modules)
+    counts = count_parameters(model)
+
+    columns = family.model_columns()
+    train_set = features["train"].select_columns([c for c in columns if c in features["train"].column_names])
+    eval_set = features["validation"].select_columns([c for c in columns if c in features["validation"].column_names])
+
+    checkpoints = paths.checkpoint_dir(task_name, method)
+    resume_from = last_checkpoint(checkpoints) if params.resume else None
+    if not params.resume and checkpoints.exists():
+        shutil.rmtree(checkpoints)
+
+    live_target = paths.live_dir(task_name, method)
+    with atomic_dir(live_target) as live_tmp:
+        live = Live(dir=str(live_tmp), save_dvc_exp=False, dvcyaml=None, report=None, resume=False)
+        trainer = Trainer(
+            model=model,
+            args=training_arguments(params, family, checkpoints),
+            data_collator=family.collator(tokenizer, task, meta),
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            processing_class=tokenizer,
+            compute_metrics=family.train_metrics(meta, task, raw["validation"], features["validation"]),
+            callbacks=[DVCLiveCallback(live=live)],
+        )
+        started = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        elapsed = time.perf_counter() - started
+        live.end()
+        (live_tmp / "params.yaml").unlink(missing_ok=True)  # holds temp paths; params live in params.yaml
+
+    peak, peak_kind = peak_memory_mb()
+    info = {
+        **counts,
+        "train_seconds": round(elapsed, 2),
+        "train_samples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 3),
+        "train_steps": int(result.global_step),
+        "peak_memory_mb": round(peak, 1),
+        "peak_memory_kind": peak_kind,
+        "best_checkpoint_metric": trainer.state.best_metric,
+        "resumed_from_checkpoint": bool(resume_from),
+    }
+    target = paths.model_dir(task_name, method)
+    with atomic_dir(target) as out:
+        trainer.model.save_pretrained(str(out))
+        if method == "full":
+            tokenizer.save_pretrained(str(out))
+        (out / RUN_INFO).write_text(
+            json.dumps({"task": task_name, "method": method, "base_model": task.model.name_or_path, "meta": meta},
+                       indent=2, sort_keys=True) + "\n",
+            encoding="utf-8",
+        )
+        info["shipped_bytes"] = dir_size_bytes(out)
+        (out / TRAIN_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return info

@@ -1,0 +1,26 @@
+"""download: load a task's source and save train/validation/test as Arrow (data/<task>/raw)."""
+
+from reprotune import paths
+from reprotune.cli import expect_args, run_stage
+from reprotune.data import check_not_empty, limit_samples, make_missing_splits, save_dataset
+from reprotune.params import load_task
+from reprotune.tasks import get_family
+
+
+def main(args: list[str]) -> str:
+    (task_name,) = expect_args(args, ["task"], "stages/download.py")
+    task = load_task(task_name)
+    family = get_family(task.type)
+    raw, report = family.load_raw(task.download)
+    raw = make_missing_splits(raw, task.download.make_splits, family.split_group_column)
+    raw = limit_samples(raw, task.download.max_samples, task.download.sample_seed)
+    check_not_empty(raw)
+    family.validate_raw(raw, task)
+    report["examples"] = {split: len(dataset) for split, dataset in raw.items()}
+    save_dataset(raw, paths.raw_dir(task_name), {"download_report.json": report})
+    sizes = ", ".join(f"{split} {len(dataset)}" for split, dataset in raw.items())
+    return f"download {task_name}: {sizes} -> {paths.raw_dir(task_name)}"
+
+
+if __name__ == "__main__":
+    run_stage(main)

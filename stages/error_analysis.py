@@ -1,0 +1,33 @@
+"""error-analysis: compare full and LoRA predictions error by error (reports/<task>/)."""
+
+import pandas as pd
+
+from reprotune import paths
+from reprotune.atomic import atomic_dir, write_json
+from reprotune.cli import expect_args, run_stage
+from reprotune.data import read_meta
+from reprotune.errors import ReprotuneError
+from reprotune.params import load_task
+from reprotune.paths import METHODS
+from reprotune.tasks import get_family
+
+
+def main(args: list[str]) -> str:
+    (task_name,) = expect_args(args, ["task"], "stages/error_analysis.py")
+    task = load_task(task_name)
+    predictions = {}
+    for method in METHODS:
+        path = paths.predictions_file(task_name, method)
+        if not path.exists():
+            raise ReprotuneError(f"{path} is missing; run the evaluate stage for '{method}' first (dvc repro)")
+        predictions[method] = pd.read_parquet(path)
+    meta = read_meta(paths.tokenized_dir(task_name))
+    family = get_family(task.type)
+    with atomic_dir(paths.report_dir(task_name)) as report, atomic_dir(paths.confusion_dir(task_name)) as confusion:
+        summary = family.analyse(predictions, meta, task, report, confusion)
+    write_json(paths.error_summary_file(task_name), summary)
+    return f"error-analysis {task_name}: read {paths.report_dir(task_name) / 'summary.md'} first"
+
+
+if __name__ == "__main__":
+    run_stage(main)
