@@ -91,14 +91,18 @@ class NerFamily(TaskFamily):
         return rows
 
     def validate_raw(self, raw: DatasetDict, params: NerTaskParams) -> None:  # type: ignore[override]
-        allowed = set(params.download.labels or label_list(self._tags(raw["train"])))
-        for split in ("validation", "test", "train"):
+        """With download.labels, every tag must be one of them; without, the label set is
+        what the splits hold (a type missing from train is reported by tokenize)."""
+        if not params.download.labels:
+            return
+        allowed = set(params.download.labels)
+        for split in ("train", "validation", "test"):
             for example in raw[split]:
                 unknown = [t for t in example["tags"] if t not in allowed]
                 if unknown:
                     raise ReprotuneError(
-                        f"{split} sentence {example['id']}: tag '{unknown[0]}' is not in the label set "
-                        f"({', '.join(sorted(allowed))}); list every tag in download.labels to allow it"
+                        f"{split} sentence {example['id']}: tag '{unknown[0]}' is not in download.labels "
+                        f"({', '.join(params.download.labels)})"
                     )
 
     @staticmethod
@@ -107,8 +111,11 @@ class NerFamily(TaskFamily):
 
     # tokenize -------------------------------------------------------------
     def prepare_meta(self, raw: DatasetDict, params: NerTaskParams) -> Meta:  # type: ignore[override]
-        labels = params.download.labels or label_list(self._tags(raw["train"]))
-        return {"labels": labels}
+        seen = set().union(*(self._tags(raw[split]) for split in raw))
+        labels = params.download.labels or label_list(seen)
+        train_types = {tag[2:] for tag in self._tags(raw["train"]) if tag != "O"}
+        unseen = sorted({tag[2:] for tag in seen if tag != "O"} - train_types)
+        return {"labels": labels, "types_missing_from_train": unseen}
 
     def tokenize(self, raw: DatasetDict, tokenizer: Any, params: NerTaskParams,  # type: ignore[override]
                  meta: Meta) -> tuple[DatasetDict, dict[str, Any]]:
@@ -133,6 +140,7 @@ class NerFamily(TaskFamily):
             }
             for split in features
         }
+        report["types_missing_from_train"] = meta.get("types_missing_from_train", [])
         return features, report
 
     # train ----------------------------------------------------------------

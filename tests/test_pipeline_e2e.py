@@ -1,0 +1,117 @@
+"""`dvc repro` of a tiny profile (every task family) in a temporary copy of the repo."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tiny import build_tiny_bert, copy_repo, git
+
+TESTS = Path(__file__).resolve().parent
+
+
+def tiny_profile(root: Path, model_dir: Path) -> dict:
+    """params.yaml with one tiny task per family, from every tests/tiny_<family>.py."""
+    tasks = {}
+    for module_file in sorted(TESTS.glob("tiny_*.py")):
+        family = module_file.stem.removeprefix("tiny_")
+        module = importlib.import_module(module_file.stem)
+        tasks[f"tiny_{family}"] = module.tiny_task(root / "tiny-data" / family, model_dir)
+    return {"pipeline": {"tasks": list(tasks)}, "tasks": tasks}
+
+
+def run(repo: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def dry_run_stages(repo: Path) -> set[str]:
+    """Stages whose own deps or params changed (dvc repro --dry names those it would start with)."""
+    out = run(repo, "dvc", "repro", "--dry").stdout
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+def set_param(repo: Path, dotted: str, value: object) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    node = params
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("e2e")
+    repo = copy_repo(root / "repo")
+    profile = tiny_profile(root, build_tiny_bert(root / "tiny-model"))
+    (repo / "params.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    git(repo, "commit", "-qam", "tiny profile")
+    run(repo, "dvc", "repro")
+    return repo, profile
+
+
+def test_every_task_produces_metrics_reports_and_plots(reproduced: tuple[Path, dict]) -> None:
+    repo, profile = reproduced
+    for task in profile["pipeline"]["tasks"]:
+        for method in ("baseline", "full", "lora"):
+            metrics = json.loads((repo / "metrics" / task / f"{method}.json").read_text())
+            assert metrics, f"{task}/{method}.json is empty"
+            cost = json.loads((repo / "metrics" / task / f"{method}-cost.json").read_text())
+            assert cost["total_params"] > 0
+        lora_cost = json.loads((repo / "metrics" / task / "lora-cost.json").read_text())
+        full_cost = json.loads((repo / "metrics" / task / "full-cost.json").read_text())
+        assert lora_cost["trainable_params"] < full_cost["trainable_params"]
+        assert lora_cost["shipped_bytes"] < full_cost["shipped_bytes"], "a LoRA out holds only the adapter"
+        assert (repo / "reports" / task / "summary.md").read_text().strip()
+        assert list((repo / "metrics" / task / "confusion").glob("*.csv"))
+        assert (repo / "metrics" / task / "train-full" / "plots").is_dir()
+    assert "up to date" in run(repo, "dvc", "status").stdout
+
+
+def test_ner_metrics_are_computed_from_predictions(reproduced: tuple[Path, dict]) -> None:
+    import pandas as pd
+
+    from reprotune.tasks.ner.metrics import entity_scores
+
+    repo, _ = reproduced
+    predictions = pd.read_parquet(repo / "data" / "tiny_ner" / "predictions" / "full.parquet")
+    recomputed = entity_scores([list(g) for g in predictions["gold"]], [list(p) for p in predictions["pred"]])
+    stored = json.loads((repo / "metrics" / "tiny_ner" / "full.json").read_text())
+    assert stored == json.loads(json.dumps(recomputed))
+
+
+def test_lora_param_change_reruns_only_lora_stages(reproduced: tuple[Path, dict]) -> None:
+    repo, _ = reproduced
+    set_param(repo, "tasks.tiny_ner.train_lora.r", 2)
+    try:
+        assert dry_run_stages(repo) == {"train-lora@tiny_ner"}
+    finally:
+        git(repo, "checkout", "params.yaml")
+
+
+def test_evaluate_param_change_retrains_nothing(reproduced: tuple[Path, dict]) -> None:
+    repo, _ = reproduced
+    set_param(repo, "tasks.tiny_ner.evaluate.batch_size", 3)
+    try:
+        stages = dry_run_stages(repo)
+    finally:
+        git(repo, "checkout", "params.yaml")
+    assert stages == {"evaluate@tiny_ner-full", "evaluate@tiny_ner-lora", "baseline@tiny_ner"}
+
+
+def test_metrics_diff_compares_full_and_lora(reproduced: tuple[Path, dict]) -> None:
+    repo, _ = reproduced
+    shown = run(repo, "dvc", "metrics", "show", "--json").stdout
+    assert "metrics/tiny_ner/full.json" in shown and "metrics/tiny_ner/lora.json" in shown
