@@ -123,6 +123,15 @@ class PipelineParams(Strict):
     tasks: list[str] = Field(min_length=1)
 
 
+# Names users bring from HF scripts and peft, mapped to ours for the did-you-mean hint.
+HF_NAMES = {
+    "rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lr": "learning_rate",
+    "num_train_epochs": "epochs", "num_epochs": "epochs", "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size", "warmup_ratio": "warmup", "warmup_steps": "warmup",
+    "model_name_or_path": "name_or_path", "fp16": "precision", "bf16": "precision",
+}
+
+
 def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
 
@@ -149,7 +158,8 @@ def explain_validation_error(exc: ValidationError, model: type[BaseModel], prefi
     where = f"{prefix}.{_location(loc)}" if loc else prefix
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(model, loc)
-        hint = did_you_mean(str(loc[-1]), allowed)
+        key = str(loc[-1])
+        hint = f" (did you mean '{HF_NAMES[key]}'?)" if HF_NAMES.get(key) in allowed else did_you_mean(key, allowed)
         return ReprotuneError(f"{PARAMS_FILE}: unknown key '{where}'{hint}; allowed keys: {', '.join(allowed)}")
     if err["type"] == "missing":
         return ReprotuneError(f"{PARAMS_FILE}: missing required key '{where}'")

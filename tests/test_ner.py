@@ -1,0 +1,131 @@
+"""NER family: CoNLL reading, IOB2 repair, tag alignment, strict entity scores, error classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reprotune.errors import ReprotuneError
+from reprotune.tasks.ner.align import align_labels, begin_to_inside, tokenize_batch, word_predictions
+from reprotune.tasks.ner.analysis import classify_errors
+from reprotune.tasks.ner.conll import read_conll
+from reprotune.tasks.ner.metrics import entity_scores
+from reprotune.tasks.ner.tags import check_and_repair, entities, label_list
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def write(tmp_path: Path, text: str, name: str = "data.conll") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_conll_skips_docstart_strips_prefix_and_splits_on_blank_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, "-DOCSTART- O\n\nen:Paris\tB-LOC\nen:is\tO\n\t\nen:Bob\tB-PER\n")
+    rows = read_conll(path, token_prefix="en:")
+    assert [r["tokens"] for r in rows] == [["Paris", "is"], ["Bob"]]
+    assert [r["tags"] for r in rows] == [["B-LOC", "O"], ["B-PER"]]
+
+
+def test_conll_columns_by_index_with_whitespace_separator(tmp_path: Path) -> None:
+    path = write(tmp_path, "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n")
+    rows = read_conll(path, token_column=0, tag_column=3, separator=None)
+    assert rows[0]["tokens"] == ["EU", "rejects"] and rows[0]["tags"] == ["B-ORG", "O"]
+
+
+def test_conll_wrong_column_count_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "a\tO\nb\tO\n\nc\tO\textra\n")
+    with pytest.raises(ReprotuneError, match=r"data\.conll:4: expected 2 columns"):
+        read_conll(path)
+
+
+def test_conll_non_utf8_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.conll"
+    path.write_bytes(b"a\tO\n\xff\xfe\tO\n")
+    with pytest.raises(ReprotuneError, match=r"bad\.conll:2: not valid UTF-8"):
+        read_conll(path)
+
+
+def test_iob_repair_turns_orphan_inside_into_begin() -> None:
+    tags, repairs = check_and_repair(["O", "I-PER", "I-PER", "I-LOC"], repair=True, where="x")
+    assert tags == ["O", "B-PER", "I-PER", "B-LOC"] and repairs == 2
+
+
+def test_iob_fail_mode_and_non_iob_tags_raise() -> None:
+    with pytest.raises(ReprotuneError, match="follows 'O'"):
+        check_and_repair(["O", "I-PER"], repair=False, where="train sentence 3")
+    with pytest.raises(ReprotuneError, match="is not IOB2"):
+        check_and_repair(["PER"], repair=True, where="x")
+
+
+def test_label_list_is_stable_and_complete() -> None:
+    assert label_list({"B-PER", "O", "I-LOC"}) == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+
+
+def test_alignment_labels_first_subtoken_only() -> None:
+    # words: [New, York] -> sub-tokens [CLS] New Yo ##rk [SEP]
+    word_ids = [None, 0, 1, 1, None]
+    assert align_labels(word_ids, [1, 2], False, {}) == [-100, 1, 2, -100, -100]
+
+
+def test_alignment_label_all_tokens_uses_inside_for_begin_words() -> None:
+    labels = ["O", "B-LOC", "I-LOC"]
+    word_ids = [None, 0, 0, 0, None]
+    assert align_labels(word_ids, [1], True, begin_to_inside(labels)) == [-100, 1, 2, 2, -100]
+
+
+def test_tokenize_batch_counts_words_cut_by_truncation(tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    batch = {"tokens": [["Paris", "is", "big", "and", "old"]], "tags": [["B-LOC", "O", "O", "O", "O"]]}
+    out = tokenize_batch(batch, tokenizer, ["O", "B-LOC", "I-LOC"], max_length=4, label_all_tokens=False)
+    assert out["labels"][0] == [-100, 1, 0, -100]
+    assert out["words_cut"] == [3] and out["words_dropped"] == [0]
+
+
+def test_word_predictions_take_first_subtoken_and_mark_missing_words() -> None:
+    assert word_predictions([-1, 0, 0, 2, -1], [9, 1, 5, 3, 9], 3) == [1, None, 3]
+
+
+def test_strict_entities_ignore_stray_inside_tags() -> None:
+    assert entities(["B-PER", "I-PER", "O", "I-LOC", "B-LOC"]) == {("PER", 0, 2), ("LOC", 4, 5)}
+
+
+def test_entity_scores_match_hand_computed_values() -> None:
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
+    pred = [["B-PER", "I-PER", "O", "O"], ["B-LOC", "O"]]
+    # 1 correct of 2 predicted, of 3 gold -> P 0.5, R 1/3, F1 0.4
+    scores = entity_scores(gold, pred)
+    assert scores["precision"] == pytest.approx(0.5)
+    assert scores["recall"] == pytest.approx(1 / 3, abs=1e-6)
+    assert scores["f1"] == pytest.approx(0.4)
+    assert scores["per_type"]["PER"]["f1"] == 1.0 and scores["per_type"]["ORG"]["recall"] == 0.0
+    assert scores["token_accuracy"] == pytest.approx(4 / 6)
+
+
+def test_error_classes_cover_every_kind() -> None:
+    gold = {("PER", 0, 2), ("LOC", 3, 4), ("ORG", 5, 7), ("MISC", 8, 9), ("PER", 10, 11)}
+    pred = {("PER", 0, 1), ("ORG", 3, 4), ("LOC", 5, 6), ("PER", 12, 13), ("PER", 10, 11)}
+    kinds = sorted(e["kind"] for e in classify_errors(gold, pred))
+    assert kinds == ["missed", "spurious", "wrong_boundary", "wrong_type", "wrong_type_and_boundary"]
+
+
+@pytest.mark.skipif(not (SHARED / "wikiann-en").exists(), reason="../shared/data not present")
+def test_wikiann_local_files_load_through_the_documented_params(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprotune.params import load_all
+    from reprotune.tasks.ner import FAMILY
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    _, tasks = load_all(repo / "params.yaml")
+    raw, report = FAMILY.load_raw(tasks["wikiann_local"].download)
+    assert {split: len(raw[split]) for split in raw} == {"train": 20000, "validation": 10000, "test": 10000}
+    assert raw["train"][0]["tokens"][0] == "R.H." and report["iob_repairs"]["train"] == 0
+    sentences = read_conll(SHARED / "wikiann-en" / "dev", token_prefix="en:")
+    assert len(sentences) == 10000
+    assert not any(token.startswith("en:") for s in sentences[:200] for token in s["tokens"])
+    assert {t for s in sentences for t in s["tags"]} == {"O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"}
+    assert tasks["wikiann_local"].download.token_prefix == "en:"
