@@ -83,3 +83,70 @@ def test_stage_prints_one_error_line_exits_2_and_writes_nothing(tmp_path: Path) 
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: params.yaml:")
     assert not (tmp_path / "data").exists()
+
+
+# --- models ---------------------------------------------------------------------------
+
+from reprotune.modeling import load_pretrained, load_tokenizer  # noqa: E402
+from reprotune.params import ModelParams  # noqa: E402
+
+
+def model_error(name: str, **flags: bool) -> str:
+    from transformers import AutoModel
+
+    with pytest.raises(ReprotuneError) as caught:
+        load_pretrained(AutoModel, ModelParams(name_or_path=name, **flags))
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_missing_local_model_directory(tmp_path: Path) -> None:
+    assert "does not exist" in model_error(str(tmp_path / "no-such-model"))
+
+
+def test_path_that_is_neither_directory_nor_hub_id() -> None:
+    assert "neither an existing directory nor a Hub id" in model_error("org/name/extra")
+
+
+def test_unreachable_hub_says_so_and_how_to_use_a_local_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    message = model_error("roberta-base")
+    assert "'roberta-base'" in message and "Hub is unreachable" in message and "save_pretrained" in message
+
+
+def test_pickled_weights_are_refused_unless_allowed(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, pickled)
+    torch.save(load_file(str(pickled / "model.safetensors")), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    assert "allow_pickle" in model_error(str(pickled))
+    from transformers import AutoModel
+
+    assert load_pretrained(AutoModel, ModelParams(name_or_path=str(pickled), allow_pickle=True)) is not None
+
+
+def test_remote_code_checkpoint_is_refused_without_the_flag(tmp_path: Path) -> None:
+    custom = tmp_path / "custom"
+    custom.mkdir()
+    (custom / "config.json").write_text(
+        '{"model_type": "my-encoder", "auto_map": {"AutoConfig": "configuration_my.MyConfig",'
+        ' "AutoModel": "modeling_my.MyModel"}}'
+    )
+    (custom / "configuration_my.py").write_text("raise SystemExit('custom code must not run')\n")
+    assert "trust_remote_code" in model_error(str(custom))
+
+
+def test_slow_tokenizer_is_refused(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> None:
+    import transformers
+
+    class SlowTokenizer:
+        is_fast = False
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: SlowTokenizer())
+    with pytest.raises(ReprotuneError, match="not a fast tokenizer"):
+        load_tokenizer(ModelParams(name_or_path=str(tiny_model_dir)))
