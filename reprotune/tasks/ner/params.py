@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ...params import DownloadParams, ErrorAnalysisParams, TaskParams, TokenizeParams, TrainParams
+from ...params import DownloadParams, ErrorAnalysisParams, TaskParams, TokenizeParams
 
 
 class NerDownloadParams(DownloadParams):
@@ -32,6 +32,5 @@ class NerErrorAnalysisParams(ErrorAnalysisParams):
 class NerTaskParams(TaskParams):
     type: Literal["ner"]
     download: NerDownloadParams
-    tokenize: NerTokenizeParams = NerTokenizeParams()
-    train_full: TrainParams = TrainParams()
-    error_analysis: NerErrorAnalysisParams = NerErrorAnalysisParams()
+    tokenize: NerTokenizeParams
+    error_analysis: NerErrorAnalysisParams
