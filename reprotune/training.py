@@ -4,8 +4,10 @@ from `train_full` / `train_lora`, dvclive curves, and atomic checkpoint outs."""
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -80,10 +82,16 @@ def training_arguments(params: TrainParams, family: TaskFamily, output_dir: Path
         gradient_checkpointing=params.gradient_checkpointing,
         tf32=params.tf32 if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,
         report_to="none",
+        use_cpu=not cuda,  # also lets torchrun start gloo DDP across CPU processes
         disable_tqdm=False,
         remove_unused_columns=False,
         **resolve_precision(params),
     )
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun/accelerate launch, or a plain single process."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def peak_memory_mb() -> tuple[float, str]:
@@ -131,12 +139,18 @@ def train(task_name: str, method: str, task: TaskParams, family: TaskFamily) -> 
 
     checkpoints = paths.checkpoint_dir(task_name, method)
     resume_from = last_checkpoint(checkpoints) if params.resume else None
-    if not params.resume and checkpoints.exists():
+    main_process = is_main_process()
+    if main_process and not params.resume and checkpoints.exists():
         shutil.rmtree(checkpoints)
 
+    # Under `accelerate launch` every rank trains; only rank 0 logs and writes outs.
     live_target = paths.live_dir(task_name, method)
-    with atomic_dir(live_target) as live_tmp:
-        live = Live(dir=str(live_tmp), save_dvc_exp=False, dvcyaml=None, report=None, resume=False)
+    with (atomic_dir(live_target) if main_process else tempfile.TemporaryDirectory()) as live_tmp:
+        live_tmp = Path(live_tmp)
+        callbacks = []
+        if main_process:
+            live = Live(dir=str(live_tmp), save_dvc_exp=False, dvcyaml=None, report=None, resume=False)
+            callbacks.append(DVCLiveCallback(live=live))
         trainer = Trainer(
             model=model,
             args=training_arguments(params, family, checkpoints),
@@ -145,13 +159,14 @@ def train(task_name: str, method: str, task: TaskParams, family: TaskFamily) -> 
             eval_dataset=eval_set,
             processing_class=tokenizer,
             compute_metrics=family.train_metrics(meta, task, raw["validation"], features["validation"]),
-            callbacks=[DVCLiveCallback(live=live)],
+            callbacks=callbacks,
         )
         started = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=resume_from)
         elapsed = time.perf_counter() - started
-        live.end()
-        (live_tmp / "params.yaml").unlink(missing_ok=True)  # holds temp paths; params live in params.yaml
+        if main_process:
+            live.end()
+            (live_tmp / "params.yaml").unlink(missing_ok=True)  # holds temp paths; params live in params.yaml
 
     peak, peak_kind = peak_memory_mb()
     info = {
@@ -163,7 +178,10 @@ def train(task_name: str, method: str, task: TaskParams, family: TaskFamily) -> 
         "peak_memory_kind": peak_kind,
         "best_checkpoint_metric": trainer.state.best_metric,
         "resumed_from_checkpoint": bool(resume_from),
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),
     }
+    if not main_process:
+        return info
     target = paths.model_dir(task_name, method)
     with atomic_dir(target) as out:
         trainer.model.save_pretrained(str(out))
