@@ -157,3 +157,15 @@ def test_slow_tokenizer_is_refused(monkeypatch: pytest.MonkeyPatch, tiny_model_d
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: SlowTokenizer())
     with pytest.raises(ReprotuneError, match="not a fast tokenizer"):
         load_tokenizer(ModelParams(name_or_path=str(tiny_model_dir)))
+
+
+def test_unknown_lora_target_module_lists_the_ones_that_exist(tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForTokenClassification
+
+    from reprotune.lora import apply_lora, resolve_target_modules
+    from reprotune.params import LoraTrainParams
+
+    model = AutoModelForTokenClassification.from_pretrained(str(tiny_model_dir), num_labels=3)
+    assert resolve_target_modules(model, "auto", ("classifier",)) == ["query", "key", "value"]
+    with pytest.raises(ReprotuneError, match=r"'q_proj' is not a Linear module.*available: .*query"):
+        apply_lora(model, LoraTrainParams(target_modules=["q_proj"]), "TOKEN_CLS", ("classifier",))
