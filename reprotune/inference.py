@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
+from tqdm.auto import tqdm
 
 
 def device() -> torch.device:
@@ -28,7 +29,7 @@ def batches(
     keep = [column for column in columns if column in features.column_names]
     subset = features.select_columns(keep)
     with torch.inference_mode():
-        for start in range(0, len(subset), batch_size):
+        for start in tqdm(range(0, len(subset), batch_size), desc="predict", unit="batch"):
             rows = range(start, min(start + batch_size, len(subset)))
             columns_slice = subset[rows.start:rows.stop]
             batch = collator([dict(zip(columns_slice, values)) for values in zip(*columns_slice.values())])
