@@ -47,7 +47,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tasks", nargs="+", help="task names from params.yaml")
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it")
+    parser.add_argument("--collect", type=Path, help="only print/save the results of a kept scratch repo")
     args = parser.parse_args()
+    if args.collect:
+        collect(args.collect, args.tasks, None)
+        return
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     unknown = [task for task in args.tasks if task not in params["tasks"]]
@@ -63,13 +67,16 @@ def main() -> None:
 
     started = time.perf_counter()
     subprocess.run(["dvc", "repro"], cwd=repo, check=True)
-    wall = time.perf_counter() - started
+    collect(repo, args.tasks, time.perf_counter() - started)
 
+
+def collect(repo: Path, tasks: list[str], wall: float | None) -> None:
+    """Print and save the metrics of a finished scratch repo."""
     results_dir = REPO / "bench" / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
-    for task in args.tasks:
-        result = {"task": task, "dvc_repro_seconds": round(wall, 1), "methods": {}}
-        print(f"\n== {task} (dvc repro {wall:.0f}s for all tasks)")
+    for task in tasks:
+        result = {"task": task, "dvc_repro_seconds": round(wall, 1) if wall else None, "methods": {}}
+        print(f"\n== {task}" + (f" (dvc repro {wall:.0f}s for all tasks)" if wall else ""))
         for method in METHODS:
             metrics = json.loads((repo / "metrics" / task / f"{method}.json").read_text())
             cost = json.loads((repo / "metrics" / task / f"{method}-cost.json").read_text())

@@ -129,3 +129,24 @@ def test_wikiann_local_files_load_through_the_documented_params(monkeypatch: pyt
     assert not any(token.startswith("en:") for s in sentences[:200] for token in s["tokens"])
     assert {t for s in sentences for t in s["tags"]} == {"O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"}
     assert tasks["wikiann_local"].download.token_prefix == "en:"
+
+
+def test_free_text_words_keep_character_offsets() -> None:
+    from reprotune.tasks.ner.spans import entity_spans, split_words
+
+    text = "Obama visited  New-York, today."
+    words = split_words(text)
+    assert [w for w, _, _ in words] == ["Obama", "visited", "New-York", ",", "today", "."]
+    assert all(text[start:end] == word for word, start, end in words)
+    tags = ["B-PER", "O", "B-LOC", "O", "O", "O"]
+    spans = entity_spans(text, words, tags, [0.9, 0.1, 0.8, 0.1, 0.1, 0.1])
+    assert spans == [{"text": "Obama", "type": "PER", "start": 0, "end": 5, "score": 0.9},
+                     {"text": "New-York", "type": "LOC", "start": 15, "end": 23, "score": 0.8}]
+
+
+def test_html_rendering_highlights_entities_and_escapes_text() -> None:
+    from reprotune.predict import render_html
+
+    page = render_html([{"text": "<b>Bob</b> x", "entities": [{"text": "Bob", "type": "PER", "start": 3, "end": 6,
+                                                              "score": 0.5}]}])
+    assert "&lt;b&gt;<mark" in page and "Bob<sub>PER</sub></mark>&lt;/b&gt; x" in page

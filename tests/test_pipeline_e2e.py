@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,61 @@ def test_metrics_match_the_committed_reference(reproduced: tuple[Path, dict]) ->
         or abs(float(change["new"]) - float(change["old"])) > TOLERANCE
     ]
     assert not drift, "metrics drifted beyond tolerance %g:\n%s" % (TOLERANCE, "\n".join(drift))
+
+
+def test_remote_cache_restores_a_fresh_clone_without_rerunning(reproduced: tuple[Path, dict], tmp_path: Path) -> None:
+    repo, profile = reproduced
+    remote = tmp_path / "remote"
+    run(repo, "dvc", "remote", "add", "-f", "-d", "team", str(remote))
+    run(repo, "dvc", "push")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "results and remote")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    run(clone, "dvc", "pull")
+    assert (clone / "models" / "tiny_ner" / "lora" / "adapter_model.safetensors").exists()
+    assert (clone / "data" / "tiny_ner" / "tokenized" / "meta.json").exists()
+    assert "up to date" in run(clone, "dvc", "status").stdout
+    assert "Running stage" not in run(clone, "dvc", "repro").stdout
+
+
+def test_experiment_queue_runs_a_small_grid(reproduced: tuple[Path, dict]) -> None:
+    repo, _ = reproduced
+    for r in (2, 4):
+        run(repo, "dvc", "exp", "run", "--queue", "-S", f"tasks.tiny_ner.train_lora.r={r}")
+    run(repo, "dvc", "queue", "start", "-j", "1")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = run(repo, "dvc", "queue", "status").stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(3)
+    assert "Failed" not in status, status + run(repo, "dvc", "queue", "logs", "--help").stdout[:0]
+    shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
+    ranks = set()
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for revision in exp.get("revs", []):
+                params = revision["data"]["params"]["params.yaml"]["data"]
+                metrics = revision["data"]["metrics"]
+                ranks.add(params["tasks"]["tiny_ner"]["train_lora"]["r"])
+                assert "metrics/tiny_ner/lora.json" in metrics
+    assert {2, 4} <= ranks
+
+
+def test_predict_command_reads_stdin_and_loads_base_plus_adapter(reproduced: tuple[Path, dict]) -> None:
+    repo, _ = reproduced
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "reprotune-predict"), "tiny_ner", "--method", "lora", "--input", "-",
+         "--html", "out.html"],
+        cwd=repo, env=env, input="Obama visited Paris\n{\"text\": \"Bob lives in Rome\"}\n", capture_output=True,
+        text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["text"] for line in lines] == ["Obama visited Paris", "Bob lives in Rome"]
+    for line in lines:
+        for entity in line["entities"]:
+            assert line["text"][entity["start"]:entity["end"]] == entity["text"] and 0 <= entity["score"] <= 1
+    assert (repo / "out.html").read_text().count("<p>") == 2

@@ -86,6 +86,16 @@ class TaskFamily(ABC):
     def score(self, predictions: pd.DataFrame, meta: Meta, params: TaskParams) -> dict[str, Any]:
         """Metrics computed from the predictions table alone."""
 
+    # predict (free input) --------------------------------------------------
+    predict_fields: ClassVar[tuple[str, ...]] = ("text",)
+    """Fields a `predict` input record needs; a plain text line fills the first one."""
+
+    def predict_records(
+        self, model: Any, tokenizer: Any, records: list[dict[str, Any]], meta: Meta, params: TaskParams
+    ) -> list[dict[str, Any]]:
+        """Predictions for user input (the `predict` command), one dict per record."""
+        raise NotImplementedError(f"{self.name} has no predict support yet")
+
     # error-analysis -------------------------------------------------------
     @abstractmethod
     def analyse(

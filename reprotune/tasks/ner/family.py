@@ -21,6 +21,7 @@ from .analysis import analyse
 from .conll import read_conll
 from .metrics import entity_scores
 from .params import NerDownloadParams, NerTaskParams
+from .spans import entity_spans, split_words
 from .tags import check_and_repair, label_list
 
 
@@ -200,6 +201,23 @@ class NerFamily(TaskFamily):
                     "score": [round(float(s), 6) if s is not None else 0.0 for s in scores],
                 })
         return pd.DataFrame(rows)
+
+    def predict_records(self, model: Any, tokenizer: Any, records: list[dict[str, Any]], meta: Meta,  # type: ignore[override]
+                        params: NerTaskParams) -> list[dict[str, Any]]:
+        """Entities with character offsets, type and score; sub-tokens aggregate to words."""
+        words = [split_words(record["text"]) for record in records]
+        raw = Dataset.from_dict({"id": [str(i) for i in range(len(records))],
+                                 "tokens": [[w for w, _, _ in ws] or [""] for ws in words],
+                                 "tags": [["O"] * max(1, len(ws)) for ws in words]})
+        features = raw.map(tokenize_batch, batched=True, remove_columns=["tokens", "tags"],
+                           fn_kwargs={"tokenizer": tokenizer, "labels": meta["labels"],
+                                      "max_length": params.tokenize.max_length, "label_all_tokens": False})
+        table = self.predict(model, tokenizer, raw, features, meta, params)
+        return [
+            {"text": record["text"],
+             "entities": entity_spans(record["text"], ws, list(row.pred)[:len(ws)], list(row.score)[:len(ws)])}
+            for record, ws, row in zip(records, words, table.itertuples(index=False))
+        ]
 
     def score(self, predictions: pd.DataFrame, meta: Meta, params: NerTaskParams) -> dict[str, Any]:  # type: ignore[override]
         return entity_scores([list(g) for g in predictions["gold"]], [list(p) for p in predictions["pred"]])

@@ -1,0 +1,113 @@
+"""Predictions from a trained model, as JSON lines.
+
+    reprotune-predict wnut16 --method lora --text "Obama visited Paris"
+    echo '{"question": "...", "context": "..."}' | reprotune-predict squad --input -
+    reprotune-predict wnut16 --input tweets.txt --output entities.jsonl --html entities.html
+
+Input: --text (repeatable), or --input FILE ('-' for stdin) with one record per line,
+either plain text or a JSON object with the task's fields. The model is the task's
+checkpoint (`full`) or its base model plus adapter (`lora`), as trained by dvc repro.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .cli import quiet_libraries, run_stage
+from .errors import ReprotuneError
+from .evaluation import load_method_model
+from .modeling import load_tokenizer
+from .params import load_task
+from .tasks import get_family
+from .training import RUN_INFO
+
+
+def read_records(texts: list[str], source: str | None, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Plain lines fill the family's first field; JSON object lines must carry all fields."""
+    lines = list(texts)
+    if source:
+        handle = sys.stdin if source == "-" else open(source, encoding="utf-8")
+        with handle:
+            lines += [line.rstrip("\n") for line in handle if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        record = json.loads(line) if line.lstrip().startswith("{") else {fields[0]: line}
+        missing = [field for field in fields if field not in record]
+        if missing:
+            raise ReprotuneError(f"input record {number} lacks field '{missing[0]}' (needs: {', '.join(fields)})")
+        records.append(record)
+    if not records:
+        raise ReprotuneError("no input: give --text or --input FILE (or '-' for stdin)")
+    return records
+
+
+def render_html(results: list[dict[str, Any]]) -> str:
+    """NER results as HTML with highlighted entities and their types."""
+    blocks = []
+    for result in results:
+        text, cursor, parts = result["text"], 0, []
+        for entity in result.get("entities", []):
+            parts.append(html.escape(text[cursor:entity["start"]]))
+            parts.append(
+                f'<mark title="{entity["score"]:.2f}">{html.escape(text[entity["start"]:entity["end"]])}'
+                f'<sub>{html.escape(entity["type"])}</sub></mark>'
+            )
+            cursor = entity["end"]
+        parts.append(html.escape(text[cursor:]))
+        blocks.append(f"<p>{''.join(parts)}</p>")
+    style = "mark{background:#ffe08a;padding:0 .2em;border-radius:.2em}sub{font-size:.7em;color:#555;margin-left:.2em}"
+    return f"<!doctype html><meta charset='utf-8'><style>{style}</style>\n" + "\n".join(blocks) + "\n"
+
+
+def predict(task_name: str, method: str, records: list[dict[str, Any]], params_path: str = "params.yaml") -> list[dict]:
+    task = load_task(task_name, params_path)
+    family = get_family(task.type)
+    run_info = paths.model_dir(task_name, method) / RUN_INFO
+    if method != "baseline" and not run_info.exists():
+        raise ReprotuneError(f"{run_info.parent} is missing; train it first (dvc repro train-{method}@{task_name})")
+    meta = json.loads(run_info.read_text(encoding="utf-8"))["meta"]
+    tokenizer = load_tokenizer(task.model, pretokenized=family.pretokenized_input)
+    model = load_method_model(task_name, method, task, family, meta)
+    try:
+        return family.predict_records(model, tokenizer, records, meta, task)
+    except NotImplementedError as exc:
+        raise ReprotuneError(str(exc)) from exc
+
+
+def main(argv: list[str]) -> str | None:
+    parser = argparse.ArgumentParser(prog="reprotune-predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", help="a task name from params.yaml")
+    parser.add_argument("--method", default="full", choices=["full", "lora"])
+    parser.add_argument("--text", action="append", default=[], help="an input text (repeatable)")
+    parser.add_argument("--input", help="file with one record per line, '-' for stdin")
+    parser.add_argument("--output", help="write JSON lines here instead of stdout")
+    parser.add_argument("--html", help="also write NER entities as highlighted HTML")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    family = get_family(load_task(args.task, args.params).type)
+    records = read_records(args.text, args.input, family.predict_fields)
+    results = predict(args.task, args.method, records, args.params)
+    lines = "".join(json.dumps(result, ensure_ascii=False) + "\n" for result in results)
+    if args.output:
+        Path(args.output).write_text(lines, encoding="utf-8")
+    else:
+        sys.stdout.write(lines)
+    if args.html:
+        Path(args.html).write_text(render_html(results), encoding="utf-8")
+    return None
+
+
+def console() -> None:
+    quiet_libraries()
+    run_stage(main)
+
+
+if __name__ == "__main__":
+    console()
