@@ -79,6 +79,9 @@ def test_every_task_produces_metrics_reports_and_plots(reproduced: tuple[Path, d
         assert (repo / "reports" / task / "summary.md").read_text().strip()
         assert list((repo / "metrics" / task / "confusion").glob("*.csv"))
         assert (repo / "metrics" / task / "train-full" / "plots").is_dir()
+    comparison = (repo / "reports" / "comparison" / "comparison.md").read_text()
+    for task in profile["pipeline"]["tasks"]:
+        assert f"## {task} (" in comparison and f"{task}-confusion-lora.svg" in comparison
     assert "up to date" in run(repo, "dvc", "status").stdout
 
 
