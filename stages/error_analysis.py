@@ -1,4 +1,4 @@
-"""error-analysis: compare full and LoRA predictions error by error (reports/<task>/)."""
+"""error-analysis: compare full and LoRA (and the baseline) error by error (reports/<task>/)."""
 
 import pandas as pd
 
@@ -8,7 +8,6 @@ from reprotune.cli import expect_args, run_stage
 from reprotune.data import read_meta
 from reprotune.errors import ReprotuneError
 from reprotune.params import load_task
-from reprotune.paths import METHODS
 from reprotune.tasks import get_family
 
 
@@ -16,7 +15,7 @@ def main(args: list[str]) -> str:
     (task_name,) = expect_args(args, ["task"], "stages/error_analysis.py")
     task = load_task(task_name)
     predictions = {}
-    for method in METHODS:
+    for method in ("baseline", "full", "lora"):
         path = paths.predictions_file(task_name, method)
         if not path.exists():
             raise ReprotuneError(f"{path} is missing; run the evaluate stage for '{method}' first (dvc repro)")

@@ -9,6 +9,7 @@ from .base import TaskFamily
 
 FAMILY_MODULES = {
     "ner": "reprotune.tasks.ner",
+    "mlm": "reprotune.tasks.mlm",
 }
 
 

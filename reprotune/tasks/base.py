@@ -106,6 +106,7 @@ class TaskFamily(ABC):
         report_dir: Path,
         confusion_dir: Path,
     ) -> dict[str, Any]:
-        """Write tables and summary.md to report_dir and one `<method>.csv` per method
+        """`predictions` holds baseline, full and lora. Write tables and summary.md to report_dir,
+        one `<method>.csv` per method
         (columns `actual`, `predicted`) to confusion_dir for DVC's confusion plot;
         return summary figures for metrics/<task>/error_summary.json."""

@@ -225,7 +225,8 @@ class NerFamily(TaskFamily):
     # error-analysis -------------------------------------------------------
     def analyse(self, predictions: dict[str, pd.DataFrame], meta: Meta, params: NerTaskParams,  # type: ignore[override]
                 report_dir: Path, confusion_dir: Path) -> dict[str, Any]:
-        return analyse(predictions, params.error_analysis.worst_n, report_dir, confusion_dir)
+        trained = {method: frame for method, frame in predictions.items() if method in ("full", "lora")}
+        return analyse(trained, params.error_analysis.worst_n, report_dir, confusion_dir)
 
 
 FAMILY = NerFamily()
