@@ -38,6 +38,7 @@ def load_hub(params: DownloadParams) -> DatasetDict:
 def rename_splits(raw: DatasetDict, mapping: dict[str, str] | None) -> DatasetDict:
     """Map the source's split names onto train/validation/test (e.g. wikiann's names pass through)."""
     mapping = dict(mapping or {})
+    claimed = set(mapping.values())
     aliases = {"dev": "validation", "valid": "validation", "val": "validation"}
     out: dict[str, Dataset] = {}
     for ours in SPLITS:
@@ -48,10 +49,11 @@ def rename_splits(raw: DatasetDict, mapping: dict[str, str] | None) -> DatasetDi
                     f"download.splits.{ours}: source has no split '{theirs}'; it has {', '.join(raw)}"
                 )
             out[ours] = raw[theirs]
-        elif ours in raw:
+        elif ours in raw and ours not in claimed:
             out[ours] = raw[ours]
         else:
-            alias = next((name for name, target in aliases.items() if target == ours and name in raw), None)
+            alias = next((name for name, target in aliases.items()
+                          if target == ours and name in raw and name not in claimed), None)
             if alias:
                 out[ours] = raw[alias]
     if "train" not in out:

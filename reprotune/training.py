@@ -111,10 +111,25 @@ def last_checkpoint(directory: Path) -> str | None:
     return get_last_checkpoint(str(directory)) if directory.is_dir() else None
 
 
+def ordered_eval_trainer() -> type:
+    """A Trainer whose validation keeps dataset order: transformers 5 length-groups eval
+    batches too when training is length-grouped, which misaligns per-example metrics."""
+    from torch.utils.data import SequentialSampler
+    from transformers import Trainer
+
+    class OrderedEvalTrainer(Trainer):
+        def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+            if eval_dataset is not None and self.args.world_size <= 1:
+                return SequentialSampler(eval_dataset)
+            return super()._get_eval_sampler(eval_dataset)
+
+    return OrderedEvalTrainer
+
+
 def train(task_name: str, method: str, task: TaskParams, family: TaskFamily) -> dict[str, Any]:
     """Train one method for one task; write the model out, its train info and dvclive curves."""
     from dvclive import Live
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
     from transformers.integrations import DVCLiveCallback
 
     params = method_params(task, method)
@@ -151,7 +166,7 @@ def train(task_name: str, method: str, task: TaskParams, family: TaskFamily) -> 
         if main_process:
             live = Live(dir=str(live_tmp), save_dvc_exp=False, dvcyaml=None, report=None, resume=False)
             callbacks.append(DVCLiveCallback(live=live))
-        trainer = Trainer(
+        trainer = ordered_eval_trainer()(
             model=model,
             args=training_arguments(params, family, checkpoints),
             data_collator=family.collator(tokenizer, task, meta),

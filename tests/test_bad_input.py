@@ -169,3 +169,13 @@ def test_unknown_lora_target_module_lists_the_ones_that_exist(tiny_model_dir: Pa
     assert resolve_target_modules(model, "auto", ("classifier",)) == ["query", "key", "value"]
     with pytest.raises(ReprotuneError, match=r"'q_proj' is not a Linear module.*available: .*query"):
         apply_lora(model, LoraTrainParams(target_modules=["q_proj"]), "TOKEN_CLS", ("classifier",))
+
+
+def test_a_source_split_mapped_to_test_is_not_reused_as_validation() -> None:
+    from datasets import Dataset, DatasetDict
+
+    from reprotune.data import rename_splits
+
+    source = DatasetDict({"train": Dataset.from_dict({"x": [1, 2]}), "validation": Dataset.from_dict({"x": [3]})})
+    renamed = rename_splits(source, {"test": "validation"})
+    assert set(renamed) == {"train", "test"}, "validation must be carved from train, not be the test set"

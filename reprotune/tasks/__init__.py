@@ -10,6 +10,7 @@ from .base import TaskFamily
 FAMILY_MODULES = {
     "ner": "reprotune.tasks.ner",
     "mlm": "reprotune.tasks.mlm",
+    "qa": "reprotune.tasks.qa",
 }
 
 

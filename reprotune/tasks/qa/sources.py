@@ -1,0 +1,218 @@
+"""Read SQuAD-format questions from the Hub, nested SQuAD JSON or flat JSONL into
+splits with columns id, title, context, question, answers{text, answer_start}, group.
+
+Every record is checked on the way in: an answer_start that does not point at its
+answer text names the record, so a broken file never trains a model silently."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict, Features, List, Value
+
+from ...data import load_hub, local_files, read_text_lines
+from ...errors import ReprotuneError
+from .params import QaDownloadParams
+
+Record = dict[str, Any]
+
+FEATURES = Features({
+    "id": Value("string"),
+    "title": Value("string"),
+    "context": Value("string"),
+    "question": Value("string"),
+    "answers": {"text": List(Value("string")), "answer_start": List(Value("int32"))},
+    "group": Value("string"),
+})
+GROUP_COLUMN = "group"
+MIN_TITLE_GROUPS = 10
+"""`split_by: auto` trusts titles only when train has this many: the SQuAD train subset
+keeps a single placeholder title, which would make one unsplittable group."""
+
+
+def _answers(raw: Any, where: str) -> dict[str, list]:
+    """HF layout {text: [...], answer_start: [...]} or SQuAD layout [{text, answer_start}, ...]."""
+    if raw is None:
+        return {"text": [], "answer_start": []}
+    if isinstance(raw, dict) and "text" in raw and "answer_start" in raw:
+        texts, starts = list(raw["text"]), list(raw["answer_start"])
+        if len(texts) != len(starts):
+            raise ReprotuneError(f"{where}: answers has {len(texts)} texts but {len(starts)} answer_start values")
+        return {"text": texts, "answer_start": starts}
+    if isinstance(raw, list) and all(isinstance(a, dict) and "text" in a and "answer_start" in a for a in raw):
+        return {"text": [a["text"] for a in raw], "answer_start": [a["answer_start"] for a in raw]}
+    raise ReprotuneError(
+        f"{where}: answers must be {{text: [...], answer_start: [...]}} or a list of {{text, answer_start}} "
+        f"(got {str(raw)[:80]!r})"
+    )
+
+
+def check_record(record: Record, where: str, allow_unanswerable: bool) -> None:
+    """Raise on anything that would train or score wrongly; `where` names the file or split."""
+    rid = record["id"]
+    if not isinstance(record["context"], str) or not record["context"].strip():
+        raise ReprotuneError(f"{where}: record '{rid}' has an empty context")
+    if not isinstance(record["question"], str) or not record["question"].strip():
+        raise ReprotuneError(f"{where}: record '{rid}' has an empty question")
+    answers = record["answers"]
+    if not answers["text"] and not allow_unanswerable:
+        raise ReprotuneError(
+            f"{where}: record '{rid}' has no answer; unanswerable questions (SQuAD v2) need "
+            "download.version_2_with_negative: true"
+        )
+    context = record["context"]
+    for text, start in zip(answers["text"], answers["answer_start"]):
+        if not isinstance(text, str) or not text.strip():
+            raise ReprotuneError(f"{where}: record '{rid}' has an empty answer text")
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ReprotuneError(f"{where}: record '{rid}': answer_start must be a non-negative integer (got {start!r})")
+        found = context[start:start + len(text)]
+        if found != text:
+            raise ReprotuneError(
+                f"{where}: record '{rid}': answer_start {start} does not point at the answer {text!r} "
+                f"(the context has {found!r} there); fix answer_start or the answer text"
+            )
+
+
+def _record(rid: Any, title: Any, context: Any, question: Any, answers: Any, where: str) -> Record:
+    return {"id": str(rid), "title": "" if title is None else str(title), "context": context,
+            "question": question, "answers": _answers(answers, f"{where}: record '{rid}'")}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ReprotuneError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        raise ReprotuneError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+
+
+def read_squad_json(path: Path) -> list[Record]:
+    """SQuAD v1.1/v2.0 JSON: {data: [{title, paragraphs: [{context, qas: [{id, question, answers}]}]}]}."""
+    data = _read_json(path)
+    articles = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(articles, list):
+        raise ReprotuneError(
+            f"{path}: expected SQuAD JSON, an object with a 'data' list of articles "
+            "(for one flat record per line use download.source: jsonl)"
+        )
+    records: list[Record] = []
+    for a, article in enumerate(articles):
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        if not isinstance(paragraphs, list):
+            raise ReprotuneError(f"{path}: data[{a}] has no 'paragraphs' list")
+        for p, paragraph in enumerate(paragraphs):
+            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str):
+                raise ReprotuneError(f"{path}: data[{a}].paragraphs[{p}] has no 'context' string")
+            for q, qa in enumerate(paragraph.get("qas") or []):
+                if not isinstance(qa, dict):
+                    raise ReprotuneError(f"{path}: data[{a}].paragraphs[{p}].qas[{q}] is not an object")
+                rid = qa.get("id") or f"{path.name}:{a}.{p}.{q}"
+                answers = [] if qa.get("is_impossible") else qa.get("answers")
+                records.append(_record(rid, article.get("title"), paragraph["context"], qa.get("question"),
+                                       answers, str(path)))
+    if not records:
+        raise ReprotuneError(f"{path}: no questions found under data[].paragraphs[].qas[]")
+    return records
+
+
+def read_jsonl(path: Path) -> list[Record]:
+    """One object a line: id, context, question, answers (HF or SQuAD layout), optional title."""
+    records: list[Record] = []
+    for number, line in read_text_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ReprotuneError(f"{where}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise ReprotuneError(f"{where}: expected a JSON object with id, context, question, answers")
+        missing = [key for key in ("context", "question", "answers") if key not in row]
+        if missing:
+            raise ReprotuneError(f"{where}: record has no '{missing[0]}' (needs id, context, question, answers)")
+        records.append(_record(row.get("id") or f"{path.name}:{number}", row.get("title"), row["context"],
+                               row["question"], row["answers"], str(path)))
+    if not records:
+        raise ReprotuneError(f"{path}: no records found (expected one JSON object per line)")
+    return records
+
+
+def hub_records(dataset: Dataset, where: str) -> list[Record]:
+    missing = [c for c in ("id", "context", "question", "answers") if c not in dataset.column_names]
+    if missing:
+        raise ReprotuneError(
+            f"{where} has no column '{missing[0]}' (it has {', '.join(dataset.column_names)}); "
+            "qa needs SQuAD columns id, title, context, question, answers"
+        )
+    return [_record(row["id"], row.get("title"), row["context"], row["question"], row["answers"], where)
+            for row in dataset]
+
+
+def drop_reused_splits(hub: DatasetDict, mapping: dict[str, str] | None) -> DatasetDict:
+    """With `splits: {test: validation}` the source's validation is the test set: it must
+    not also serve as our validation (checkpoint choice on test), so that one is carved
+    out of train instead."""
+    mapped = [ours for ours in (mapping or {}) if ours in hub]
+    return DatasetDict({ours: data for ours, data in hub.items()
+                        if ours in mapped or not any(data is hub[other] for other in mapped)})
+
+
+def read_splits(params: QaDownloadParams) -> tuple[dict[str, list[Record]], dict[str, str]]:
+    """Records per split and, per split, the place to name in errors."""
+    if params.source == "hub":
+        hub = drop_reused_splits(load_hub(params), params.splits)
+        where = {split: f"hub dataset '{params.dataset}' split '{split}'" for split in hub}
+        return {split: hub_records(data, where[split]) for split, data in hub.items()}, where
+    reader = read_squad_json if params.source == "json" else read_jsonl
+    files = local_files(params)
+    return {split: reader(path) for split, path in files.items()}, {split: str(path) for split, path in files.items()}
+
+
+def group_key(record: Record, split_by: str) -> str:
+    if split_by == "title":
+        return "title:" + record["title"]
+    return "context:" + hashlib.sha1(record["context"].encode("utf-8")).hexdigest()[:16]
+
+
+def choose_split_by(train: list[Record], requested: str) -> str:
+    titles = {r["title"] for r in train}
+    if requested == "title":
+        untitled = next((r for r in train if not r["title"]), None)
+        if untitled is not None:
+            raise ReprotuneError(
+                f"download.split_by is 'title' but train record '{untitled['id']}' has no title; "
+                "use split_by: context (or auto)"
+            )
+        return "title"
+    if requested == "context":
+        return "context"
+    return "title" if "" not in titles and len(titles) >= MIN_TITLE_GROUPS else "context"
+
+
+def load_records(params: QaDownloadParams) -> tuple[DatasetDict, dict[str, Any]]:
+    """Checked splits with a `group` column for article- or paragraph-level splitting."""
+    splits, where = read_splits(params)
+    if "train" not in splits:
+        raise ReprotuneError(f"source has no 'train' split (it has {', '.join(splits)}); map one with download.splits")
+    split_by = choose_split_by(splits["train"], params.split_by)
+    report: dict[str, Any] = {"split_by": split_by, "version_2_with_negative": params.version_2_with_negative,
+                              "unanswerable": {}, "groups": {}}
+    out = {}
+    for split, records in splits.items():
+        seen: set[str] = set()
+        for record in records:
+            if record["id"] in seen:
+                raise ReprotuneError(f"{where[split]}: record id '{record['id']}' occurs twice; ids must be unique")
+            seen.add(record["id"])
+            check_record(record, where[split], params.version_2_with_negative)
+            record["group"] = group_key(record, split_by)
+        report["unanswerable"][split] = sum(1 for r in records if not r["answers"]["text"])
+        report["groups"][split] = len({r["group"] for r in records})
+        out[split] = Dataset.from_list(records, features=FEATURES)
+    return DatasetDict(out), report

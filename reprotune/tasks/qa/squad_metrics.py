@@ -1,0 +1,79 @@
+"""Exact match and F1 with the official SQuAD answer normalisation, computed locally.
+
+Normalisation (as in the official evaluate scripts): lower case, drop punctuation,
+drop the articles a/an/the, collapse white space. A prediction scores the best
+value over the gold answers. An unanswerable question (no gold text) counts as the
+single gold answer "": right only when the prediction is empty too (SQuAD v2)."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+_PUNCTUATION = set(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+
+
+def normalize_answer(text: str) -> str:
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def f1_score(prediction: str, gold: str) -> float:
+    pred_tokens = normalize_answer(prediction).split()
+    gold_tokens = normalize_answer(gold).split()
+    if not pred_tokens or not gold_tokens:
+        return float(pred_tokens == gold_tokens)
+    same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def gold_answers(texts: Iterable[str]) -> list[str]:
+    """Gold texts that survive normalisation, or [""] for an unanswerable question."""
+    kept = [text for text in texts if normalize_answer(text)]
+    return kept or [""]
+
+
+def score_one(prediction: str, golds: Iterable[str]) -> tuple[float, float]:
+    """(exact match, F1), each the maximum over the gold answers."""
+    candidates = gold_answers(golds)
+    return max(exact_match(prediction, g) for g in candidates), max(f1_score(prediction, g) for g in candidates)
+
+
+def aggregate(predictions: list[str], golds: list[list[str]], with_negative: bool) -> dict[str, Any]:
+    """Mean EM/F1 (fractions, not percent) and, for SQuAD v2, the answerable/unanswerable split."""
+    rows = [(score_one(p, g), bool(gold_answers(g)[0])) for p, g in zip(predictions, golds)]
+    total = len(rows)
+
+    def mean(values: list[float]) -> float:
+        return round(sum(values) / len(values), 6) if values else 0.0
+
+    out: dict[str, Any] = {
+        "exact_match": mean([em for (em, _), _ in rows]),
+        "f1": mean([f1 for (_, f1), _ in rows]),
+        "answered": mean([float(bool(normalize_answer(p))) for p in predictions]),
+        "examples": total,
+    }
+    if with_negative:
+        has = [scores for scores, answerable in rows if answerable]
+        no = [scores for scores, answerable in rows if not answerable]
+        out |= {
+            "has_answer_exact_match": mean([em for em, _ in has]),
+            "has_answer_f1": mean([f1 for _, f1 in has]),
+            "has_answer_examples": len(has),
+            "no_answer_accuracy": mean([em for em, _ in no]),
+            "no_answer_examples": len(no),
+        }
+    return out

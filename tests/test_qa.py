@@ -1,0 +1,384 @@
+"""QA family: sources and record checks, windows and labels, n-best post-processing,
+official EM/F1, SQuAD v2 null answers, eval-order recovery, analysis, and a tiny
+train -> predict -> score run through the generic training and evaluation code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from datasets import Dataset
+
+from reprotune.data import make_missing_splits
+from reprotune.errors import ReprotuneError
+from reprotune.params import MakeSplits, validate_task
+from reprotune.tasks.qa import FAMILY
+from reprotune.tasks.qa.analysis import analyse, bucket, question_word
+from reprotune.tasks.qa.eval_order import feature_order
+from reprotune.tasks.qa.features import (
+    WindowSettings, answer_chars, check_settings, cut_questions, token_span, tokenize_batch,
+)
+from reprotune.tasks.qa.params import QaDownloadParams
+from reprotune.tasks.qa.postprocess import Settings, Window, best_answer
+from reprotune.tasks.qa.sources import GROUP_COLUMN, choose_split_by, load_records
+from reprotune.tasks.qa.squad_metrics import aggregate, exact_match, f1_score, normalize_answer, score_one
+from tiny_qa import tiny_task, write_squad
+
+FILLER = "Some words fill the page here. " * 12
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_model_dir))
+
+
+def batch(*records: dict) -> dict[str, list]:
+    return {key: [r[key] for r in records] for key in ("id", "question", "context", "answers")}
+
+
+def record(rid: str, question: str, context: str, answer: str | None, start: int | None = None) -> dict:
+    if answer is None:
+        return {"id": rid, "question": question, "context": context, "answers": {"text": [], "answer_start": []}}
+    start = context.index(answer) if start is None else start
+    return {"id": rid, "question": question, "context": context,
+            "answers": {"text": [answer], "answer_start": [start]}}
+
+
+def squad_file(tmp_path: Path, qas: list[dict], context: str = "Paris is the capital of France.",
+               name: str = "d.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps({"data": [{"title": "T", "paragraphs": [{"context": context, "qas": qas}]}]}),
+                    encoding="utf-8")
+    return path
+
+
+SMALL = WindowSettings(max_length=40, doc_stride=8, max_question_length=10)
+
+
+# windows and labels ---------------------------------------------------------
+def test_answer_past_the_first_window_is_labelled_and_found_through_the_stride(tokenizer) -> None:
+    context = FILLER + "The treasure is buried under the old oak tree."
+    out = tokenize_batch(batch(record("q1", "Where is the treasure?", context, "under the old oak tree")),
+                         tokenizer, SMALL, keep_offsets=True)
+    windows = len(out["input_ids"])
+    assert windows > 3 and out["window"] == list(range(windows)) and set(out["example_id"]) == {"q1"}
+    assert out["answer_in_window"][0] is False and out["start_positions"][0] == out["cls_index"][0] == 0
+    hits = [i for i in range(windows) if out["answer_in_window"][i]]
+    assert hits and hits[0] > 0
+    for i in hits:
+        s, e = out["start_positions"][i], out["end_positions"][i]
+        offsets = out["offset_mapping"][i]
+        assert context[offsets[s][0]:offsets[e][1]] == "under the old oak tree"
+    # Every context character is covered by some window: nothing is lost to truncation.
+    covered = set()
+    for offsets in out["offset_mapping"]:
+        for span in offsets:
+            if span is not None:
+                covered.update(range(span[0], span[1]))
+    assert all(i in covered for i, ch in enumerate(context) if not ch.isspace())
+    # Post-processing over all windows finds the answer sitting in a later window.
+    i = hits[0]
+    start_logits = [np.zeros(len(ids)) for ids in out["input_ids"]]
+    end_logits = [np.zeros(len(ids)) for ids in out["input_ids"]]
+    start_logits[i][out["start_positions"][i]] = 5.0
+    end_logits[i][out["end_positions"][i]] = 5.0
+    answer = best_answer(context, [Window(s, e, o) for s, e, o in zip(start_logits, end_logits,
+                                                                      out["offset_mapping"])], Settings())
+    assert answer.text == "under the old oak tree" and answer.window == i
+    assert answer.start == context.index("under the old oak tree")
+
+
+def test_offsets_are_none_on_special_and_question_tokens(tokenizer) -> None:
+    out = tokenize_batch(batch(record("q", "Who?", "Ann met Bob.", "Bob")), tokenizer, SMALL, keep_offsets=True)
+    tokens = tokenizer.convert_ids_to_tokens(out["input_ids"][0])
+    offsets = out["offset_mapping"][0]
+    assert tokens[0] == "[CLS]" and offsets[0] is None
+    assert [offsets[i] for i, t in enumerate(tokens) if t in ("[SEP]", "who", "?")] == [None] * 4
+    assert [tuple(o) for o in offsets if o is not None] == [(0, 3), (4, 7), (8, 11), (11, 12)]
+    s, e = out["start_positions"][0], out["end_positions"][0]
+    assert tokens[s:e + 1] == ["bob"]
+
+
+def test_white_space_around_the_answer_is_trimmed_before_labelling(tokenizer) -> None:
+    context = "It rained in  Paris , then stopped."
+    assert answer_chars(context, "  Paris ", context.index("  Paris ")) == (14, 19)
+    out = tokenize_batch(batch(record("q", "Where?", context, " Paris ", context.index(" Paris "))),
+                         tokenizer, SMALL, keep_offsets=False)
+    tokens = tokenizer.convert_ids_to_tokens(out["input_ids"][0])
+    assert tokens[out["start_positions"][0]:out["end_positions"][0] + 1] == ["paris"]
+    assert "offset_mapping" not in out
+
+
+def test_answer_straddling_a_window_edge_is_not_labelled_in_that_window() -> None:
+    offsets = [None, (0, 4), (5, 9), (10, 14), None]
+    assert token_span(offsets, 5, 14) == (2, 3)
+    assert token_span(offsets, 10, 20) is None
+    assert token_span(offsets, 6, 8) == (2, 2)
+
+
+def test_unanswerable_windows_all_point_at_cls(tokenizer) -> None:
+    out = tokenize_batch(batch(record("q", "Why?", FILLER, None)), tokenizer, SMALL, keep_offsets=True)
+    assert len(out["input_ids"]) > 1
+    assert set(out["start_positions"]) == set(out["end_positions"]) == {0}
+    assert not any(out["answer_in_window"])
+
+
+def test_long_questions_are_cut_and_settings_checked(tokenizer) -> None:
+    questions, cut = cut_questions(["  one two three four five six", "short"], tokenizer, 3)
+    assert questions == ["one two three", "short"] and cut == [True, False]
+    with pytest.raises(ReprotuneError, match="doc_stride 30 must be below"):
+        check_settings(tokenizer, WindowSettings(max_length=40, doc_stride=30, max_question_length=10))
+    with pytest.raises(ReprotuneError, match="exceeds the model's maximum length 512"):
+        check_settings(tokenizer, WindowSettings(max_length=1024, doc_stride=128, max_question_length=64))
+
+
+# post-processing ------------------------------------------------------------
+def window(start: list[float], end: list[float], offsets: list) -> Window:
+    return Window(np.array(start), np.array(end), offsets)
+
+
+OFFSETS = [None, None, (0, 5), (6, 8), (9, 12), (13, 20), None]
+CONTEXT = "Paris is the capital"
+
+
+def test_spans_outside_the_context_and_too_long_are_skipped() -> None:
+    w = window([9, 9, 1, 0, 0, 0, 9], [9, 9, 0, 0, 0, 2, 9], OFFSETS)
+    assert best_answer(CONTEXT, [w], Settings()).text == "Paris is the capital"
+    assert best_answer(CONTEXT, [w], Settings(max_answer_length=1)).text in ("Paris", "capital")
+    w_back = window([0, 0, 0, 0, 0, 3, 0], [0, 0, 3, 0, 0, 0, 0], OFFSETS)
+    assert best_answer(CONTEXT, [w_back], Settings(n_best_size=1)).text == ""
+
+
+def test_best_span_is_chosen_over_all_windows() -> None:
+    low = window([0, 0, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0], OFFSETS)
+    high = window([0, 0, 0, 0, 0, 4, 0], [0, 0, 0, 0, 0, 4, 0], OFFSETS)
+    answer = best_answer(CONTEXT, [low, high], Settings())
+    assert (answer.text, answer.window, answer.start, answer.score) == ("capital", 1, 13, 8.0)
+
+
+def test_null_answer_depends_on_version_2_and_threshold() -> None:
+    w = window([6, 0, 2, 0, 0, 0, 0], [6, 0, 2, 0, 0, 0, 0], OFFSETS)  # null 12 against span 4
+    assert best_answer(CONTEXT, [w], Settings()).text == "Paris"
+    null = best_answer(CONTEXT, [w], Settings(allow_null=True))
+    assert (null.text, null.start, null.null_score, null.score) == ("", -1, 12.0, 4.0)
+    assert best_answer(CONTEXT, [w], Settings(allow_null=True, null_score_threshold=8.5)).text == "Paris"
+
+
+# metrics --------------------------------------------------------------------
+def test_official_normalisation_and_scores_by_hand() -> None:
+    assert normalize_answer("The  Quick, brown FOX!") == "quick brown fox"
+    assert normalize_answer("an apple a day") == "apple day"
+    assert exact_match("U.S.", "us") == 1.0 and exact_match("the Denver Broncos", "Denver Broncos.") == 1.0
+    # pred {cat, sat} against gold {cat, sat, down}: precision 1, recall 2/3, F1 0.8
+    assert f1_score("the cat sat", "a cat sat down") == pytest.approx(0.8)
+    assert f1_score("cat cat", "cat") == pytest.approx(2 * 0.5 * 1 / 1.5)
+    assert f1_score("dog", "cat") == 0.0
+    assert score_one("Denver", ["Denver Broncos", "Denver"]) == (1.0, 1.0)
+    assert score_one("Broncos", ["Denver Broncos", "the Broncos team"]) == (0.0, pytest.approx(2 / 3))
+
+
+def test_unanswerable_scoring_matches_squad_v2() -> None:
+    assert score_one("", []) == (1.0, 1.0)
+    assert score_one("something", []) == (0.0, 0.0)
+    assert score_one("", ["Paris"]) == (0.0, 0.0)
+    scores = aggregate(["", "Paris", "x"], [[], ["Paris"], []], with_negative=True)
+    assert scores["exact_match"] == pytest.approx(2 / 3, abs=1e-6)
+    assert scores["has_answer_exact_match"] == 1.0 and scores["has_answer_examples"] == 1
+    assert scores["no_answer_accuracy"] == 0.5 and scores["no_answer_examples"] == 2
+    assert "no_answer_accuracy" not in aggregate(["Paris"], [["Paris"]], with_negative=False)
+
+
+# sources --------------------------------------------------------------------
+def test_malformed_answer_start_names_the_record(tmp_path: Path) -> None:
+    path = squad_file(tmp_path, [{"id": "good-1", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]},
+                                 {"id": "bad-7", "question": "What?", "answers": [{"text": "France", "answer_start": 3}]}])
+    with pytest.raises(ReprotuneError, match=r"d\.json: record 'bad-7': answer_start 3 does not point at the answer "
+                                             r"'France' \(the context has 'is is ' there\)"):
+        load_records(QaDownloadParams(source="json", path=str(path)))
+
+
+def test_malformed_jsonl_record_and_bad_line_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    good = {"id": "a", "title": "T", "context": "Ann met Bob.", "question": "Who?",
+            "answers": {"text": ["Bob"], "answer_start": [8]}}
+    path.write_text(json.dumps(good) + "\n" + json.dumps(good | {"id": "b", "answers": {"text": ["Bob"],
+                                                                                        "answer_start": [-1]}}) + "\n")
+    with pytest.raises(ReprotuneError, match="record 'b': answer_start must be a non-negative integer"):
+        load_records(QaDownloadParams(source="jsonl", path=str(path)))
+    path.write_text(json.dumps(good) + "\n{not json\n")
+    with pytest.raises(ReprotuneError, match=r"d\.jsonl:2: not valid JSON"):
+        load_records(QaDownloadParams(source="jsonl", path=str(path)))
+    path.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n")
+    with pytest.raises(ReprotuneError, match="record id 'a' occurs twice"):
+        load_records(QaDownloadParams(source="jsonl", path=str(path)))
+
+
+def test_unanswerable_needs_version_2_flag(tmp_path: Path) -> None:
+    path = squad_file(tmp_path, [{"id": "v2-1", "question": "Who?", "answers": [], "is_impossible": True},
+                                 {"id": "v2-2", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]}])
+    with pytest.raises(ReprotuneError, match="record 'v2-1' has no answer.*version_2_with_negative: true"):
+        load_records(QaDownloadParams(source="json", path=str(path)))
+    raw, report = load_records(QaDownloadParams(source="json", path=str(path), version_2_with_negative=True))
+    assert raw["train"][0]["answers"] == {"text": [], "answer_start": []} and report["unanswerable"] == {"train": 1}
+
+
+def test_squad_json_and_flat_jsonl_give_the_same_records(tmp_path: Path) -> None:
+    nested, _ = load_records(QaDownloadParams(source="json", path=str(write_squad(tmp_path / "s.json"))))
+    flat = tmp_path / "s.jsonl"
+    flat.write_text("".join(json.dumps({k: r[k] for k in ("id", "title", "context", "question", "answers")}) + "\n"
+                            for r in nested["train"]))
+    again, _ = load_records(QaDownloadParams(source="jsonl", path=str(flat)))
+    assert again["train"].to_list() == nested["train"].to_list()
+    assert len(nested["train"]) == 36
+
+
+def test_split_by_article_or_paragraph_keeps_groups_whole(tmp_path: Path) -> None:
+    path = write_squad(tmp_path / "s.json")
+    few_titles = [{"title": "only-one"}] * 5
+    assert choose_split_by(few_titles, "auto") == "context"
+    assert choose_split_by([{"title": f"t{i}"} for i in range(10)], "auto") == "title"
+    with pytest.raises(ReprotuneError, match="record 'x' has no title"):
+        choose_split_by([{"title": "", "id": "x"}], "title")
+    for split_by, key in (("title", "title"), ("context", "context")):
+        raw, report = load_records(QaDownloadParams(source="json", path=str(path), split_by=split_by))
+        assert report["split_by"] == split_by
+        splits = make_missing_splits(raw, MakeSplits(validation=0.2, test=0.2, seed=3), FAMILY.split_group_column)
+        owners: dict[str, set[str]] = {}
+        for name, data in splits.items():
+            for value in data[key]:
+                owners.setdefault(value, set()).add(name)
+        assert all(len(names) == 1 for names in owners.values()), f"a {key} straddles splits"
+        assert all(len(splits[name]) > 0 for name in splits)
+    assert GROUP_COLUMN in raw["train"].column_names
+
+
+def test_params_refuse_a_stride_without_room(tmp_path: Path, tiny_model_dir: Path) -> None:
+    task = tiny_task(tmp_path, tiny_model_dir)
+    task["tokenize"] = {"max_length": 64, "doc_stride": 48, "max_question_length": 16}
+    with pytest.raises(ReprotuneError, match="tasks.t.tokenize.*max_question_length \\+ doc_stride"):
+        validate_task("t", task)
+    assert validate_task("t", tiny_task(tmp_path, tiny_model_dir)).type == "qa"
+
+
+# eval order -----------------------------------------------------------------
+def test_eval_order_is_recovered_from_a_length_grouped_sampler() -> None:
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 60, size=37)
+    starts, ends = rng.integers(0, 9, size=37), rng.integers(0, 9, size=37)
+    order = np.array(get_length_grouped_indices(lengths.tolist(), 4, generator=torch.Generator().manual_seed(7)))
+    logits = np.full((37, lengths.max()), -100.0, dtype=np.float32)
+    for row in range(0, 37, 4):
+        logits[row:row + 4, :lengths[order[row:row + 4]].max()] = 0.5
+    settings = [(4, 42, True), (4, 7, True)]
+    found = feature_order(logits, (starts[order], ends[order]), starts, ends, lengths, settings, None)
+    assert np.array_equal(found, order)
+    with pytest.raises(ReprotuneError, match="could not line the Trainer's validation predictions up"):
+        feature_order(logits, (starts[order], ends[order]), starts, ends, lengths, [(4, 1, True)], None)
+    # On a GPU the collator pads each batch to a multiple of 8; dataset order is found too.
+    padded = np.full((37, 64), -100.0, dtype=np.float32)
+    for row in range(0, 37, 4):
+        padded[row:row + 4, :-(-lengths[row:row + 4].max() // 8) * 8] = 0.5
+    found = feature_order(padded, (starts, ends), starts, ends, lengths, [(4, 42, False)], 8)
+    assert np.array_equal(found, np.arange(37))
+
+
+# analysis -------------------------------------------------------------------
+def test_question_words_and_buckets() -> None:
+    assert question_word("In what year did it open?") == "what"
+    assert question_word("Whose idea was it?") == "who"
+    assert question_word("How many people live there?") == "how"
+    assert question_word("Name the river.") == "other"
+    assert [bucket(v, (1, 2, 3, 4, 6, 11)) for v in (1, 3, 5, 10, 11)] == ["1", "3", "4-5", "6-10", "11+"]
+
+
+def test_analysis_writes_confusion_summary_and_compares_methods(tmp_path: Path) -> None:
+    def frame(preds: list[str]) -> pd.DataFrame:
+        return pd.DataFrame({
+            "id": ["a", "b", "c"], "title": ["T"] * 3, "context": ["Ann met Bob in Paris."] * 3,
+            "question": ["Who met Bob?", "Where did they meet?", "Why?"],
+            "gold_texts": [["Ann"], ["in Paris"], []], "pred_text": preds, "score": [1.0, 2.0, None],
+            "answer_window": [0, 1, -1], "windows": [1, 2, 2],
+        })
+
+    summary = analyse({"baseline": frame(["met", "met", "met"]), "full": frame(["Ann", "Paris", ""]),
+                       "lora": frame(["Bob", "in Paris", "Bob"])}, 2, tmp_path / "report", tmp_path / "confusion")
+    assert summary["baseline"]["outcomes"] == {"exact": 0, "partial": 0, "wrong": 3}
+    assert sorted(p.name for p in (tmp_path / "confusion").iterdir()) == ["full.csv", "lora.csv"]
+    assert summary["full"]["outcomes"] == {"exact": 2, "partial": 1, "wrong": 0}
+    assert summary["lora"]["outcomes"] == {"exact": 1, "partial": 0, "wrong": 2}
+    assert summary["full_vs_lora"]["only_full_exact"] == 2 and summary["full_vs_lora"]["only_lora_exact"] == 1
+    assert summary["full"]["by_answer_window"]["later_window"]["f1"] == pytest.approx(2 / 3, abs=1e-4)
+    confusion = pd.read_csv(tmp_path / "confusion" / "lora.csv")
+    assert list(confusion.columns) == ["actual", "predicted"]
+    assert confusion.values.tolist() == [["who", "wrong"], ["where", "exact"], ["why", "wrong"]]
+    text = (tmp_path / "report" / "summary.md").read_text()
+    assert "## By question word" in text and "worst examples (lora)" in text and "Full against LoRA" in text
+
+
+# train -> predict -> score ---------------------------------------------------
+def test_tiny_train_predict_score_through_the_generic_flow(tmp_path: Path, tiny_model_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation EM/F1 during training (eval batches reordered by length) must equal
+    predict + score of the saved best model on the same validation split."""
+    from reprotune import paths
+    from reprotune.data import limit_samples, save_dataset
+    from reprotune.evaluation import evaluate
+    from reprotune.modeling import load_tokenizer
+    from reprotune.training import train
+
+    section = tiny_task(tmp_path / "data-src", tiny_model_dir)
+    section["train_full"] |= {"eval_batch_size": 3, "max_steps": 6, "epochs": 1, "seed": 5}
+    task = validate_task("tiny_qa", section)
+    monkeypatch.chdir(tmp_path)
+    raw, report = FAMILY.load_raw(task.download)
+    raw = limit_samples(make_missing_splits(raw, task.download.make_splits, FAMILY.split_group_column), None, 0)
+    FAMILY.validate_raw(raw, task)
+    save_dataset(raw, paths.raw_dir("tiny_qa"))
+    tokenizer = load_tokenizer(task.model)
+    meta = FAMILY.prepare_meta(raw, task)
+    features, tokenize_report = FAMILY.tokenize(raw, tokenizer, task, meta)
+    assert tokenize_report["validation"]["answer_only_in_later_window"] > 0
+    save_dataset(features, paths.tokenized_dir("tiny_qa"), {"meta.json": meta})
+
+    info = train("tiny_qa", "full", task, FAMILY)
+    model = FAMILY.build_model(task, meta, source=str(paths.model_dir("tiny_qa", "full")))
+    validation = FAMILY.predict(model, tokenizer, raw["validation"], features["validation"], meta, task)
+    scores = FAMILY.score(validation, meta, task)
+    assert info["best_checkpoint_metric"] == pytest.approx(scores["f1"], abs=1e-6)
+    assert len(validation) == len(raw["validation"]) and set(validation["id"]) == set(raw["validation"]["id"])
+
+    context = raw["test"][0]["context"]
+    [result] = FAMILY.predict_records(model, tokenizer, [{"question": "Who?", "context": context}], meta, task)
+    assert context[result["start"]:result["end"]] == result["answer"] != "" and isinstance(result["score"], float)
+    with pytest.raises(ReprotuneError, match="input record 1: 'context' must be a non-empty string"):
+        FAMILY.predict_records(model, tokenizer, [{"question": "Who?", "context": " "}], meta, task)
+
+    for method in ("baseline", "full"):
+        metrics = evaluate("tiny_qa", method, task, FAMILY)
+        table = pd.read_parquet(paths.predictions_file("tiny_qa", method))
+        assert metrics == FAMILY.score(table, meta, task) and metrics["examples"] == len(raw["test"])
+        answered = table[table["pred_text"] != ""]
+        assert all(row.context[row.pred_start:row.pred_start + len(row.pred_text)] == row.pred_text
+                   for row in answered.itertuples())
+
+
+def test_hub_split_mapped_to_test_is_not_also_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprotune.data import rename_splits
+    from reprotune.tasks.qa import sources
+
+    rows = {"id": ["a", "b"], "title": ["T", "U"], "context": ["Ann met Bob."] * 2, "question": ["Who?"] * 2,
+            "answers": [{"text": ["Bob"], "answer_start": [8]}] * 2}
+    source = {"train": Dataset.from_dict(rows), "validation": Dataset.from_dict(rows | {"id": ["c", "d"]})}
+    monkeypatch.setattr(sources, "load_hub", lambda params: rename_splits(source, params.splits))
+    raw, _ = load_records(QaDownloadParams(source="hub", dataset="squad", splits={"test": "validation"}))
+    assert sorted(raw) == ["test", "train"] and raw["test"]["id"] == ["c", "d"]
+    raw, _ = load_records(QaDownloadParams(source="hub", dataset="squad"))
+    assert sorted(raw) == ["train", "validation"]
