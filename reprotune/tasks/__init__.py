@@ -11,6 +11,7 @@ FAMILY_MODULES = {
     "ner": "reprotune.tasks.ner",
     "mlm": "reprotune.tasks.mlm",
     "qa": "reprotune.tasks.qa",
+    "classification": "reprotune.tasks.classification",
 }
 
 

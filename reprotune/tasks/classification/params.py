@@ -1,0 +1,84 @@
+"""params.yaml keys specific to sequence classification (`type: classification`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ...params import DownloadParams, ErrorAnalysisParams, TaskParams, TokenizeParams
+
+SplitName = Literal["train", "validation", "test"]
+Column = str | int
+"""A column by name, or by position (0-based) for files without a header."""
+
+
+class ClsDownloadParams(DownloadParams):
+    source: Literal["hub", "csv", "tsv", "json", "jsonl", "parquet", "folders"]
+    files: dict[SplitName, str | list[str]] | None = Field(
+        None, description="split -> file (or folder, for source folders), or a list of them read one after another"
+    )
+    text_fields: list[Column] = Field(
+        ["text"], min_length=1, max_length=2,
+        description="one text column, or two for sentence pairs; folders offer text, title and body",
+    )
+    label_field: Column = "label"
+    id_field: Column | None = Field(None, description="column holding a row id; default: file:line or split:row")
+    header: bool = Field(True, description="csv/tsv: the first line names the columns")
+    columns: list[str] | None = Field(None, description="names for the columns of csv/tsv files without a header")
+    labels: list[str] | None = Field(None, description="the label set in the order the model uses; default: "
+                                                        "the Hub's ClassLabel order, else the train labels sorted")
+    label_map: dict[str, str] | None = Field(
+        None, description="raw label value -> label name, e.g. {'0': unacceptable}")
+    skip_labels: list[str] = Field([], description="label values whose rows are dropped and counted (SNLI's '-')")
+    empty_text: Literal["fail", "drop"] = Field(
+        "fail", description="a row whose text is empty: stop, or drop it and count it")
+    pattern: str = Field("*.txt", description="folders: the files read inside each class folder (glob)")
+    invalid_utf8: Literal["fail", "replace", "skip"] = Field(
+        "fail",
+        description="folders: a file that is not UTF-8: stop, replace the bad bytes with U+FFFD, or leave it out",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, labels: list[str] | None) -> list[str] | None:
+        if labels is not None:
+            if len(labels) < 2:
+                raise ValueError("download.labels needs at least two labels")
+            if len(set(labels)) != len(labels):
+                raise ValueError("download.labels lists a label twice")
+        return labels
+
+    @model_validator(mode="after")
+    def _columns_need_no_header(self) -> ClsDownloadParams:
+        if self.columns is not None and self.header:
+            raise ValueError("download.columns names the columns of files without a header; set header: false")
+        return self
+
+
+class ClsTokenizeParams(TokenizeParams):
+    truncation: Literal["longest_first", "only_first", "only_second"] = Field(
+        "longest_first", description="which text of a pair loses tokens beyond max_length"
+    )
+
+
+class ClsErrorAnalysisParams(ErrorAnalysisParams):
+    length_buckets: int | list[int] = Field(
+        4, description="accuracy by input length: N equal-count buckets of word counts, or explicit word-count edges"
+    )
+
+    @field_validator("length_buckets")
+    @classmethod
+    def _buckets(cls, value: int | list[int]) -> int | list[int]:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("length_buckets must be at least 1")
+        if isinstance(value, list) and (not value or value[0] < 1 or any(b <= a for a, b in zip(value, value[1:]))):
+            raise ValueError("length_buckets edges must be positive and strictly increasing, e.g. [10, 20, 40]")
+        return value
+
+
+class ClsTaskParams(TaskParams):
+    type: Literal["classification"]
+    download: ClsDownloadParams
+    tokenize: ClsTokenizeParams
+    error_analysis: ClsErrorAnalysisParams

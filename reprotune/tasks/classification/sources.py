@@ -1,0 +1,416 @@
+"""Read labelled examples from the Hub, local tables (CSV/TSV with or without a
+header, JSON, JSONL, Parquet) or a folder per class, into rows with the columns
+`id`, `text`, `text_pair` (sentence pairs only) and `label` (a label name).
+
+Every bad value is reported with the file and line (or the split and row) it came
+from; rows a source marks as unlabelled are dropped and counted, never guessed."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+from ...assets import resolve_path
+from ...data import load_hub, read_table, read_text_lines
+from ...errors import ReprotuneError
+from .labels import apply_label_map, check_allowed, integer_column, label_value, sort_labels
+from .params import ClsDownloadParams, Column
+
+Row = dict[str, str]
+FOLDER_FIELDS = ("text", "title", "body")
+csv.field_size_limit(2**31 - 1)  # news articles in one CSV cell exceed the 128 KiB default
+
+
+@dataclass
+class Collected:
+    """Rows per split, the label order the source defines (ClassLabel), and what was dropped."""
+
+    rows: dict[str, list[Row]] = field(default_factory=dict)
+    source_order: list[str] | None = None
+    dropped: dict[str, Counter] = field(default_factory=lambda: {
+        "no_gold_label": Counter(), "skip_labels": Counter(), "empty_text": Counter()})
+    files_not_utf8: list[str] = field(default_factory=list)
+
+
+class RowMaker:
+    """Turns one record's text and label values into a Row, applying empty_text,
+    skip_labels, label_map and download.labels with the record's location in errors."""
+
+    def __init__(self, params: ClsDownloadParams, collected: Collected, split: str) -> None:
+        self.params, self.collected, self.split = params, collected, split
+        self.names = ["text", "text_pair"][: len(params.text_fields)]
+
+    def make(self, row_id: str, texts: list[Any], label: Any, numeric: bool, where: str,
+             label_column: str) -> Row | None:
+        params = self.params
+        value = label_value(label, numeric, where, label_column)
+        if value in params.skip_labels:
+            self.collected.dropped["skip_labels"][self.split] += 1
+            return None
+        name = apply_label_map(value, params.label_map, where)
+        check_allowed(name, params.labels, where)
+        row: Row = {"id": row_id}
+        for key, column, text in zip(self.names, params.text_fields, texts):
+            text = "" if text is None else str(text).strip()
+            if not text:
+                if params.empty_text == "drop":
+                    self.collected.dropped["empty_text"][self.split] += 1
+                    return None
+                raise ReprotuneError(
+                    f"{where}: empty text in column '{column}'; fix the row or set download.empty_text: drop"
+                )
+            row[key] = text
+        row["label"] = name
+        return row
+
+
+# Hub --------------------------------------------------------------------------
+
+def one_source_split_each(raw: DatasetDict, mapping: dict[str, str] | None) -> DatasetDict:
+    """`splits: {test: validation}` also leaves the source's validation under its own
+    name; drop that copy so validation is carved from train instead of equalling test."""
+    mapping = dict(mapping or {})
+    out = dict(raw)
+    for ours, dataset in raw.items():
+        twins = [other for other, candidate in raw.items() if other != ours and candidate is dataset]
+        for other in twins:
+            if ours in mapping and other in mapping:
+                raise ReprotuneError(
+                    f"download.splits maps both '{ours}' and '{other}' to the source split '{mapping[ours]}'; "
+                    "leave one out and it is carved from train (download.make_splits)"
+                )
+            if other in mapping and ours not in mapping:
+                out.pop(ours, None)
+    return DatasetDict(out)
+
+
+def hub_column(column: Column, dataset: Dataset, split: str, key: str) -> str:
+    if isinstance(column, int):
+        raise ReprotuneError(f"download.{key}: Hub datasets name their columns; use a name, not position {column}")
+    if column not in dataset.column_names:
+        raise ReprotuneError(
+            f"{split} split has no column '{column}' (it has {', '.join(dataset.column_names)}); set download.{key}"
+        )
+    return column
+
+
+def hub_rows(dataset: Dataset, params: ClsDownloadParams, split: str, collected: Collected) -> list[Row]:
+    """Rows of one Hub split; ClassLabel ids become names and -1 ("no gold label",
+    e.g. SNLI's unresolved pairs, GLUE's hidden test labels) drops the row."""
+    text_columns = [hub_column(c, dataset, split, "text_fields") for c in params.text_fields]
+    label_column = hub_column(params.label_field, dataset, split, "label_field")
+    id_column = hub_column(params.id_field, dataset, split, "id_field") if params.id_field is not None else None
+    feature = dataset.features[label_column]
+    names = feature.names if isinstance(feature, ClassLabel) else None
+    labels = values(dataset, label_column)
+    numeric = names is None and integer_column(labels)
+    columns = {c: values(dataset, c) for c in text_columns}
+    ids = values(dataset, id_column) if id_column else None
+    maker = RowMaker(params, collected, split)
+    rows = []
+    for index, label in enumerate(labels):
+        if names is not None:
+            if label is None or label < 0:
+                collected.dropped["no_gold_label"][split] += 1
+                continue
+            label = names[label]
+        row_id = str(ids[index]) if ids is not None else f"{split}:{index}"
+        row = maker.make(row_id, [columns[c][index] for c in text_columns], label, numeric,
+                         f"Hub {params.dataset} {split} row {index}", label_column)
+        if row is not None:
+            rows.append(row)
+    if len(dataset) and not rows and collected.dropped["no_gold_label"][split] == len(dataset):
+        raise ReprotuneError(
+            f"Hub {params.dataset} split '{split}' has no gold labels (every label is -1, as in GLUE's and SNLI's "
+            "hidden test sets); map download.splits.test to a labelled split, e.g. {test: validation}"
+        )
+    if names is not None and collected.source_order is None:
+        kept = [name for name in names if name not in params.skip_labels]
+        order = [apply_label_map(name, params.label_map, f"{split} ClassLabel") for name in kept]
+        collected.source_order = list(dict.fromkeys(order))
+    return rows
+
+
+def collect_hub(params: ClsDownloadParams, collected: Collected) -> None:
+    raw = one_source_split_each(load_hub(params), params.splits)
+    for split, dataset in raw.items():
+        collected.rows[split] = hub_rows(dataset, params, split, collected)
+
+
+# Local tables -------------------------------------------------------------------
+
+def split_paths(params: ClsDownloadParams) -> dict[str, list[Path]]:
+    """download.files (a path or a list per split) or download.path as train."""
+    if params.files:
+        out: dict[str, list[Path]] = {}
+        for split, refs in params.files.items():
+            listed = [refs] if isinstance(refs, str) else refs
+            if not listed:
+                raise ReprotuneError(f"download.files.{split} is an empty list; name at least one file")
+            out[split] = [resolve_path(ref, f"download.files.{split}") for ref in listed]
+        return out
+    if params.path:
+        return {"train": [resolve_path(params.path, "download.path")]}
+    raise ReprotuneError(f"download.source '{params.source}' needs download.path or download.files")
+
+
+Record = tuple[str, int, list[Any] | dict[str, Any]]
+"""(where, line or row number, values) of one data row."""
+
+
+def delimited_records(path: Path, fmt: str, params: ClsDownloadParams) -> tuple[list[str] | None, list[Record]]:
+    """CSV/TSV rows with their first line number; TSV is read without quoting (the raw
+    CoLA file has bare quote marks). Every row must have as many columns as the first."""
+    dialect: dict[str, Any] = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+    lines = (line + "\n" for _, line in read_text_lines(path))
+    reader = csv.reader(lines, **dialect)
+    names: list[str] | None = list(params.columns) if params.columns else None
+    width: int | None = len(names) if names else None
+    width_from = "download.columns" if names else ""
+    records: list[Record] = []
+    previous_end = 0
+    try:
+        for values in reader:
+            start, previous_end = previous_end + 1, reader.line_num
+            if not values or values == [""]:
+                continue
+            if params.header and names is None:
+                names = [v.strip().lstrip("\ufeff") for v in values]
+                width, width_from = len(names), f"the header on line {start}"
+                continue
+            if width is None:
+                width, width_from = len(values), f"line {start}"
+            if len(values) != width:
+                raise ReprotuneError(
+                    f"{path}:{start}: expected {width} columns separated by {dialect.get('delimiter', ',')!r} "
+                    f"(as {width_from}), found {len(values)}"
+                )
+            records.append((f"{path}:{start}", start, values))
+    except csv.Error as exc:
+        raise ReprotuneError(f"{path}:{reader.line_num}: cannot read as {fmt}: {exc}") from exc
+    return names, records
+
+
+def object_records(path: Path, fmt: str) -> list[Record]:
+    """JSONL (one object per line), JSON (a list of objects, or {"data": [...]}) or Parquet."""
+    records: list[Record] = []
+    if fmt == "jsonl":
+        for number, line in read_text_lines(path):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ReprotuneError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(value, dict):
+                raise ReprotuneError(f"{path}:{number}: expected a JSON object per line, found {type(value).__name__}")
+            records.append((f"{path}:{number}", number, value))
+        return records
+    if fmt == "json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ReprotuneError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        except json.JSONDecodeError as exc:
+            raise ReprotuneError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+        items = data.get("data") if isinstance(data, dict) else data
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise ReprotuneError(f"{path}: expected a list of objects (or {{\"data\": [...]}}), one per example")
+    else:
+        items = read_table(path, fmt).to_dict("records")
+    return [(f"{path} row {number}", number, item) for number, item in enumerate(items, start=1)]
+
+
+def column_key(column: Column, names: list[str] | None, path: Path, key: str, positional: bool) -> str | int:
+    """A record key: a position into the values of a CSV/TSV row, or a field name."""
+    if isinstance(column, int):
+        if not positional:
+            raise ReprotuneError(f"download.{key}: position {column} needs a csv/tsv file; name the field of {path}")
+        return column
+    if names is None or column not in names:
+        if names is None:
+            raise ReprotuneError(
+                f"download.{key}: '{column}' names a column, but {path} has no header; give its position "
+                "(0-based) or name the columns with download.columns"
+            )
+        raise ReprotuneError(f"{path}: no column '{column}' (it has {', '.join(names)}); set download.{key}")
+    return names.index(column) if positional else column
+
+
+def getter(key: str | int, width: int | None, path: Path, name: str) -> Callable[[Any], Any]:
+    if isinstance(key, int):
+        if width is not None and not -width <= key < width:
+            raise ReprotuneError(f"download.{name}: column {key} is out of range; {path} has {width} columns")
+        return lambda values: values[key]
+
+    def get(values: dict[str, Any]) -> Any:
+        return values.get(key)
+
+    return get
+
+
+def table_rows(path: Path, params: ClsDownloadParams, split: str, collected: Collected) -> list[Row]:
+    fmt = params.source
+    positional = fmt in ("csv", "tsv")
+    if positional:
+        names, records = delimited_records(path, fmt, params)
+    else:
+        records = object_records(path, fmt)
+        names = list(dict.fromkeys(k for _, _, r in records for k in r))  # type: ignore[union-attr]
+    if not records:
+        raise ReprotuneError(f"{path}: no data rows")
+    width = len(records[0][2]) if positional else None
+    get_texts = [getter(column_key(c, names, path, "text_fields", positional), width, path, "text_fields")
+                 for c in params.text_fields]
+    get_label = getter(column_key(params.label_field, names, path, "label_field", positional), width, path,
+                       "label_field")
+    get_id = (getter(column_key(params.id_field, names, path, "id_field", positional), width, path, "id_field")
+              if params.id_field is not None else None)
+    label_column = str(params.label_field)
+    numeric = integer_column([get_label(values) for _, _, values in records])
+    maker = RowMaker(params, collected, split)
+    rows = []
+    for where, number, values in records:
+        row_id = str(get_id(values)) if get_id else f"{path.name}:{number}"
+        row = maker.make(row_id, [get(values) for get in get_texts], get_label(values), numeric, where, label_column)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+# Folder per class ---------------------------------------------------------------
+
+def read_document(file: Path, invalid_utf8: str, collected: Collected, root: Path) -> str | None:
+    """The file's text; not UTF-8: stop (naming file and line), replace bad bytes, or skip the file."""
+    try:
+        return "\n".join(line for _, line in read_text_lines(file))
+    except ReprotuneError as exc:
+        if invalid_utf8 == "fail":
+            raise ReprotuneError(f"{exc}; set download.invalid_utf8: replace (or skip) to accept such files") from exc
+    collected.files_not_utf8.append(file.relative_to(root).as_posix())
+    if invalid_utf8 == "skip":
+        return None
+    return file.read_bytes().decode("utf-8", errors="replace")
+
+
+def title_and_body(text: str) -> dict[str, str]:
+    """First non-empty line = title, the rest = body (BBC News files); text = both."""
+    lines = text.strip().splitlines()
+    title = lines[0].strip() if lines else ""
+    body = "\n".join(line.rstrip() for line in lines[1:]).strip()
+    return {"text": text.strip(), "title": title, "body": body}
+
+
+def class_folders(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise ReprotuneError(f"{root} is not a folder; source 'folders' needs one sub-folder per class")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+    if len(folders) < 2:
+        raise ReprotuneError(f"{root}: found {len(folders)} class folder(s); source 'folders' needs one per class")
+    return folders
+
+
+def folder_rows(root: Path, params: ClsDownloadParams, split: str, collected: Collected) -> list[Row]:
+    """One row per file under root/<class>/ matching download.pattern; the folder is the label."""
+    for column in params.text_fields:
+        if column not in FOLDER_FIELDS:
+            raise ReprotuneError(
+                f"download.text_fields: '{column}' is not a field of source 'folders'; "
+                f"allowed: {', '.join(FOLDER_FIELDS)}"
+            )
+    maker = RowMaker(params, collected, split)
+    rows = []
+    for folder in class_folders(root):
+        files = sorted(p for p in folder.glob(params.pattern) if p.is_file())
+        if not files:
+            raise ReprotuneError(f"{folder}: no files match download.pattern '{params.pattern}'")
+        for file in files:
+            text = read_document(file, params.invalid_utf8, collected, root)
+            if text is None:
+                continue
+            fields = title_and_body(text)
+            row = maker.make(f"{folder.name}/{file.name}", [fields[str(c)] for c in params.text_fields],
+                             folder.name, False, str(file), "folder name")
+            if row is not None:
+                rows.append(row)
+    return rows
+
+
+# Together -------------------------------------------------------------------------
+
+def collect(params: ClsDownloadParams) -> Collected:
+    collected = Collected()
+    if params.source == "hub":
+        collect_hub(params, collected)
+    else:
+        read = folder_rows if params.source == "folders" else table_rows
+        for split, paths in split_paths(params).items():
+            collected.rows[split] = [row for path in paths for row in read(path, params, split, collected)]
+    check_unique_ids(collected.rows)
+    return collected
+
+
+def check_unique_ids(rows: dict[str, list[Row]]) -> None:
+    """Full and LoRA predictions are compared by id, so ids must not repeat within a split."""
+    for split, split_rows in rows.items():
+        seen: set[str] = set()
+        for number, row in enumerate(split_rows, start=1):
+            if row["id"] in seen:
+                raise ReprotuneError(
+                    f"{split} row {number}: id '{row['id']}' occurs twice in {split}; ids must be unique: give the "
+                    "files distinct names or set download.id_field to a unique column"
+                )
+            seen.add(row["id"])
+
+
+def label_order(params: ClsDownloadParams, collected: Collected) -> tuple[list[str], str]:
+    """download.labels, else the source's ClassLabel order, else every label seen, sorted."""
+    if params.labels:
+        return list(params.labels), "download.labels"
+    seen = {row["label"] for rows in collected.rows.values() for row in rows}
+    if collected.source_order is not None:
+        return collected.source_order + sort_labels(seen - set(collected.source_order)), "source ClassLabel"
+    return sort_labels(seen), "sorted"
+
+
+def to_dataset(params: ClsDownloadParams, collected: Collected) -> tuple[DatasetDict, dict[str, Any]]:
+    """Arrow splits with a ClassLabel `label` column, so the order travels with the data."""
+    names, order_from = label_order(params, collected)
+    if len(names) < 2:
+        raise ReprotuneError(f"found only the label(s) {names}; classification needs at least two classes")
+    text_columns = ["text", "text_pair"][: len(params.text_fields)]
+    features = Features({"id": Value("string"), **{c: Value("string") for c in text_columns},
+                         "label": ClassLabel(names=names)})
+    index = {name: i for i, name in enumerate(names)}
+    out = {}
+    for split, rows in collected.rows.items():
+        columns: dict[str, list] = {key: [r[key] for r in rows] for key in ("id", *text_columns)}
+        columns["label"] = [index[r["label"]] for r in rows]
+        out[split] = Dataset.from_dict(columns, features=features)
+    report = {
+        "source": params.source,
+        "text_fields": [str(c) for c in params.text_fields],
+        "labels": names,
+        "label_order": order_from,
+        "dropped": {kind: dict(sorted(counts.items())) for kind, counts in collected.dropped.items()},
+        "files_not_utf8": {"action": params.invalid_utf8, "files": collected.files_not_utf8},
+    }
+    return DatasetDict(out), report
+
+
+def values(dataset: Dataset, column: str) -> list[Any]:
+    """A column as a list in one Arrow read (indexing a datasets Column item by item is slow)."""
+    return dataset[column][:]
+
+
+def iter_labels(dataset: Dataset) -> Iterator[str]:
+    """Label names of a split saved by `to_dataset`."""
+    names = dataset.features["label"].names
+    return (names[i] for i in values(dataset, "label"))
