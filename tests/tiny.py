@@ -40,7 +40,7 @@ def copy_repo(target: Path) -> Path:
     ).stdout.decode().split("\0")
     for name in filter(None, listed):
         source = REPO_ROOT / name
-        if source.is_file() and not name.startswith(("data/", "models/", "reports/", "metrics/")):
+        if source.is_file() and name != "dvc.lock" and not name.startswith(("data/", "models/", "reports/", "metrics/")):
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
     git(target, "init", "-q")
