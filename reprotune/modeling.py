@@ -94,6 +94,8 @@ def load_pretrained(auto_class: Any, model: ModelParams, **kwargs: Any) -> Any:
     """`auto_class.from_pretrained` with the params' safety switches and a clear error."""
     source = model_source(model)
     check_weight_format(source, model)
+    if model.attn_implementation:
+        kwargs["attn_implementation"] = model.attn_implementation
     try:
         return auto_class.from_pretrained(
             source,

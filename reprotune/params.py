@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ReprotuneError, did_you_mean
 
@@ -30,6 +30,9 @@ class ModelParams(Strict):
     revision: str | None = None
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
+        None, description="attention kernel; None lets transformers pick (SDPA where supported)"
+    )
 
 
 class MakeSplits(Strict):
@@ -75,6 +78,7 @@ class TrainParams(Strict):
     weight_decay: float = Field(0.0, ge=0)
     warmup: float = Field(0.0, ge=0, description="ratio of steps if < 1, else a number of steps")
     lr_scheduler: str = "linear"
+    optim: str = Field("adamw_torch_fused", description="a transformers optimizer name; fused AdamW by default")
     max_grad_norm: float = Field(1.0, gt=0)
     metric_for_best_model: str | None = None
     precision: Precision = "auto"
@@ -86,6 +90,18 @@ class TrainParams(Strict):
     logging_steps: int = Field(50, gt=0)
     full_determinism: bool = False
     resume: bool = False
+
+
+    @field_validator("optim")
+    @classmethod
+    def _known_optimizer(cls, value: str) -> str:
+        from transformers.training_args import OptimizerNames
+
+        allowed = [name.value for name in OptimizerNames]
+        if value not in allowed:
+            hint = did_you_mean(value, allowed)
+            raise ValueError(f"unknown optimizer{hint}; e.g. adamw_torch_fused, adamw_torch, sgd, adafactor")
+        return value
 
 
 class LoraTrainParams(TrainParams):

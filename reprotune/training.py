@@ -66,6 +66,7 @@ def training_arguments(params: TrainParams, family: TaskFamily, output_dir: Path
         weight_decay=params.weight_decay,
         warmup_steps=params.warmup if params.warmup < 1 else int(params.warmup),
         lr_scheduler_type=params.lr_scheduler,
+        optim=params.optim,
         max_grad_norm=params.max_grad_norm,
         eval_strategy="epoch",
         save_strategy="epoch",

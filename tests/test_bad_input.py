@@ -179,3 +179,8 @@ def test_a_source_split_mapped_to_test_is_not_reused_as_validation() -> None:
     source = DatasetDict({"train": Dataset.from_dict({"x": [1, 2]}), "validation": Dataset.from_dict({"x": [3]})})
     renamed = rename_splits(source, {"test": "validation"})
     assert set(renamed) == {"train", "test"}, "validation must be carved from train, not be the test set"
+
+
+def test_unknown_optimizer_is_refused_with_a_suggestion(tmp_path: Path) -> None:
+    message = error_for(tmp_path, base_task(tmp_path) | {"train_full": {"optim": "adamw_torch_fussed"}})
+    assert "tasks.t.train_full.optim" in message and "did you mean 'adamw_torch_fused'" in message
