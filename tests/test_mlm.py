@@ -496,3 +496,22 @@ bbcnews_mlm:
     frequency_edges: [1, 10, 100, 1000]
     min_token_count: 3
 """
+
+
+def test_fill_mask_returns_top_k_candidates_for_each_mask(tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from reprotune.errors import ReprotuneError
+    from reprotune.tasks.mlm.fill import fill_masks
+    from reprotune.tasks.mlm.head import load_masked_lm
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model = load_masked_lm(ModelParams(name_or_path=str(tiny_model_dir)))
+    [result] = fill_masks(model, tokenizer, [{"text": "the [MASK] rose and <mask> fell"}], top_k=3)
+    assert len(result["masks"]) == 2
+    for mask in result["masks"]:
+        scores = [c["score"] for c in mask["candidates"]]
+        assert len(scores) == 3 and scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert "[MASK]" not in result["filled"]
+    with pytest.raises(ReprotuneError, match="has no mask"):
+        fill_masks(model, tokenizer, [{"text": "no mask here"}], top_k=3)

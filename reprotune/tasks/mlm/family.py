@@ -18,6 +18,7 @@ from datasets import Dataset, DatasetDict
 from ...errors import ReprotuneError
 from ..base import Meta, TaskFamily
 from . import analysis, chunking, perplexity
+from .fill import fill_masks
 from .head import HEAD_MODULES, load_masked_lm
 from .masking import IGNORE, MaskSettings, MlmCollator, Vocab, mask_batch, pad
 from .params import MlmDownloadParams, MlmTaskParams
@@ -144,6 +145,10 @@ class MlmFamily(TaskFamily):
                                      settings.batch_size, settings.top_k)
         probes = perplexity.probes(model, tokenizer, features, settings.fill_mask_examples, settings.top_k)
         return perplexity.predictions_frame(rows, probes)
+
+    def predict_records(self, model: Any, tokenizer: Any, records: list[dict[str, Any]], meta: Meta,  # type: ignore[override]
+                        params: MlmTaskParams) -> list[dict[str, Any]]:
+        return fill_masks(model, tokenizer, records, params.evaluate.top_k)
 
     def score(self, predictions: pd.DataFrame, meta: Meta, params: MlmTaskParams) -> dict[str, Any]:  # type: ignore[override]
         return perplexity.scores(predictions)
