@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from ...atomic import write_frame, write_text
+from ...tables import markdown_table
 from .metrics import headline_scores, per_class_scores
 
 TEXT_PREVIEW = 160
@@ -26,14 +27,6 @@ def shown_text(row: Any) -> str:
     return text if len(text) <= TEXT_PREVIEW else text[: TEXT_PREVIEW - 1] + "…"
 
 
-def markdown(frame: pd.DataFrame) -> str:
-    """A plain Markdown table (no tabulate dependency)."""
-    if frame.empty:
-        return "_none_\n"
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
 
 
 def confusion_matrix(frame: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
@@ -150,7 +143,7 @@ def analyse(predictions: dict[str, pd.DataFrame], labels: list[str], worst_n: in
     lines = [f"# Classification error analysis ({len(labels)} classes, "
              f"{len(next(iter(predictions.values())))} test examples)", "",
              "Test-split scores; `baseline` is the pretrained encoder with an untrained head.", "",
-             markdown(scores)]
+             markdown_table(scores)]
 
     for method, frame in predictions.items():
         matrix = confusion_matrix(frame, labels)
@@ -170,23 +163,23 @@ def analyse(predictions: dict[str, pd.DataFrame], labels: list[str], worst_n: in
         write_frame(report_dir / "disagreements.csv", disagreements)
         right = disagreements["right"].value_counts()
         lines += ["## Full against LoRA on the same examples", "",
-                  markdown(pd.DataFrame([{k: v for k, v in counts.items() if k != "examples"}])),
+                  markdown_table(pd.DataFrame([{k: v for k, v in counts.items() if k != "examples"}])),
                   f"They predict different labels on {counts['disagree']} examples: full is right on "
                   f"{int(right.get('full', 0))}, LoRA on {int(right.get('lora', 0))}, neither on "
                   f"{int(right.get('neither', 0))} (all of them in disagreements.csv).", ""]
         if not disagreements.empty:
             lines += [f"First {min(worst_n, len(disagreements))} disagreements:", "",
-                      markdown(_preview(disagreements.head(worst_n),
+                      markdown_table(_preview(disagreements.head(worst_n),
                                         ["id", "gold", "pred_full", "pred_lora", "right", "text"]))]
 
-    lines += ["## Per class", "", markdown(per_class)]
-    lines += ["## Accuracy by input length (words)", "", markdown(by_length)]
+    lines += ["## Per class", "", markdown_table(per_class)]
+    lines += ["## Accuracy by input length (words)", "", markdown_table(by_length)]
     for method, frame in trained.items():
         lines += [f"## Confusion matrix ({method}; rows actual, columns predicted)", "",
-                  markdown(confusion_matrix(frame, labels).reset_index())]
+                  markdown_table(confusion_matrix(frame, labels).reset_index())]
         worst = confident_mistakes(frame, worst_n)
         lines += [f"## {len(worst)} most confident mistakes ({method})", "",
-                  markdown(_preview(worst, ["id", "gold", "pred", "confidence", "text"]))]
+                  markdown_table(_preview(worst, ["id", "gold", "pred", "confidence", "text"]))]
 
     mistakes = pd.concat([f[f["gold"] != f["pred"]].assign(method=m) for m, f in trained.items()], ignore_index=True)
     keep = ["method", "id", "gold", "pred", "confidence", "text", *(["text_pair"] if "text_pair" in mistakes else [])]

@@ -13,7 +13,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from ...errors import ReprotuneError
 from ...inference import batches
-from ...modeling import load_pretrained, model_source
+from ...modeling import load_labelled_model
 from ..base import Meta, TaskFamily
 from .analysis import analyse
 from .encode import encode_batch, split_report
@@ -85,14 +85,8 @@ class ClassificationFamily(TaskFamily):
     def build_model(self, params: ClsTaskParams, meta: Meta, source: str | None = None) -> Any:  # type: ignore[override]
         from transformers import AutoModelForSequenceClassification
 
-        labels = meta["labels"]
-        model_params = params.model if source is None else params.model.model_copy(update={"name_or_path": source})
-        model_source(model_params)
-        return load_pretrained(
-            AutoModelForSequenceClassification, model_params, num_labels=len(labels),
-            id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
-            problem_type="single_label_classification",
-        )
+        return load_labelled_model(AutoModelForSequenceClassification, params.model, meta["labels"], source,
+                                   problem_type="single_label_classification")
 
     def collator(self, tokenizer: Any, params: ClsTaskParams, meta: Meta) -> Callable:  # type: ignore[override]
         from transformers import DataCollatorWithPadding

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ...atomic import write_frame, write_text
 from ...errors import ReprotuneError
+from ...tables import markdown_table
 from .perplexity import perplexity
 
 ORDER = ("baseline", "full", "lora")
@@ -78,14 +79,6 @@ def token_changes(pairs: pd.DataFrame, min_count: int) -> pd.DataFrame:
     return table.round({"loss_before": 4, "loss_after": 4, "loss_change": 4}).reset_index(drop=True)
 
 
-def _markdown(frame: pd.DataFrame) -> str:
-    if frame.empty:
-        return "_none_\n"
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    body = ["| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in row) + " |"
-            for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
 
 
 def fill_mask_table(predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -143,7 +136,7 @@ def analyse(predictions: dict[str, pd.DataFrame], edges: list[int], worst_n: int
                   "metrics/<task>/baseline.json.", ""]
     lines += ["## Loss by train frequency of the gold token", "",
               f"Buckets count how often the token occurs in the train blocks (edges {edges}).", "",
-              _markdown(bucket_table)]
+              markdown_table(bucket_table)]
 
     changes = []
     for before, after in comparisons(methods):
@@ -165,9 +158,9 @@ def analyse(predictions: dict[str, pd.DataFrame], edges: list[int], worst_n: int
                   f"{min_count} times. Per masked token: {summary['comparisons'][name]['tokens_lower_loss']} lower, "
                   f"{summary['comparisons'][name]['tokens_higher_loss']} higher.", "",
                   f"### {worst_n} tokens whose loss dropped most", "",
-                  _markdown(table.sort_values(["loss_change", "label"]).head(worst_n)[shown]), "",
+                  markdown_table(table.sort_values(["loss_change", "label"]).head(worst_n)[shown]), "",
                   f"### {worst_n} tokens whose loss rose most", "",
-                  _markdown(table.sort_values(["loss_change", "label"], ascending=[False, True]).head(worst_n)[shown]),
+                  markdown_table(table.sort_values(["loss_change", "label"], ascending=[False, True]).head(worst_n)[shown]),
                   ""]
     if changes:
         write_frame(report_dir / "token_loss_changes.csv", pd.concat(changes, ignore_index=True))
@@ -176,6 +169,6 @@ def analyse(predictions: dict[str, pd.DataFrame], edges: list[int], worst_n: int
     write_frame(report_dir / "fill_mask.csv", fills)
     lines += ["## Fill-mask on held-out text", "",
               "One word of a test block replaced by the mask token; the top fills of each method.", "",
-              _markdown(fills.drop(columns=["block", "position"]))]
+              markdown_table(fills.drop(columns=["block", "position"]))]
     write_text(report_dir / "summary.md", "\n".join(lines))
     return summary

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from ...atomic import write_frame, write_text
+from ...tables import markdown_table
 from .tags import Entity, entities
 
 ERROR_KINDS = ("missed", "spurious", "wrong_type", "wrong_boundary", "wrong_type_and_boundary")
@@ -80,14 +81,6 @@ def error_table(predictions: pd.DataFrame, method: str) -> tuple[pd.DataFrame, p
         "method", "id", "kind", "gold_type", "gold_text", "pred_type", "pred_text"]), pairs
 
 
-def _markdown(frame: pd.DataFrame) -> str:
-    """A plain Markdown table (no tabulate dependency)."""
-    if frame.empty:
-        return "_none_\n"
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
 
 
 def analyse(predictions: dict[str, pd.DataFrame], worst_n: int, report_dir: Path, confusion_dir: Path) -> dict[str, Any]:
@@ -109,15 +102,15 @@ def analyse(predictions: dict[str, pd.DataFrame], worst_n: int, report_dir: Path
     write_frame(report_dir / "errors.csv", all_errors)
 
     lines = ["# NER error analysis", "", "Errors per kind (test split; strict IOB2 entities):", ""]
-    lines.append(_markdown(pd.DataFrame({m: c["by_kind"] for m, c in counts.items()}).rename_axis("kind").reset_index()))
+    lines.append(markdown_table(pd.DataFrame({m: c["by_kind"] for m, c in counts.items()}).rename_axis("kind").reset_index()))
     lines += ["", "Errors per gold entity type:", ""]
-    lines.append(_markdown(pd.DataFrame({m: c["by_gold_type"] for m, c in counts.items()}).fillna(0).astype(int)
+    lines.append(markdown_table(pd.DataFrame({m: c["by_gold_type"] for m, c in counts.items()}).fillna(0).astype(int)
                            .rename_axis("type").reset_index()))
     for method in predictions:
         worst = (all_sentences[all_sentences["method"] == method]
                  .sort_values(["errors", "id"], ascending=[False, True]).head(worst_n))
         lines += ["", f"## {worst_n} worst sentences ({method})", ""]
-        lines.append(_markdown(worst[["id", "errors", "text", "gold_entities", "pred_entities"]]))
+        lines.append(markdown_table(worst[["id", "errors", "text", "gold_entities", "pred_entities"]]))
     if {"full", "lora"} <= set(predictions):
         paired = all_sentences.pivot_table(index="id", columns="method", values="errors", aggfunc="first")
         both_right = int(((paired["full"] == 0) & (paired["lora"] == 0)).sum())
@@ -125,7 +118,7 @@ def analyse(predictions: dict[str, pd.DataFrame], worst_n: int, report_dir: Path
         only_lora = int(((paired["full"] > 0) & (paired["lora"] == 0)).sum())
         both_wrong = int(((paired["full"] > 0) & (paired["lora"] > 0)).sum())
         lines += ["", "## Full against LoRA on the same sentences", "",
-                  _markdown(pd.DataFrame([{"both error-free": both_right, "only full error-free": only_full,
+                  markdown_table(pd.DataFrame([{"both error-free": both_right, "only full error-free": only_full,
                                            "only LoRA error-free": only_lora, "both with errors": both_wrong}]))]
     write_text(report_dir / "summary.md", "\n".join(lines))
     return counts

@@ -14,7 +14,7 @@ from datasets import Dataset, DatasetDict
 from ...data import load_hub, local_files
 from ...errors import ReprotuneError
 from ...inference import batches, device
-from ...modeling import load_pretrained, model_source
+from ...modeling import load_labelled_model
 from ..base import Meta, TaskFamily
 from .align import IGNORE, tokenize_batch, word_predictions
 from .analysis import analyse
@@ -148,13 +148,7 @@ class NerFamily(TaskFamily):
     def build_model(self, params: NerTaskParams, meta: Meta, source: str | None = None) -> Any:  # type: ignore[override]
         from transformers import AutoModelForTokenClassification
 
-        labels = meta["labels"]
-        model_params = params.model if source is None else params.model.model_copy(update={"name_or_path": source})
-        model_source(model_params)
-        return load_pretrained(
-            AutoModelForTokenClassification, model_params, num_labels=len(labels),
-            id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
-        )
+        return load_labelled_model(AutoModelForTokenClassification, params.model, meta["labels"], source)
 
     def collator(self, tokenizer: Any, params: NerTaskParams, meta: Meta) -> Callable:  # type: ignore[override]
         from transformers import DataCollatorForTokenClassification

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from ...atomic import write_frame, write_text
+from ...tables import markdown_table
 from .squad_metrics import gold_answers, score_one
 
 QUESTION_WORDS = ("what", "who", "when", "where", "which", "how", "why")
@@ -93,15 +94,6 @@ def by_facet(examples: pd.DataFrame, facet: str) -> pd.DataFrame:
                              kind="stable").reset_index(drop=True)
 
 
-def _markdown(frame: pd.DataFrame) -> str:
-    """A plain Markdown table (no tabulate dependency)."""
-    if frame.empty:
-        return "_none_\n"
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    body = ["| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in row) + " |"
-            for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
 
 
 def _wide(table: pd.DataFrame, facet: str) -> pd.DataFrame:
@@ -173,7 +165,7 @@ def analyse(predictions: dict[str, pd.DataFrame], worst_n: int, report_dir: Path
     lines = ["# QA error analysis", "",
              "Test split; EM/F1 with the official SQuAD normalisation, the best over the gold answers; "
              "outcome: exact, partial (F1 > 0) or wrong. `baseline` is the pretrained encoder with an untrained head.",
-             "", _markdown(pd.DataFrame([{"method": m, "EM": s["exact_match"], "F1": s["f1"], **s["outcomes"]}
+             "", markdown_table(pd.DataFrame([{"method": m, "EM": s["exact_match"], "F1": s["f1"], **s["outcomes"]}
                                          for m, s in summary.items()]))]
     for facet, title in FACETS:
         table = by_facet(examples, facet)
@@ -185,17 +177,17 @@ def analyse(predictions: dict[str, pd.DataFrame], worst_n: int, report_dir: Path
                                 "f1": float(r["f1"])}
                 for _, r in own.iterrows()
             }
-        lines += ["", f"## By {title}", "", _markdown(_wide(table, facet))]
+        lines += ["", f"## By {title}", "", markdown_table(_wide(table, facet))]
 
     for method in trained:
         table = worst(examples, method, worst_n)
-        lines += ["", f"## {worst_n} worst examples ({method})", "", _markdown(table)]
+        lines += ["", f"## {worst_n} worst examples ({method})", "", markdown_table(table)]
         write_frame(report_dir / f"worst_{method}.csv", table)
     if {"full", "lora"} <= set(predictions):
         counts, disagreements = full_against_lora(examples, worst_n)
         summary["full_vs_lora"] = counts
         write_frame(report_dir / "full_vs_lora.csv", disagreements)
-        lines += ["", "## Full against LoRA on the same questions", "", _markdown(pd.DataFrame([counts])),
-                  "", f"Largest F1 differences (up to {worst_n}):", "", _markdown(disagreements)]
+        lines += ["", "## Full against LoRA on the same questions", "", markdown_table(pd.DataFrame([counts])),
+                  "", f"Largest F1 differences (up to {worst_n}):", "", markdown_table(disagreements)]
     write_text(report_dir / "summary.md", "\n".join(lines))
     return summary
