@@ -1,0 +1,129 @@
+"""`--quality`: does the fast training path cost accuracy? Train one NER model on a
+WikiANN subset twice, from the same initial weights and with the same hyper-parameters
+(params.yaml's `wikiann_local` task), once with the project's TrainingArguments and once
+with the seed notebooks' speed settings (fp32, no TF32, random sampling, non-fused AdamW,
+no pad-to-8), and score both on the same test sentences with the pipeline's own predict
+and score. The batches are also drawn in a different order (length grouping), so the F1
+difference includes seed-like noise; the tolerance is stated with the result."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict
+
+from reprotune.data import limit_samples
+from reprotune.modeling import load_tokenizer
+from reprotune.params import read_params, validate_task
+from reprotune.training import ordered_eval_trainer, training_arguments
+from throughput_align import wikiann
+from throughput_device import MemoryMeter, PrecisionFlags, cuda
+from throughput_train import quiet
+
+TASK = "wikiann_local"
+SPLIT_FILES = {"train": "train", "validation": "dev", "test": "test"}
+
+
+def task_params(repo: Path, model_ref: str, sizes: dict[str, int], epochs: float | None) -> Any:
+    """params.yaml's wikiann_local section with the model and subset sizes of this run."""
+    section = dict(read_params(repo / "params.yaml")["tasks"][TASK])
+    section["model"] = {**section["model"], "name_or_path": model_ref}
+    section["download"] = {**section["download"], "max_samples": sizes}
+    if epochs is not None:
+        section["train_full"] = {**section["train_full"], "epochs": epochs}
+    return validate_task(TASK, section)
+
+
+def seed_style_arguments(params: Any, output_dir: Path) -> Any:
+    """The same schedule, selection and hyper-parameters as training_arguments, with the
+    notebooks' speed settings: fp32, random sampling, adamw_torch, default workers; TF32 is
+    left at torch's default (off for matmuls), restored by train_and_score."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir), seed=params.seed, data_seed=params.seed, num_train_epochs=params.epochs,
+        learning_rate=params.learning_rate, per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.eval_batch_size, weight_decay=params.weight_decay,
+        warmup_steps=params.warmup if params.warmup < 1 else int(params.warmup), lr_scheduler_type=params.lr_scheduler,
+        max_grad_norm=params.max_grad_norm, eval_strategy="epoch", save_strategy="epoch", save_total_limit=2,
+        load_best_model_at_end=True, metric_for_best_model="f1", greater_is_better=True, optim="adamw_torch",
+        report_to="none", disable_tqdm=True, use_cpu=not cuda(), remove_unused_columns=False,
+    )
+
+
+def train_and_score(style: str, task: Any, family: Any, tokenizer: Any, raw: DatasetDict, features: DatasetDict,
+                    meta: dict, flags: PrecisionFlags) -> dict[str, Any]:
+    from transformers import DataCollatorForTokenClassification, set_seed
+
+    flags.restore()
+    output_dir = Path(tempfile.mkdtemp(prefix="reprotune-quality-"))
+    try:
+        set_seed(task.train_full.seed)
+        model = family.build_model(task, meta)
+        if style == "fast":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                args = training_arguments(task.train_full, family, output_dir)
+            args.disable_tqdm = True
+            collate = family.collator(tokenizer, task, meta)
+        else:
+            args = seed_style_arguments(task.train_full, output_dir)
+            collate = DataCollatorForTokenClassification(tokenizer)
+        columns = family.model_columns()
+        train_set = features["train"].select_columns([c for c in columns if c in features["train"].column_names])
+        eval_set = features["validation"].select_columns(
+            [c for c in columns if c in features["validation"].column_names])
+        trainer = quiet(ordered_eval_trainer()(
+            model=model, args=args, data_collator=collate, train_dataset=train_set, eval_dataset=eval_set,
+            processing_class=tokenizer,
+            compute_metrics=family.train_metrics(meta, task, raw["validation"], features["validation"]),
+        ))
+        with MemoryMeter() as memory:
+            started = time.perf_counter()
+            result = trainer.train()
+            seconds = time.perf_counter() - started
+        flags.restore()  # predict in the pipeline's evaluate-stage numerics (fp32, TF32 as at start)
+        scores = family.score(family.predict(trainer.model, tokenizer, raw["test"], features["test"], meta, task),
+                              meta, task)
+        return {
+            "f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"],
+            "best_validation_f1": trainer.state.best_metric, "train_seconds": round(seconds, 2),
+            "train_samples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 2),
+            "steps": int(result.global_step), "peak_memory_mb": round(memory.peak_mb, 1), "memory_kind": memory.kind,
+            "precision_mode": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+            "sampling": args.train_sampling_strategy, "optimizer": str(getattr(args.optim, "value", args.optim)),
+        }
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        flags.restore()
+
+
+def run_quality(repo: Path, data_dir: Path, model_ref: str, sizes: dict[str, int], epochs: float | None,
+                tolerance: float) -> dict[str, Any]:
+    from reprotune.tasks import get_family
+
+    family = get_family("ner")
+    task = task_params(repo, model_ref, sizes, epochs)
+    splits = {split: Dataset.from_list(wikiann(data_dir, name, None)) for split, name in SPLIT_FILES.items()}
+    raw = limit_samples(DatasetDict(splits), sizes, task.download.sample_seed)
+    meta = family.prepare_meta(raw, task)
+    tokenizer = load_tokenizer(task.model, pretokenized=family.pretokenized_input)
+    features, _ = family.tokenize(raw, tokenizer, task, meta)
+    flags = PrecisionFlags()
+    results = {style: train_and_score(style, task, family, tokenizer, raw, features, meta, flags)
+               for style in ("seed", "fast")}
+    delta = results["fast"]["f1"] - results["seed"]["f1"]
+    return {
+        "task": TASK, "model": model_ref, "sizes": {split: len(raw[split]) for split in raw},
+        "hyperparameters": {key: getattr(task.train_full, key) for key in
+                            ("epochs", "learning_rate", "batch_size", "weight_decay", "warmup", "seed")},
+        "seed": results["seed"], "fast": results["fast"], "delta_f1": round(delta, 6), "tolerance": tolerance,
+        "within_tolerance": abs(delta) <= tolerance,
+        "speedup": round(results["seed"]["train_seconds"] / results["fast"]["train_seconds"], 2)
+        if results["fast"]["train_seconds"] else None,
+    }

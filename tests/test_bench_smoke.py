@@ -1,0 +1,217 @@
+"""Throughput harness (bench/throughput.py): the smoke run and the JSON it writes, the
+quality check at tiny size, and that the project's batched tokenize-and-align output
+equals the per-example implementation on real data, edge cases included."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+_TQDM_WAS_SET = "TQDM_DISABLE" in os.environ
+import throughput  # noqa: E402
+if not _TQDM_WAS_SET:  # the harness silences progress bars for its own runs, not for the other tests
+    os.environ.pop("TQDM_DISABLE", None)
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+
+import throughput_align as align  # noqa: E402
+import throughput_device as device  # noqa: E402
+import throughput_train as train  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_data = pytest.mark.skipif(not (SHARED / align.WIKIANN / "train").exists(), reason="../shared/data is missing")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return throughput.load_tokenizer_ref(throughput.DEFAULT_ENCODER)
+
+
+# the smoke run ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smoke_result(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "throughput.json"
+    assert throughput.main(["--smoke", "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_smoke_writes_the_device_block(smoke_result: dict) -> None:
+    info = smoke_result["device"]
+    assert smoke_result["smoke"] is True and smoke_result["kind"] == "throughput"
+    assert info["cuda"] == torch.cuda.is_available()
+    if not info["cuda"]:
+        assert info["label"] == "cpu" and info["peak_tflops"] is None
+
+
+@needs_data
+def test_smoke_tokenize_rows_are_identical_and_timed(smoke_result: dict) -> None:
+    rows = {row["task"]: row for row in smoke_result["tokenize"]}
+    assert set(rows) == {"ner", "qa", "mlm"}
+    for row in rows.values():
+        assert row["identical"] is True, row
+        assert row["examples"] > 0 and row["output_rows"] > 0
+        assert row["fast_examples_per_s"] > 0 and row["naive_examples_per_s"] > 0
+        assert row["speedup"] == pytest.approx(row["naive_seconds"] / row["fast_seconds"], abs=0.011)
+    assert rows["ner"]["examples"] == throughput.SIZES["smoke"]["ner"]
+    assert rows["qa"]["output_rows"] >= rows["qa"]["examples"]  # one row per window
+
+
+def test_smoke_train_rows_cover_models_methods_and_styles(smoke_result: dict) -> None:
+    rows = smoke_result["train"]
+    keys = {(r["model"], r["method"], r["style"]) for r in rows}
+    assert keys == {(m.name, method, style) for m in train.SMOKE_MODELS for method in ("full", "lora")
+                    for style in ("seed", "fast")}
+    for row in rows:
+        assert row["samples_per_s"] > 0 and row["tokens_per_s"] > 0 and row["step_time_ms"] > 0
+        assert row["peak_memory_mb"] > 0
+        assert 0 <= row["padding_fraction"] < 1
+        assert row["steps_measured"] == throughput.SIZES["smoke"]["steps"]
+        if not torch.cuda.is_available():
+            assert row["mfu"] == "n/a" and row["precision"] == "fp32"
+        if row["style"] == "seed":
+            assert row["speedup"] == 1.0 and row["batch_size"] == 16
+            assert row["sampling"] == "random" and row["optimizer"] == "adamw_torch"
+        else:
+            assert row["sampling"] == "group_by_length" and row["optimizer"] == "adamw_torch_fused"
+        if row["method"] == "full":
+            assert row["trainable_matmul_params"] == row["matmul_params"]
+            assert row["flops_per_token"] == 6 * row["matmul_params"]
+        else:
+            assert row["trainable_matmul_params"] < row["matmul_params"] / 2
+    # samples/s over tokens/s is the mean sentence length the rows saw (non-pad)
+    lengths = [r["tokens_per_s"] / r["samples_per_s"] for r in rows]
+    assert all(5 < n < 128 for n in lengths)
+
+
+def test_smoke_lora_memory_and_inference(smoke_result: dict) -> None:
+    ratios = smoke_result["lora_memory"]
+    assert len(ratios) == 2 * len(train.SMOKE_MODELS)
+    for row in ratios:
+        assert row["ratio"] == pytest.approx(row["lora_mb"] / row["full_mb"], abs=1e-3)
+    paths = {(r["model"], r["path"].split(":")[0]) for r in smoke_result["inference"]}
+    assert {(m.name, p) for m in train.SMOKE_MODELS for p in ("seed", "pipeline")} <= paths
+    for row in smoke_result["inference"]:
+        assert row["examples"] == throughput.SIZES["smoke"]["infer"] and row["examples_per_s"] > 0
+
+
+def test_quality_smoke_reports_both_f1s(tmp_path: Path) -> None:
+    if not (SHARED / align.WIKIANN / "train").exists():
+        pytest.skip("../shared/data is missing")
+    out = tmp_path / "quality.json"
+    assert throughput.main(["--smoke", "--quality", "--out", str(out)]) == 0
+    quality = json.loads(out.read_text())["quality"]
+    assert quality["sizes"] == throughput.SIZES["smoke"]["quality"]
+    for style in ("seed", "fast"):
+        assert 0.0 <= quality[style]["f1"] <= 1.0 and quality[style]["steps"] > 0
+    assert quality["seed"]["sampling"] == "random" and quality["fast"]["sampling"] == "group_by_length"
+    assert quality["delta_f1"] == pytest.approx(quality["fast"]["f1"] - quality["seed"]["f1"], abs=1e-6)
+    assert quality["within_tolerance"] == (abs(quality["delta_f1"]) <= quality["tolerance"])
+
+
+# batched == per-example on real data ----------------------------------------------------
+@needs_data
+@pytest.mark.parametrize("max_length", [128, 12])  # 12 truncates most sentences: words_cut is exercised
+def test_ner_batched_equals_naive_on_wikiann(tokenizer, max_length: int) -> None:
+    records = align.wikiann(SHARED, "dev", 600)
+    records.append({"id": "dropped", "tokens": ["Paris", "\u200b", "is", "\u0085", "big"],
+                    "tags": ["B-LOC", "O", "O", "O", "O"]})  # tokens the tokenizer drops
+    labels = align.label_list({tag for r in records for tag in r["tags"]})
+    fast = align.ner_fast(Dataset.from_list(records), tokenizer, labels, max_length)
+    naive = align.ner_naive(records, tokenizer, labels, max_length)
+    assert align.first_difference(fast, naive) is None
+    assert sum(naive["words_dropped"]) > 0
+    assert (sum(naive["words_cut"]) > 0) == (max_length == 12)
+
+
+@needs_data
+def test_qa_batched_equals_naive_on_squad(tokenizer) -> None:
+    records = align.squad(SHARED, 150)
+    context = records[0]["context"]
+    long_question = " ".join(["what"] * 100) + "?"
+    tower = "The tower was built in 1889 by Gustave Eiffel's company for the World's Fair."
+    records += [
+        {"id": "long-question", "question": "   " + long_question, "context": context,
+         "answers": records[0]["answers"]},
+        {"id": "padded-answer", "question": "When was it built?", "context": tower,
+         "answers": {"text": [" 1889 "], "answer_start": [tower.index(" 1889 ")]}},
+        {"id": "unanswerable", "question": "Why?", "context": context, "answers": {"text": [], "answer_start": []}},
+    ]
+    settings = align.WindowSettings(max_length=96, doc_stride=24, max_question_length=16)  # many windows
+    fast = align.qa_fast(Dataset.from_list(records), tokenizer, settings)
+    naive = align.qa_naive(records, tokenizer, settings)
+    assert align.first_difference(fast, naive) is None
+    assert any(naive["question_cut"]) and len(naive["window"]) > len(records) and max(naive["window"]) > 1
+    assert any(naive["answer_in_window"]) and not all(naive["answer_in_window"])
+
+
+@needs_data
+def test_mlm_batched_equals_naive(tokenizer) -> None:
+    text_dir = throughput.optional_path(throughput.DEFAULT_MLM_TEXT)
+    documents, _ = align.mlm_documents(text_dir, SHARED, 30)
+    documents.append({"id": "empty", "text": ""})
+    fast = align.mlm_fast(Dataset.from_list(documents), tokenizer, 64)
+    naive = align.mlm_naive(documents, tokenizer, 64)
+    assert align.first_difference(fast, naive) is None
+    assert len(naive["input_ids"]) > 1 and len(naive["input_ids"][-1]) <= 64
+
+
+def test_first_difference_names_the_column_and_row() -> None:
+    a = {"labels": [[1, 2], [3, -100]], "input_ids": [[5], [6]]}
+    assert align.first_difference(a, {k: [list(r) for r in v] for k, v in a.items()}) is None
+    b = {"labels": [[1, 2], [3, 4]], "input_ids": [[5], [6]]}
+    assert align.first_difference(a, b).startswith("labels row 1")
+    assert "columns differ" in align.first_difference(a, {"labels": a["labels"]})
+
+
+# helpers ----------------------------------------------------------------------------
+def test_a_failing_row_is_recorded_and_the_run_goes_on() -> None:
+    errors: list[str] = []
+    assert throughput.guarded("train x", lambda: 1 / 0, errors) is None
+    assert throughput.guarded("train y", lambda: {"ok": 1}, errors) == {"ok": 1}
+    assert errors == ["train x: ZeroDivisionError: division by zero"]
+
+
+def test_quality_without_data_names_the_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert throughput.main(["--quality", "--data-dir", str(tmp_path), "--out", str(tmp_path / "q.json")]) == 2
+    assert f"under --data-dir {tmp_path}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("name", "peak"), [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0),
+                                            ("NVIDIA H200", 989.0), ("NVIDIA A100-SXM4-80GB", 312.0),
+                                            ("Tesla T4", None)])
+def test_peak_tflops_table(monkeypatch: pytest.MonkeyPatch, name: str, peak: float | None) -> None:
+    monkeypatch.setattr(device, "cuda", lambda: True)
+    monkeypatch.setattr(device, "device_name", lambda: name)
+    assert device.peak_tflops(None) == peak
+    assert device.peak_tflops(500.0) == 500.0
+
+
+def test_lora_memory_pairs_rows_of_the_same_config() -> None:
+    rows = [{"model": "m", "method": "full", "config": "fast bs16", "peak_memory_mb": 200.0, "memory_kind": "x"},
+            {"model": "m", "method": "lora", "config": "fast bs16", "peak_memory_mb": 50.0, "memory_kind": "x"},
+            {"model": "m", "method": "lora", "config": "fast bs64", "peak_memory_mb": 90.0, "memory_kind": "x"}]
+    (ratio,) = train.lora_memory(rows, 0.6)
+    assert ratio["ratio"] == 0.25 and ratio["config"] == "fast bs16"
+
+
+def test_packed_half_model_loads_as_fp32(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from throughput_pack import copy_tokenizer, half_model
+    from transformers import AutoModel
+
+    target = tmp_path / "model"
+    copy_tokenizer(tiny_model_dir, target)
+    half_model(tiny_model_dir, target)
+    original = AutoModel.from_pretrained(str(tiny_model_dir))
+    packed = AutoModel.from_pretrained(str(target))
+    assert next(packed.parameters()).dtype == torch.float32
+    for (name, a), (_, b) in zip(original.state_dict().items(), packed.state_dict().items()):
+        assert torch.allclose(a.half().float(), b), name
+    assert (target / "tokenizer.json").exists()
+    assert (target / "model.safetensors").stat().st_size < 0.6 * (tiny_model_dir / "model.safetensors").stat().st_size
