@@ -184,3 +184,24 @@ def test_a_source_split_mapped_to_test_is_not_reused_as_validation() -> None:
 def test_unknown_optimizer_is_refused_with_a_suggestion(tmp_path: Path) -> None:
     message = error_for(tmp_path, base_task(tmp_path) | {"train_full": {"optim": "adamw_torch_fussed"}})
     assert "tasks.t.train_full.optim" in message and "did you mean 'adamw_torch_fused'" in message
+
+
+def test_tokens_and_tags_of_different_lengths_name_the_sentence(tmp_path: Path) -> None:
+    from reprotune.params import validate_task
+    from reprotune.tasks.ner import FAMILY
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"tokens": ["a", "b"], "ner_tags": ["O", "O"]}\n{"tokens": ["c", "d"], "ner_tags": ["O"]}\n')
+    task = validate_task("t", base_task(tmp_path) | {"download": {"source": "jsonl", "path": str(data)}})
+    with pytest.raises(ReprotuneError, match=r"train sentence train:1: 2 tokens but 1 tags"):
+        FAMILY.load_raw(task.download)
+
+
+def test_an_empty_split_is_refused() -> None:
+    from datasets import Dataset, DatasetDict
+
+    from reprotune.data import check_not_empty
+
+    empty = DatasetDict({"train": Dataset.from_dict({"x": [1]}), "test": Dataset.from_dict({"x": []})})
+    with pytest.raises(ReprotuneError, match="split 'test' is empty"):
+        check_not_empty(empty)

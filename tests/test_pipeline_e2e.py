@@ -38,9 +38,8 @@ def run(repo: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProce
 
 
 def dry_run_stages(repo: Path) -> set[str]:
-    """Stages whose own deps or params changed (dvc repro --dry names those it would start with)."""
-    out = run(repo, "dvc", "repro", "--dry").stdout
-    return set(re.findall(r"Running stage '([^']+)'", out))
+    """Stages that `dvc status` reports as changed (their own deps or params)."""
+    return set(json.loads(run(repo, "dvc", "status", "--json").stdout or "{}"))
 
 
 def set_param(repo: Path, dotted: str, value: object) -> None:
