@@ -80,6 +80,20 @@ def read_text_lines(path: Path) -> Iterator[tuple[int, str]]:
                 raise ReprotuneError(f"{path}:{number}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
 
 
+def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line; bad JSON names file and line."""
+    for number, line in read_text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ReprotuneError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(value, dict):
+            raise ReprotuneError(f"{path}:{number}: expected a JSON object per line, found {type(value).__name__}")
+        yield number, value
+
+
 def read_table(path: Path, fmt: str, **kwargs: Any) -> Any:
     """Read CSV/TSV/JSON/JSONL/Parquet into pandas, naming the file on failure."""
     import pandas as pd

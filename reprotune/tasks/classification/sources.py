@@ -18,7 +18,7 @@ from typing import Any
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from ...assets import resolve_path
-from ...data import load_hub, read_table, read_text_lines
+from ...data import load_hub, read_json_lines, read_table, read_text_lines
 from ...errors import ReprotuneError
 from .labels import apply_label_map, check_allowed, integer_column, label_value, sort_labels
 from .params import ClsDownloadParams, Column
@@ -202,15 +202,7 @@ def object_records(path: Path, fmt: str) -> list[Record]:
     """JSONL (one object per line), JSON (a list of objects, or {"data": [...]}) or Parquet."""
     records: list[Record] = []
     if fmt == "jsonl":
-        for number, line in read_text_lines(path):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ReprotuneError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(value, dict):
-                raise ReprotuneError(f"{path}:{number}: expected a JSON object per line, found {type(value).__name__}")
+        for number, value in read_json_lines(path):
             records.append((f"{path}:{number}", number, value))
         return records
     if fmt == "json":

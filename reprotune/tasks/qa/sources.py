@@ -13,7 +13,7 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict, Features, List, Value
 
-from ...data import load_hub, local_files, read_text_lines
+from ...data import load_hub, local_files, read_json_lines
 from ...errors import ReprotuneError
 from .params import QaDownloadParams
 
@@ -123,16 +123,8 @@ def read_squad_json(path: Path) -> list[Record]:
 def read_jsonl(path: Path) -> list[Record]:
     """One object a line: id, context, question, answers (HF or SQuAD layout), optional title."""
     records: list[Record] = []
-    for number, line in read_text_lines(path):
-        if not line.strip():
-            continue
+    for number, row in read_json_lines(path):
         where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ReprotuneError(f"{where}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise ReprotuneError(f"{where}: expected a JSON object with id, context, question, answers")
         missing = [key for key in ("context", "question", "answers") if key not in row]
         if missing:
             raise ReprotuneError(f"{where}: record has no '{missing[0]}' (needs id, context, question, answers)")
