@@ -167,7 +167,7 @@ def train(task_name: str, method: str, task: TaskParams, family: TaskFamily) -> 
         if main_process:
             live = Live(dir=str(live_tmp), save_dvc_exp=False, dvcyaml=None, report=None, resume=False)
             callbacks.append(DVCLiveCallback(live=live))
-        trainer = ordered_eval_trainer()(
+        trainer = family.trainer_class(ordered_eval_trainer())(
             model=model,
             args=training_arguments(params, family, checkpoints),
             data_collator=family.collator(tokenizer, task, meta),

@@ -65,6 +65,10 @@ class TaskFamily(ABC):
     def collator(self, tokenizer: Any, params: TaskParams, meta: Meta) -> Callable[[list[dict]], dict]:
         """Batch collator used for training and validation (dynamic padding)."""
 
+    def trainer_class(self, base: type) -> type:
+        """The Trainer class to train with: `base` unless the family changes how the loss runs."""
+        return base
+
     def model_columns(self) -> list[str]:
         """Columns the model consumes; others stay in the data for evaluation only."""
         return ["input_ids", "attention_mask", "token_type_ids", "labels"]

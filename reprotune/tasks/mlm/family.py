@@ -23,6 +23,7 @@ from .head import HEAD_MODULES, load_masked_lm
 from .masking import IGNORE, MaskSettings, MlmCollator, Vocab, mask_batch, pad
 from .params import MlmDownloadParams, MlmTaskParams
 from .sources import clean, load_documents
+from .sparse_head import masked_only_trainer
 
 SPLITS = ("train", "validation", "test")
 # Above this, tokenizers store "no limit" (1e30) as model_max_length.
@@ -132,6 +133,10 @@ class MlmFamily(TaskFamily):
     def collator(self, tokenizer: Any, params: MlmTaskParams, meta: Meta) -> Callable:  # type: ignore[override]
         return MlmCollator(Vocab.from_tokenizer(tokenizer), MaskSettings.from_meta(meta["masking"]))
 
+    def trainer_class(self, base: type) -> type:
+        """The vocabulary head runs on masked positions only (same loss, less compute)."""
+        return masked_only_trainer(base)
+
     def model_columns(self) -> list[str]:
         """word_ids reach the collator (whole-word masking), which does not pass them to the model."""
         return ["input_ids", "labels", "word_ids"]
@@ -142,7 +147,7 @@ class MlmFamily(TaskFamily):
         """One row per masked test token (the fixed masks), with its loss and top-k fills."""
         settings = params.evaluate
         rows = perplexity.token_rows(model, tokenizer, features, self.collator(tokenizer, params, meta),
-                                     settings.batch_size, settings.top_k)
+                                     settings.batch_size, settings.top_k, settings.precision)
         probes = perplexity.probes(model, tokenizer, features, settings.fill_mask_examples, settings.top_k)
         return perplexity.predictions_frame(rows, probes)
 
