@@ -245,20 +245,19 @@ def train_row(spec: ModelSpec, config: RunConfig, features: Dataset, tokenizer: 
 
 def infer_rows(spec: ModelSpec, features: Dataset, tokenizer: Any, warm: int) -> list[dict[str, Any]]:
     """Forward passes over `features` with the full-size model: the seed notebooks' Trainer.predict
-    (fp32, batch 16), the evaluate stage's reprotune.inference.batches (fp32, evaluate.batch_size),
-    and, on GPU only, the same loop under bf16 autocast (a candidate, not what the pipeline runs)."""
+    (fp32, batch 16, dataset order) against the evaluate stage's reprotune.inference.batches
+    (longest first, evaluate.batch_size) in fp32 and, on a GPU, at its default precision
+    (`auto`: bf16 autocast)."""
     columns = [c for c in columns_for(spec) if c != "labels"]
     data = features.select_columns(columns)
     model = build_model(spec)
     tokens = int(sum(sum(mask) for mask in data["attention_mask"]))
     rows = []
 
-    def pipeline_pass(subset: Dataset, autocast: bool) -> None:
-        context = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
-        with context:
-            collate = collator(tokenizer, "fast")
-            for _, _, output in batches(model, subset, collate, EvaluateParams().batch_size, columns):
-                output.logits.argmax(-1).cpu()
+    def pipeline_pass(subset: Dataset, precision: str) -> None:
+        collate = collator(tokenizer, "fast")
+        for _, _, output in batches(model, subset, collate, EvaluateParams().batch_size, columns, precision):
+            output.logits.argmax(-1).cpu()
 
     from transformers import Trainer
 
@@ -270,10 +269,10 @@ def infer_rows(spec: ModelSpec, features: Dataset, tokenizer: Any, warm: int) ->
         seed_trainer.predict(subset)
 
     runs = [("seed: Trainer.predict fp32", 16, seed_pass),
-            ("pipeline: inference.batches fp32", EvaluateParams().batch_size, lambda s: pipeline_pass(s, False))]
-    if cuda() and torch.cuda.is_bf16_supported():
-        runs.append(("candidate: inference.batches bf16 autocast", EvaluateParams().batch_size,
-                     lambda s: pipeline_pass(s, True)))
+            ("pipeline: inference.batches fp32", EvaluateParams().batch_size, lambda s: pipeline_pass(s, "fp32"))]
+    if cuda():
+        runs.append(("pipeline: inference.batches precision auto (bf16/fp16 autocast)", EvaluateParams().batch_size,
+                     lambda s: pipeline_pass(s, "auto")))
     flags = PrecisionFlags()
     for label, batch_size, run in runs:
         flags.restore()

@@ -1,18 +1,45 @@
 """Batched forward passes for evaluation: no Trainer, no padding across batches,
-so each family gets per-example outputs of the right length."""
+so each family gets per-example outputs of the right length.
+
+Rows are batched longest first, so each batch pads to nearly its own length (dynamic
+padding pays off only when neighbours have similar lengths) and a batch too large for
+memory fails on the first step. Consumers place outputs by the row indices yielded."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+Forward = Callable[[Any, dict[str, torch.Tensor]], Any]
+
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(precision: str) -> AbstractContextManager:
+    """bf16/fp16 autocast on a GPU (`auto`: bf16 where supported); fp32 on CPU, where
+    reduced precision is slower than fp32 on most processors."""
+    if not torch.cuda.is_available() or precision == "fp32":
+        return nullcontext()
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def length_order(features: Dataset, column: str = "input_ids") -> list[int]:
+    """Row indices, longest first; ties keep dataset order so batches are reproducible."""
+    lengths = [len(ids) for ids in features[column]]
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
+def call_model(model: Any, batch: dict[str, torch.Tensor]) -> Any:
+    return model(**batch)
 
 
 def batches(
@@ -21,17 +48,21 @@ def batches(
     collator: Callable[[list[dict]], dict],
     batch_size: int,
     columns: list[str],
-) -> Iterator[tuple[range, dict[str, torch.Tensor], Any]]:
-    """Yield (row indices, batch on device, model output) in order, in eval mode, without grad."""
+    precision: str = "auto",
+    forward: Forward = call_model,
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor], Any]]:
+    """Yield (row indices, batch on device, model output), longest rows first, in eval
+    mode, without grad; `forward` runs the model on a batch (default `model(**batch)`)."""
     model.eval()
     target = device()
     model.to(target)
     keep = [column for column in columns if column in features.column_names]
     subset = features.select_columns(keep)
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(subset), batch_size), desc="predict", unit="batch"):
-            rows = range(start, min(start + batch_size, len(subset)))
-            columns_slice = subset[rows.start:rows.stop]
-            batch = collator([dict(zip(columns_slice, values)) for values in zip(*columns_slice.values())])
+    order = length_order(subset) if "input_ids" in keep else list(range(len(subset)))
+    with torch.inference_mode(), autocast(precision):
+        for start in tqdm(range(0, len(order), batch_size), desc="predict", unit="batch"):
+            rows = order[start:start + batch_size]
+            picked = subset[rows]
+            batch = collator([dict(zip(picked, values)) for values in zip(*picked.values())])
             batch = {key: value.to(target) for key, value in batch.items()}
-            yield rows, batch, model(**batch)
+            yield rows, batch, forward(model, batch)

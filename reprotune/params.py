@@ -115,6 +115,7 @@ class LoraTrainParams(TrainParams):
 
 class EvaluateParams(Strict):
     batch_size: int = Field(64, gt=0)
+    precision: Precision = Field("auto", description="autocast on a GPU (auto: bf16 where supported); fp32 on CPU")
     seed: int = Field(42, description="initialises the untrained head of the baseline")
 
 

@@ -111,12 +111,13 @@ class ClassificationFamily(TaskFamily):
         gold = list(iter_labels(raw))
         texts = {column: values(raw, column) for column in ("text", "text_pair") if column in raw.column_names}
         ids, n_tokens, truncated = values(raw, "id"), values(features, "n_tokens"), values(features, "truncated")
-        rows = []
-        for indices, _, output in batches(model, features, collate, params.evaluate.batch_size, INPUTS):
+        rows: dict[int, dict[str, Any]] = {}
+        for indices, _, output in batches(model, features, collate, params.evaluate.batch_size, INPUTS,
+                                          params.evaluate.precision):
             probs = torch.softmax(output.logits.float(), dim=-1).cpu()
             confidence, best = probs.max(-1)
             for offset, i in enumerate(indices):
-                rows.append({
+                rows[i] = {
                     "id": ids[i],
                     **{column: texts_of[i] for column, texts_of in texts.items()},
                     "gold": gold[i],
@@ -125,8 +126,8 @@ class ClassificationFamily(TaskFamily):
                     "probs": [round(float(p), 6) for p in probs[offset]],
                     "n_tokens": int(n_tokens[i]),
                     "truncated": bool(truncated[i]),
-                })
-        return pd.DataFrame(rows)
+                }
+        return pd.DataFrame([rows[i] for i in sorted(rows)])
 
     def predict_records(self, model: Any, tokenizer: Any, records: list[dict[str, Any]], meta: Meta,  # type: ignore[override]
                         params: ClsTaskParams) -> list[dict[str, Any]]:

@@ -14,36 +14,54 @@ from datasets import Dataset
 
 from ...inference import batches
 from .masking import IGNORE, MaskSettings, MlmCollator, Vocab
+from .sparse_head import PositionGather, encoder_of
 
 COLUMNS = ["block", "position", "label_id", "label", "loss", "pred", "correct", "top_k", "in_top_k",
            "train_count", "probe_context", "probe_fills"]
 
 
 def token_rows(model: Any, tokenizer: Any, features: Dataset, collate: Callable, batch_size: int,
-               top_k: int) -> list[dict[str, Any]]:
+               top_k: int, precision: str = "auto") -> list[dict[str, Any]]:
     """One row per masked test token: its loss (-log p of the gold token), the top-k
-    fills and whether the gold token is first / among them."""
+    fills and whether the gold token is first / among them. The vocabulary head runs
+    on the masked positions only (sparse_head), in the same row-major order."""
     counts = features["label_train_counts"] if "label_train_counts" in features.column_names else None
+    gather = PositionGather(encoder_of(model))
+
+    def masked_logits(net: Any, batch: dict[str, torch.Tensor]) -> Any:
+        with gather.only(batch["labels"] != IGNORE):
+            return net(**{key: value for key, value in batch.items() if key != "labels"})
+
     rows: list[dict[str, Any]] = []
-    for indices, batch, output in batches(model, features, collate, batch_size, ["input_ids", "labels"]):
-        labels = batch["labels"]
-        where = (labels != IGNORE).nonzero().cpu()
-        log_probs = torch.log_softmax(output.logits[labels != IGNORE].float(), dim=-1)
-        gold = labels[labels != IGNORE]
-        losses = (-log_probs.gather(1, gold[:, None]).squeeze(1)).cpu().tolist()
-        best = log_probs.topk(min(top_k, log_probs.shape[-1]), dim=-1).indices.cpu().tolist()
-        gold = gold.cpu().tolist()
-        for (row, position), label_id, loss, fills in zip(where.tolist(), gold, losses, best):
-            block = indices.start + row
-            fill_tokens = tokenizer.convert_ids_to_tokens(fills)
-            rows.append({
-                "block": block, "position": position, "label_id": label_id,
-                "label": tokenizer.convert_ids_to_tokens(label_id), "loss": round(float(loss), 6),
-                "pred": fill_tokens[0], "correct": fills[0] == label_id, "top_k": fill_tokens,
-                "in_top_k": label_id in fills,
-                "train_count": int(counts[block][position]) if counts is not None else -1,
-                "probe_context": "", "probe_fills": [],
-            })
+    try:
+        for indices, batch, output in batches(model, features, collate, batch_size, ["input_ids", "labels"],
+                                              precision, masked_logits):
+            rows.extend(_rows_of_batch(tokenizer, indices, batch["labels"], output.logits[0], counts, top_k))
+    finally:
+        gather.remove()
+    return sorted(rows, key=lambda row: (row["block"], row["position"]))
+
+
+def _rows_of_batch(tokenizer: Any, indices: list[int], labels: torch.Tensor, masked_logits: torch.Tensor,
+                   counts: list | None, top_k: int) -> list[dict[str, Any]]:
+    """Rows for one batch; `masked_logits` holds the labelled positions in row-major order."""
+    where = (labels != IGNORE).nonzero().cpu()
+    log_probs = torch.log_softmax(masked_logits.float(), dim=-1)
+    gold = labels[labels != IGNORE]
+    losses = (-log_probs.gather(1, gold[:, None]).squeeze(1)).cpu().tolist()
+    best = log_probs.topk(min(top_k, log_probs.shape[-1]), dim=-1).indices.cpu().tolist()
+    rows = []
+    for (row, position), label_id, loss, fills in zip(where.tolist(), gold.cpu().tolist(), losses, best):
+        block = indices[row]
+        fill_tokens = tokenizer.convert_ids_to_tokens(fills)
+        rows.append({
+            "block": block, "position": position, "label_id": label_id,
+            "label": tokenizer.convert_ids_to_tokens(label_id), "loss": round(float(loss), 6),
+            "pred": fill_tokens[0], "correct": fills[0] == label_id, "top_k": fill_tokens,
+            "in_top_k": label_id in fills,
+            "train_count": int(counts[block][position]) if counts is not None else -1,
+            "probe_context": "", "probe_fills": [],
+        })
     return rows
 
 

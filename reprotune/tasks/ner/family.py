@@ -177,9 +177,10 @@ class NerFamily(TaskFamily):
         labels = meta["labels"]
         collate = self.collator(tokenizer, params, meta)
         all_word_ids, ids, tokens, gold = features["word_ids"], raw["id"], raw["tokens"], raw["tags"]
-        rows = []
+        rows: dict[int, dict[str, Any]] = {}
         for indices, _, output in batches(model, features, collate, params.evaluate.batch_size,
-                                          ["input_ids", "attention_mask", "token_type_ids"]):
+                                          ["input_ids", "attention_mask", "token_type_ids"],
+                                          params.evaluate.precision):
             probs = torch.softmax(output.logits.float(), dim=-1).cpu()
             best_prob, best = probs.max(-1)
             for offset, i in enumerate(indices):
@@ -187,14 +188,14 @@ class NerFamily(TaskFamily):
                 length = len(word_ids)
                 words = word_predictions(word_ids, best[offset, :length].tolist(), n_words)
                 scores = word_predictions(word_ids, best_prob[offset, :length].tolist(), n_words)
-                rows.append({
+                rows[i] = {
                     "id": ids[i],
                     "tokens": list(tokens[i]),
                     "gold": list(gold[i]),
                     "pred": [labels[w] if w is not None else "O" for w in words],
                     "score": [round(float(s), 6) if s is not None else 0.0 for s in scores],
-                })
-        return pd.DataFrame(rows)
+                }
+        return pd.DataFrame([rows[i] for i in sorted(rows)])
 
     def predict_records(self, model: Any, tokenizer: Any, records: list[dict[str, Any]], meta: Meta,  # type: ignore[override]
                         params: NerTaskParams) -> list[dict[str, Any]]:

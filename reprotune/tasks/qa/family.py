@@ -125,14 +125,15 @@ class QaFamily(TaskFamily):
                 params: QaTaskParams) -> pd.DataFrame:
         collate = self.collator(tokenizer, params, meta)
         lengths = [len(ids) for ids in features["input_ids"]]
-        start_logits: list[np.ndarray] = []
-        end_logits: list[np.ndarray] = []
-        for indices, _, output in batches(model, features, collate, params.evaluate.batch_size, INPUT_COLUMNS):
+        start_logits: list[np.ndarray] = [np.empty(0)] * len(lengths)
+        end_logits: list[np.ndarray] = [np.empty(0)] * len(lengths)
+        for indices, _, output in batches(model, features, collate, params.evaluate.batch_size, INPUT_COLUMNS,
+                                          params.evaluate.precision):
             starts = output.start_logits.float().cpu().numpy()
             ends = output.end_logits.float().cpu().numpy()
             for offset, i in enumerate(indices):
-                start_logits.append(starts[offset, :lengths[i]])
-                end_logits.append(ends[offset, :lengths[i]])
+                start_logits[i] = starts[offset, :lengths[i]]
+                end_logits[i] = ends[offset, :lengths[i]]
         return answer_table(raw, features, start_logits, end_logits, _settings(params.evaluate, meta))
 
     # predict (free input) --------------------------------------------------
