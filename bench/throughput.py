@@ -9,8 +9,11 @@ Sections (--sections): `tokenize` times the project's batched tokenize-and-align
 functions (NER, QA, MLM) against a per-example Python implementation and checks the
 outputs are identical; `train` times full fine-tuning and LoRA of BERT-base- and
 DistilBERT-sized encoders (random weights) on WikiANN sentences, the seed notebooks'
-Trainer setup beside the project's defaults; `infer` times evaluation forward passes.
-Every speed-up is a ratio against the seed-style row measured in the same process.
+Trainer setup beside the project's defaults; `mlm` times masked-LM training on BBC News
+blocks, the seed notebook's dense head beside the train stage with the dense and the
+masked-only head; `infer` times evaluation forward passes. Every speed-up is a ratio
+against the seed-style row measured in the same process. On CPU, name the default
+encoder's shape with `--models minilm-l6` (the defaults are BERT-base and DistilBERT).
 
 Results: bench/results/throughput-<device>.json (quality-<device>.json for --quality;
 a `-smoke` suffix with --smoke), or --out. Exit status 1 when the batched and the
@@ -56,8 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quality", action="store_true", help="F1 of the fast vs the seed-style path instead")
     parser.add_argument("--pack", type=Path, metavar="DIR", help="write data, tokenizer and fp16 encoder to DIR")
     parser.add_argument("--out", type=Path, help="results file (default bench/results/<kind>-<device>.json)")
-    parser.add_argument("--sections", nargs="+", choices=("tokenize", "train", "infer"),
-                        default=["tokenize", "train", "infer"])
+    parser.add_argument("--sections", nargs="+", choices=("tokenize", "train", "mlm", "infer"),
+                        default=["tokenize", "train", "mlm", "infer"])
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data",
                         help="holds wikiann-en/ and squad-v1.1/ (default ../shared/data)")
     parser.add_argument("--mlm-text", default=DEFAULT_MLM_TEXT,
@@ -73,6 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, help="unmeasured steps before them (compile happens here)")
     parser.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: table of known GPUs)")
     parser.add_argument("--tokenize-limit", type=int, help="at most this many examples per tokenize task")
+    parser.add_argument("--num-proc", type=int, help="also time datasets.map with this many processes")
     parser.add_argument("--infer-examples", type=int, help="sentences per inference row")
     parser.add_argument("--tolerance", type=float, default=0.03, help="--quality: allowed |F1 fast - F1 seed|")
     parser.add_argument("--quality-epochs", type=float, help="--quality: epochs (default: the task's)")
@@ -128,8 +132,7 @@ def training_features(data_dir: Path, tokenizer: Any, count: int, split: str) ->
         return synthetic_features(count), "synthetic (seeded, 20-40 tokens)"
     records = wikiann(data_dir, split, count)
     labels = label_list({tag for r in records for tag in r["tags"]})
-    return Dataset.from_dict(ner_fast(Dataset.from_list(records), tokenizer, labels, NER_MAX_LENGTH)), \
-        f"{WIKIANN}/{split}"
+    return ner_fast(Dataset.from_list(records), tokenizer, labels, NER_MAX_LENGTH), f"{WIKIANN}/{split}"
 
 
 def guarded(what: str, run: Callable[[], Any], errors: list[str]) -> Any:
@@ -158,22 +161,24 @@ def run_throughput(args: argparse.Namespace, size: dict[str, Any], result: dict[
     if "tokenize" in args.sections:
         limit = args.tokenize_limit
         limits = {task: limit if limit is not None else size[task] for task in ("ner", "qa", "mlm")}
-        rows = run_all(args.data_dir, optional_path(args.mlm_text), tokenizer, limits)
+        rows = run_all(args.data_dir, optional_path(args.mlm_text), tokenizer, limits, args.num_proc)
         result["tokenize"] = rows
-        print(table("tokenize and align (examples/s)", rows,
+        parallel = [f"map_num_proc_{args.num_proc}_examples_per_s"] if args.num_proc and args.num_proc > 1 else []
+        print(table("tokenize and align (examples/s, until an Arrow table)", rows,
                     ["task", "examples", "output_rows", "naive_examples_per_s", "direct_examples_per_s",
-                     "fast_examples_per_s", "speedup", "identical", "skipped"]))
+                     "map_examples_per_s", *parallel, "speedup", "identical", "skipped"]))
         print("naive: one tokenizer call per example; direct: the project's batched function on Python "
-              "batches; fast: the same through datasets.map (what the tokenize stage runs); speedup: fast/naive")
+              "batches; map: the same through datasets.map (what the tokenize stage runs); speedup: map/naive")
         for row in rows:
             if row.get("identical") is False:
                 ok = False
                 print(f"error: {row['task']}: batched and per-example outputs differ: {row['first_difference']}")
         save()
-    specs = [s for s in (tt.SMOKE_MODELS if args.smoke else tt.REAL_MODELS) if not args.models or s.name in args.models]
+    catalogue = tt.SMOKE_MODELS if args.smoke else tt.REAL_MODELS + tt.CPU_MODELS
+    default = tt.SMOKE_MODELS if args.smoke else tt.REAL_MODELS
+    specs = [s for s in catalogue if s.name in args.models] if args.models else list(default)
     if args.models and not specs:
-        sys.exit(f"error: --models {args.models} match none of "
-                 f"{[s.name for s in (tt.SMOKE_MODELS if args.smoke else tt.REAL_MODELS)]}")
+        sys.exit(f"error: --models {args.models} match none of {[s.name for s in catalogue]}")
     batch_sizes = args.batch_size or size["batch"]
     steps = args.steps or size["steps"]
     warmup = args.warmup or size["warmup"]
@@ -206,6 +211,8 @@ def run_throughput(args: argparse.Namespace, size: dict[str, Any], result: dict[
                      "padding_fraction", "peak_memory_mb", "mfu", "speedup"]))
         print(table(f"LoRA / full peak memory (target <= {LORA_MEMORY_TARGET:.0%} on GPU)", result["lora_memory"],
                     ["model", "config", "full_mb", "lora_mb", "ratio", "meets_target"]))
+    if "mlm" in args.sections:
+        ok = run_mlm_section(args, specs, batch_sizes, warmup, steps, result, save, errors) and ok
     if "infer" in args.sections:
         count = args.infer_examples or size["infer"]
         features, source = training_features(args.data_dir, tokenizer, count, "test")
@@ -218,6 +225,38 @@ def run_throughput(args: argparse.Namespace, size: dict[str, Any], result: dict[
         print(table(f"inference ({source}, {len(features)} sentences)", rows,
                     ["model", "path", "batch_size", "examples_per_s", "tokens_per_s", "peak_memory_mb", "speedup"]))
     return ok and not errors
+
+
+def run_mlm_section(args: argparse.Namespace, specs: list[Any], batch_sizes: list[int], warmup: int, steps: int,
+                    result: dict[str, Any], save: Callable[[], None], errors: list[str]) -> bool:
+    """Masked-LM rows: seed-style (dense head) at batch 16, then the train stage with the
+    dense head and with the masked-only head at each batch size."""
+    import throughput_mlm as tm
+    from throughput_device import PrecisionFlags
+
+    tokenizer = load_tokenizer_ref(args.tokenizer)
+    blocks, source = tm.mlm_blocks(optional_path(args.mlm_text), args.data_dir, tokenizer,
+                                   SIZES["smoke"]["mlm"] if args.smoke else None)
+    result["mlm_data"] = f"{source}: {len(blocks)} blocks of {tm.MLM_CHUNK} tokens"
+    rows: list[dict[str, Any]] = []
+    result["mlm"] = rows
+    flags = PrecisionFlags()
+    runs = [("seed", 16)] + [(style, b) for b in batch_sizes for style in tm.STYLES[1:]]
+    for spec in specs:
+        for style, batch_size in runs:
+            what = f"mlm {spec.name} {style} bs{batch_size}"
+            print(f"{what} ...", flush=True)
+            row = guarded(what, lambda: tm.mlm_row(spec, style, batch_size, blocks, tokenizer, warmup, steps, flags),
+                          errors)
+            if row is not None:
+                rows.append(row)
+                save()
+    tm.add_speedups(rows)
+    save()
+    print(table(f"masked-LM training ({result['mlm_data']}; {steps} steps after {warmup} warm-up)", rows,
+                ["model", "style", "batch_size", "precision", "head", "samples_per_s", "tokens_per_s",
+                 "step_time_ms", "peak_memory_mb", "speedup"]))
+    return bool(rows)
 
 
 def run_quality_mode(args: argparse.Namespace, size: dict[str, Any], result: dict[str, Any],

@@ -3,6 +3,10 @@ alignment, QA windows, MLM chunking) against a straightforward per-example Pytho
 implementation of the same rules, timed on the same records. The naive outputs must
 equal the batched ones column for column, so a speed-up never hides a behaviour change.
 
+Every path is timed until its output is an Arrow table ready for `save_to_disk`, as
+the tokenize stage writes it: `map` returns one; the naive and direct paths build
+Python lists and convert them. Reading outputs back for the equality check is not timed.
+
 The naive versions are written from the rules in the module docstrings, not by calling
 the project's helpers, so the equality check compares two implementations."""
 
@@ -167,32 +171,37 @@ def mlm_naive(documents: list[dict], tokenizer: Any, chunk_size: int) -> dict[st
 
 
 # the project's batched paths ----------------------------------------------------
-def ner_fast(dataset: Dataset, tokenizer: Any, labels: list[str], max_length: int) -> dict[str, list]:
+def ner_fast(dataset: Dataset, tokenizer: Any, labels: list[str], max_length: int, num_proc: int | None = None
+             ) -> Dataset:
     """NerFamily.tokenize's map call."""
     features = dataset.map(
-        ner_tokenize_batch, batched=True, batch_size=MAP_BATCH, remove_columns=["tokens", "tags"],
+        ner_tokenize_batch, batched=True, batch_size=MAP_BATCH, remove_columns=["tokens", "tags"], num_proc=num_proc,
         fn_kwargs={"tokenizer": tokenizer, "labels": labels, "max_length": max_length, "label_all_tokens": False},
     )
-    return features.remove_columns([c for c in ("id",) if c in features.column_names])[:]
+    return features.remove_columns([c for c in ("id",) if c in features.column_names])
 
 
-def qa_fast(dataset: Dataset, tokenizer: Any, settings: WindowSettings) -> dict[str, list]:
+def qa_fast(dataset: Dataset, tokenizer: Any, settings: WindowSettings, num_proc: int | None = None) -> Dataset:
     """QaFamily.tokenize's map call, with offsets kept (as for validation and test)."""
-    features = dataset.map(
+    return dataset.map(
         qa_tokenize_batch, batched=True, batch_size=MAP_BATCH, remove_columns=dataset.column_names,
-        fn_kwargs={"tokenizer": tokenizer, "settings": settings, "keep_offsets": True},
+        num_proc=num_proc, fn_kwargs={"tokenizer": tokenizer, "settings": settings, "keep_offsets": True},
     )
-    return features[:]
 
 
-def mlm_fast(dataset: Dataset, tokenizer: Any, chunk_size: int) -> dict[str, list]:
+def mlm_fast(dataset: Dataset, tokenizer: Any, chunk_size: int, num_proc: int | None = None) -> Dataset:
     """MlmFamily.tokenize's steps for one split: map, concatenate, cut into blocks."""
-    tokenized = dataset.map(chunking.tokenize_documents, batched=True, batch_size=MAP_BATCH,
+    tokenized = dataset.map(chunking.tokenize_documents, batched=True, batch_size=MAP_BATCH, num_proc=num_proc,
                             fn_kwargs={"tokenizer": tokenizer}, remove_columns=dataset.column_names)
     stream = chunking.concatenate(tokenized)
     bounds = chunking.chunk_bounds(len(stream.input_ids), chunk_size, "keep")
     ids, words = chunking.blocks(stream, bounds, np.arange(len(bounds)))
-    return {"input_ids": ids, "word_ids": words}
+    return Dataset.from_dict({"input_ids": ids, "word_ids": words})
+
+
+def as_arrow(lists: dict[str, list]) -> Dataset:
+    """The naive and direct paths' lists as the Arrow table the tokenize stage saves."""
+    return Dataset.from_dict(lists)
 
 
 def direct(function: Callable[..., dict], records: list[dict], fields: tuple[str, ...], **kwargs: Any
@@ -229,55 +238,63 @@ class AlignResult:
     source: str
     examples: int
     outputs: int
-    fast_seconds: float
-    naive_seconds: float
-    direct_seconds: float | None
+    seconds: dict[str, float]
+    """Path name (naive, direct, map, map_num_proc_N) -> seconds until an Arrow table."""
     difference: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        def rate(seconds: float | None) -> float | None:
-            return round(self.examples / seconds, 1) if seconds else None
+        rates = {path: round(self.examples / seconds, 1) for path, seconds in self.seconds.items() if seconds}
+        naive = rates.get("naive")
+        row: dict[str, Any] = {"task": self.task, "source": self.source, "examples": self.examples,
+                               "output_rows": self.outputs}
+        for path, seconds in self.seconds.items():
+            row[f"{path}_seconds"] = round(seconds, 4)
+            row[f"{path}_examples_per_s"] = rates.get(path)
+            if path != "naive" and naive and rates.get(path):
+                row[f"{path}_speedup"] = round(rates[path] / naive, 2)
+        row["speedup"] = row.get("map_speedup")
+        row.update({"identical": self.difference is None, "first_difference": self.difference})
+        return row
 
-        fast, naive, direct_rate = rate(self.fast_seconds), rate(self.naive_seconds), rate(self.direct_seconds)
-        return {
-            "task": self.task, "source": self.source, "examples": self.examples, "output_rows": self.outputs,
-            "fast_seconds": round(self.fast_seconds, 4), "naive_seconds": round(self.naive_seconds, 4),
-            "direct_seconds": round(self.direct_seconds, 4) if self.direct_seconds else None,
-            "fast_examples_per_s": fast, "naive_examples_per_s": naive, "direct_examples_per_s": direct_rate,
-            "speedup": round(fast / naive, 2) if fast and naive else None,
-            "direct_speedup": round(direct_rate / naive, 2) if direct_rate and naive else None,
-            "identical": self.difference is None, "first_difference": self.difference,
-        }
 
-
-def timed(run: Callable[[], dict[str, list]]) -> tuple[dict[str, list], float]:
+def timed(run: Callable[[], Any]) -> tuple[Any, float]:
     started = time.perf_counter()
     result = run()
     return result, time.perf_counter() - started
 
 
-def measure(task: str, source: str, records: list[dict], fast: Callable[[Dataset], dict[str, list]],
+def measure(task: str, source: str, records: list[dict], fast: Callable[[Dataset, int | None], Dataset],
             naive: Callable[[list[dict]], dict[str, list]],
-            plain: Callable[[list[dict]], dict[str, list]] | None = None) -> AlignResult:
+            plain: Callable[[list[dict]], dict[str, list]] | None = None, num_proc: int | None = None
+            ) -> AlignResult:
     """Time the paths on the same records (the Dataset is built outside the clock, as the
-    pipeline's raw splits already are); every output must equal the naive one. The first
-    output column counts the output rows."""
+    pipeline's raw splits already are), each until its output is Arrow; every output must
+    equal the naive one. The first output column counts the output rows."""
     dataset = Dataset.from_list(records)
     naive(records[:8])  # warm the tokenizer before any clock starts
-    naive_out, naive_seconds = timed(lambda: naive(records))
-    fast_out, fast_seconds = timed(lambda: fast(dataset))
-    difference = first_difference(fast_out, naive_out)
-    direct_seconds = None
+    seconds: dict[str, float] = {}
+    naive_out, seconds["naive"] = timed(lambda: as_arrow(naive(records)))
+    naive_out = naive_out[:]
+    differences: list[str] = []
     if plain is not None:
-        plain_out, direct_seconds = timed(lambda: plain(records))
-        plain_difference = first_difference(
-            {k: v for k, v in plain_out.items() if k in naive_out}, naive_out)
-        difference = difference or (f"without map: {plain_difference}" if plain_difference else None)
+        plain_out, seconds["direct"] = timed(lambda: as_arrow(plain(records)))
+        plain_out = {k: v for k, v in plain_out[:].items() if k in naive_out}
+        if (found := first_difference(plain_out, naive_out)) is not None:
+            differences.append(f"direct: {found}")
+    fast_out, seconds["map"] = timed(lambda: fast(dataset, None))
+    fast_out = fast_out[:]
+    if (found := first_difference(fast_out, naive_out)) is not None:
+        differences.append(f"map: {found}")
+    if num_proc and num_proc > 1:
+        parallel_out, seconds[f"map_num_proc_{num_proc}"] = timed(lambda: fast(dataset, num_proc))
+        if (found := first_difference(parallel_out[:], naive_out)) is not None:
+            differences.append(f"map num_proc={num_proc}: {found}")
     outputs = len(next(iter(fast_out.values()))) if fast_out else 0
-    return AlignResult(task, source, len(records), outputs, fast_seconds, naive_seconds, direct_seconds, difference)
+    return AlignResult(task, source, len(records), outputs, seconds, "; ".join(differences) or None)
 
 
-def run_all(data_dir: Path, mlm_text: Path | None, tokenizer: Any, limits: dict[str, int | None]) -> list[dict]:
+def run_all(data_dir: Path, mlm_text: Path | None, tokenizer: Any, limits: dict[str, int | None],
+            num_proc: int | None = None) -> list[dict]:
     """NER, QA and MLM rows for the results file; a task whose data is missing is skipped."""
     rows: list[dict] = []
     if (data_dir / WIKIANN / "train").exists():
@@ -285,28 +302,28 @@ def run_all(data_dir: Path, mlm_text: Path | None, tokenizer: Any, limits: dict[
         labels = label_list({tag for r in records for tag in r["tags"]})
         rows.append(measure(
             "ner", f"{WIKIANN}/train", records,
-            lambda d: ner_fast(d, tokenizer, labels, NER_MAX_LENGTH),
+            lambda d, n: ner_fast(d, tokenizer, labels, NER_MAX_LENGTH, n),
             lambda r: ner_naive(r, tokenizer, labels, NER_MAX_LENGTH),
             lambda r: direct(ner_tokenize_batch, r, ("tokens", "tags"), tokenizer=tokenizer, labels=labels,
-                             max_length=NER_MAX_LENGTH, label_all_tokens=False)).as_dict())
+                             max_length=NER_MAX_LENGTH, label_all_tokens=False), num_proc).as_dict())
     else:
         rows.append({"task": "ner", "skipped": f"{data_dir / WIKIANN / 'train'} not found"})
     if (data_dir / SQUAD).exists():
         records = squad(data_dir, limits["qa"])
         rows.append(measure(
             "qa", SQUAD, records,
-            lambda d: qa_fast(d, tokenizer, QA_WINDOWS),
+            lambda d, n: qa_fast(d, tokenizer, QA_WINDOWS, n),
             lambda r: qa_naive(r, tokenizer, QA_WINDOWS),
             lambda r: direct(qa_tokenize_batch, r, ("id", "question", "context", "answers"), tokenizer=tokenizer,
-                             settings=QA_WINDOWS, keep_offsets=True)).as_dict())
+                             settings=QA_WINDOWS, keep_offsets=True), num_proc).as_dict())
     else:
         rows.append({"task": "qa", "skipped": f"{data_dir / SQUAD} not found"})
     if (mlm_text is not None and mlm_text.is_dir()) or (data_dir / WIKIANN / "train").exists():
         documents, source = mlm_documents(mlm_text, data_dir, limits["mlm"])
         rows.append(measure(
             "mlm", source, documents,
-            lambda d: mlm_fast(d, tokenizer, MLM_CHUNK),
-            lambda r: mlm_naive(r, tokenizer, MLM_CHUNK)).as_dict())
+            lambda d, n: mlm_fast(d, tokenizer, MLM_CHUNK, n),
+            lambda r: mlm_naive(r, tokenizer, MLM_CHUNK), num_proc=num_proc).as_dict())
     else:
         rows.append({"task": "mlm", "skipped": "neither the MLM text folder nor wikiann-en found"})
     return rows

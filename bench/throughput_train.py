@@ -47,6 +47,8 @@ class ModelSpec:
 REAL_MODELS = (ModelSpec("bert-base", "bert", 12, 768, 12, 3072),
                ModelSpec("distilbert-base", "distilbert", 6, 768, 12, 3072))
 SMOKE_MODELS = (ModelSpec("bert-tiny", "bert", 2, 32, 2, 64), ModelSpec("distilbert-tiny", "distilbert", 2, 32, 2, 64))
+CPU_MODELS = (ModelSpec("minilm-l6", "bert", 6, 384, 12, 1536),)
+"""The default encoder's shape, for runs on CPU (pick it with --models minilm-l6)."""
 
 
 @dataclass(frozen=True)
@@ -162,13 +164,14 @@ def quiet(trainer: Any) -> Any:
     return trainer
 
 
-def timed_trainer(warmup: int, max_steps: int) -> tuple[type, dict[str, Any]]:
-    """A Trainer subclass that counts samples and (non-pad) tokens per step without a
-    device sync, and a clock read after the warm-up steps and after the last step."""
+def timed_trainer(warmup: int, max_steps: int, base: type | None = None) -> tuple[type, dict[str, Any]]:
+    """A subclass of `base` (default: the train stage's Trainer) that counts samples and
+    (non-pad) tokens per step without a device sync, and a clock read after the warm-up
+    steps and after the last step."""
     from transformers import TrainerCallback
 
     record: dict[str, Any] = {"samples": [], "tokens": [], "padded": [], "start": None, "end": None}
-    base = ordered_eval_trainer()
+    base = base or ordered_eval_trainer()
 
     class Clock(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

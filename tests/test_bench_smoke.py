@@ -38,7 +38,7 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def smoke_result(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "throughput.json"
-    assert throughput.main(["--smoke", "--out", str(out)]) == 0
+    assert throughput.main(["--smoke", "--num-proc", "2", "--out", str(out)]) == 0
     return json.loads(out.read_text())
 
 
@@ -57,8 +57,9 @@ def test_smoke_tokenize_rows_are_identical_and_timed(smoke_result: dict) -> None
     for row in rows.values():
         assert row["identical"] is True, row
         assert row["examples"] > 0 and row["output_rows"] > 0
-        assert row["fast_examples_per_s"] > 0 and row["naive_examples_per_s"] > 0
-        assert row["speedup"] == pytest.approx(row["naive_seconds"] / row["fast_seconds"], abs=0.011)
+        assert row["map_examples_per_s"] > 0 and row["naive_examples_per_s"] > 0
+        assert row["speedup"] == pytest.approx(row["naive_seconds"] / row["map_seconds"], abs=0.011)
+        assert row["map_num_proc_2_examples_per_s"] > 0  # and its output is in `identical`
     assert rows["ner"]["examples"] == throughput.SIZES["smoke"]["ner"]
     assert rows["qa"]["output_rows"] >= rows["qa"]["examples"]  # one row per window
 
@@ -101,6 +102,17 @@ def test_smoke_lora_memory_and_inference(smoke_result: dict) -> None:
         assert row["examples"] == throughput.SIZES["smoke"]["infer"] and row["examples_per_s"] > 0
 
 
+def test_smoke_mlm_rows_compare_the_dense_and_the_masked_only_head(smoke_result: dict) -> None:
+    rows = smoke_result["mlm"]
+    assert {(r["model"], r["style"]) for r in rows} == {(m.name, s) for m in train.SMOKE_MODELS
+                                                         for s in ("seed", "fast dense head", "fast")}
+    for row in rows:
+        assert row["samples_per_s"] > 0 and row["final_loss"] > 0
+        assert row["head"] == ("masked positions" if row["style"] == "fast" else "every position")
+        if row["style"] == "seed":
+            assert row["speedup"] == 1.0
+
+
 def test_quality_smoke_reports_both_f1s(tmp_path: Path) -> None:
     if not (SHARED / align.WIKIANN / "train").exists():
         pytest.skip("../shared/data is missing")
@@ -123,7 +135,7 @@ def test_ner_batched_equals_naive_on_wikiann(tokenizer, max_length: int) -> None
     records.append({"id": "dropped", "tokens": ["Paris", "\u200b", "is", "\u0085", "big"],
                     "tags": ["B-LOC", "O", "O", "O", "O"]})  # tokens the tokenizer drops
     labels = align.label_list({tag for r in records for tag in r["tags"]})
-    fast = align.ner_fast(Dataset.from_list(records), tokenizer, labels, max_length)
+    fast = align.ner_fast(Dataset.from_list(records), tokenizer, labels, max_length)[:]
     naive = align.ner_naive(records, tokenizer, labels, max_length)
     assert align.first_difference(fast, naive) is None
     assert sum(naive["words_dropped"]) > 0
@@ -144,7 +156,7 @@ def test_qa_batched_equals_naive_on_squad(tokenizer) -> None:
         {"id": "unanswerable", "question": "Why?", "context": context, "answers": {"text": [], "answer_start": []}},
     ]
     settings = align.WindowSettings(max_length=96, doc_stride=24, max_question_length=16)  # many windows
-    fast = align.qa_fast(Dataset.from_list(records), tokenizer, settings)
+    fast = align.qa_fast(Dataset.from_list(records), tokenizer, settings)[:]
     naive = align.qa_naive(records, tokenizer, settings)
     assert align.first_difference(fast, naive) is None
     assert any(naive["question_cut"]) and len(naive["window"]) > len(records) and max(naive["window"]) > 1
@@ -156,7 +168,7 @@ def test_mlm_batched_equals_naive(tokenizer) -> None:
     text_dir = throughput.optional_path(throughput.DEFAULT_MLM_TEXT)
     documents, _ = align.mlm_documents(text_dir, SHARED, 30)
     documents.append({"id": "empty", "text": ""})
-    fast = align.mlm_fast(Dataset.from_list(documents), tokenizer, 64)
+    fast = align.mlm_fast(Dataset.from_list(documents), tokenizer, 64)[:]
     naive = align.mlm_naive(documents, tokenizer, 64)
     assert align.first_difference(fast, naive) is None
     assert len(naive["input_ids"]) > 1 and len(naive["input_ids"][-1]) <= 64
