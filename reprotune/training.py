@@ -79,6 +79,7 @@ def training_arguments(params: TrainParams, family: TaskFamily, output_dir: Path
         train_sampling_strategy="group_by_length" if params.group_by_length else "random",
         dataloader_num_workers=params.dataloader_workers,
         dataloader_pin_memory=cuda,
+        dataloader_persistent_workers=params.dataloader_workers > 0,  # no worker restart every epoch
         torch_compile=params.torch_compile,
         gradient_checkpointing=params.gradient_checkpointing,
         tf32=params.tf32 if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,

@@ -1,0 +1,46 @@
+"""The speed params reach the Trainer: train_full/train_lora keys map onto the
+TrainingArguments the train stage builds, with CPU-safe resolutions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from reprotune.errors import ReprotuneError
+from reprotune.params import LoraTrainParams, TrainParams
+from reprotune.tasks import get_family
+from reprotune.training import resolve_precision, training_arguments
+
+
+def args_for(tmp_path: Path, **params: object):
+    return training_arguments(TrainParams(**params), get_family("ner"), tmp_path)
+
+
+def test_speed_params_map_onto_training_arguments(tmp_path: Path) -> None:
+    args = args_for(tmp_path, batch_size=32, gradient_accumulation_steps=4, dataloader_workers=2,
+                    gradient_checkpointing=True, group_by_length=True, warmup=0.1)
+    assert args.per_device_train_batch_size == 32 and args.gradient_accumulation_steps == 4
+    assert args.dataloader_num_workers == 2 and args.dataloader_persistent_workers
+    assert args.gradient_checkpointing and args.train_sampling_strategy == "group_by_length"
+    assert str(getattr(args.optim, "value", args.optim)) == "adamw_torch_fused"
+    assert args.warmup_steps == pytest.approx(0.1)
+    assert args.dataloader_pin_memory == torch.cuda.is_available()
+
+
+def test_plain_settings_switch_the_speed_features_off(tmp_path: Path) -> None:
+    args = args_for(tmp_path, group_by_length=False, optim="adamw_torch", warmup=50)
+    assert args.train_sampling_strategy == "random" and not args.dataloader_persistent_workers
+    assert str(getattr(args.optim, "value", args.optim)) == "adamw_torch" and args.warmup_steps == 50
+    assert not args.torch_compile and not args.gradient_checkpointing
+
+
+def test_precision_auto_is_fp32_on_cpu_and_reduced_precision_needs_a_gpu() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CPU behaviour")
+    assert resolve_precision(TrainParams()) == {"bf16": False, "fp16": False}
+    assert resolve_precision(LoraTrainParams(precision="fp32")) == {"bf16": False, "fp16": False}
+    for choice in ("bf16", "fp16"):
+        with pytest.raises(ReprotuneError, match=f"precision '{choice}' needs a GPU"):
+            resolve_precision(TrainParams(precision=choice))
