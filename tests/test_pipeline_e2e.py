@@ -124,6 +124,8 @@ def test_metrics_diff_compares_full_and_lora(reproduced: tuple[Path, dict]) -> N
 QUALITY_FILES = ("baseline.json", "full.json", "lora.json")
 REFERENCE = TESTS / "reference"
 TOLERANCE = 1e-4
+"""Absolute for metrics up to 1, relative above (a perplexity of 29,266 moves in its 4th
+decimal when a summation order changes)."""
 
 
 def quality_metrics(repo: Path, tasks: list[str]) -> dict[str, bytes]:
@@ -175,7 +177,7 @@ def test_metrics_match_the_committed_reference(reproduced: tuple[Path, dict]) ->
         f"{path} {key}: reference {change.get('old')} -> now {change.get('new')}"
         for path, changes in diff.items() for key, change in changes.items()
         if change.get("old") is None or change.get("new") is None
-        or abs(float(change["new"]) - float(change["old"])) > TOLERANCE
+        or abs(float(change["new"]) - float(change["old"])) > TOLERANCE * max(1.0, abs(float(change["old"])))
     ]
     assert not drift, "metrics drifted beyond tolerance %g:\n%s" % (TOLERANCE, "\n".join(drift))
 
