@@ -81,7 +81,6 @@ def training_arguments(params: TrainParams, family: TaskFamily, output_dir: Path
         dataloader_pin_memory=cuda,
         dataloader_persistent_workers=params.dataloader_workers > 0,  # no worker restart every epoch
         torch_compile=params.torch_compile,
-        gradient_checkpointing=params.gradient_checkpointing,
         tf32=params.tf32 if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,
         report_to="none",
         use_cpu=not cuda,  # also lets torchrun start gloo DDP across CPU processes
@@ -89,6 +88,16 @@ def training_arguments(params: TrainParams, family: TaskFamily, output_dir: Path
         remove_unused_columns=False,
         **resolve_precision(params),
     )
+
+
+def enable_activation_checkpointing(model: Any) -> None:
+    """Recompute activations in the backward pass (`gradient_checkpointing: true`), on the
+    model itself before LoRA wraps it, as peft expects; transformers 5 names it
+    activation checkpointing (the gradient_ spelling is a deprecated alias)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable()
+    else:
+        model.gradient_checkpointing_enable()
 
 
 def is_main_process() -> bool:
@@ -144,7 +153,7 @@ def train(task_name: str, method: str, task: TaskParams, family: TaskFamily) -> 
 
     model = family.build_model(task, meta)
     if params.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        enable_activation_checkpointing(model)
     if method == "lora":
         assert isinstance(params, LoraTrainParams)
         model = apply_lora(model, params, family.peft_task_type, family.head_modules)

@@ -20,10 +20,10 @@ def args_for(tmp_path: Path, **params: object):
 
 def test_speed_params_map_onto_training_arguments(tmp_path: Path) -> None:
     args = args_for(tmp_path, batch_size=32, gradient_accumulation_steps=4, dataloader_workers=2,
-                    gradient_checkpointing=True, group_by_length=True, warmup=0.1)
+                    group_by_length=True, warmup=0.1)
     assert args.per_device_train_batch_size == 32 and args.gradient_accumulation_steps == 4
     assert args.dataloader_num_workers == 2 and args.dataloader_persistent_workers
-    assert args.gradient_checkpointing and args.train_sampling_strategy == "group_by_length"
+    assert args.train_sampling_strategy == "group_by_length"
     assert str(getattr(args.optim, "value", args.optim)) == "adamw_torch_fused"
     assert args.warmup_steps == pytest.approx(0.1)
     assert args.dataloader_pin_memory == torch.cuda.is_available()
@@ -33,7 +33,7 @@ def test_plain_settings_switch_the_speed_features_off(tmp_path: Path) -> None:
     args = args_for(tmp_path, group_by_length=False, optim="adamw_torch", warmup=50)
     assert args.train_sampling_strategy == "random" and not args.dataloader_persistent_workers
     assert str(getattr(args.optim, "value", args.optim)) == "adamw_torch" and args.warmup_steps == 50
-    assert not args.torch_compile and not args.gradient_checkpointing
+    assert not args.torch_compile
 
 
 def test_precision_auto_is_fp32_on_cpu_and_reduced_precision_needs_a_gpu() -> None:
@@ -44,3 +44,23 @@ def test_precision_auto_is_fp32_on_cpu_and_reduced_precision_needs_a_gpu() -> No
     for choice in ("bf16", "fp16"):
         with pytest.raises(ReprotuneError, match=f"precision '{choice}' needs a GPU"):
             resolve_precision(TrainParams(precision=choice))
+
+
+def test_gradient_checkpointing_is_enabled_on_the_model_before_lora() -> None:
+    from transformers import BertConfig, BertForTokenClassification
+
+    from reprotune.lora import apply_lora
+    from reprotune.training import enable_activation_checkpointing
+
+    model = BertForTokenClassification(BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2,
+                                                  num_attention_heads=2, intermediate_size=32, num_labels=3))
+    assert not model.is_activation_checkpointing
+    enable_activation_checkpointing(model)
+    assert model.is_activation_checkpointing
+    wrapped = apply_lora(model, LoraTrainParams(target_modules=["query", "value"]), "TOKEN_CLS", ("classifier",))
+    wrapped.train()
+    ids = torch.randint(0, 40, (2, 6))
+    wrapped(input_ids=ids, labels=torch.zeros_like(ids)).loss.backward()
+    grads = {name: p.grad for name, p in wrapped.named_parameters() if "lora_" in name}
+    assert grads and all(g is not None for g in grads.values())  # gradients reach through the recomputed layers
+    assert all(g.abs().sum() > 0 for name, g in grads.items() if "lora_B" in name)  # B starts at 0, A's grad with it
