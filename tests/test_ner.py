@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,22 @@ def test_html_rendering_highlights_entities_and_escapes_text() -> None:
     page = render_html([{"text": "<b>Bob</b> x", "entities": [{"text": "Bob", "type": "PER", "start": 3, "end": 6,
                                                               "score": 0.5}]}])
     assert "&lt;b&gt;<mark" in page and "Bob<sub>PER</sub></mark>&lt;/b&gt; x" in page
+
+
+def test_confusion_pairs_do_not_depend_on_the_hash_seed() -> None:
+    """The committed confusion CSVs must not change between identical runs: Python's
+    string hashing (and so set order) differs per process unless PYTHONHASHSEED is fixed."""
+    import subprocess
+    import sys
+
+    script = (
+        "import pandas as pd\n"
+        "from reprotune.tasks.ner.analysis import error_table\n"
+        "tags = ['B-person', 'O', 'B-geo-loc', 'I-geo-loc', 'B-company', 'O', 'B-product', 'B-movie']\n"
+        "frame = pd.DataFrame([{'id': 's1', 'tokens': list('abcdefgh'), 'gold': tags, 'pred': tags}])\n"
+        "print(error_table(frame, 'full')[2])\n"
+    )
+    outputs = {subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": str(seed)},
+                              check=True, capture_output=True, text=True).stdout for seed in range(3)}
+    assert len(outputs) == 1, outputs
+    assert outputs.pop().startswith("[{'actual': 'person'")

@@ -62,7 +62,7 @@ def error_table(predictions: pd.DataFrame, method: str) -> tuple[pd.DataFrame, p
         tokens, gold_tags, pred_tags = list(row.tokens), list(row.gold), list(row.pred)
         gold, pred = entities(gold_tags), entities(pred_tags)
         errors = classify_errors(gold, pred)
-        for entity in gold & pred:
+        for entity in sorted(gold & pred, key=lambda e: (e[1], e[2], e[0])):  # not set order: it follows the hash seed
             pairs.append({"actual": entity[0], "predicted": entity[0]})
         for error in errors:
             pairs.append({"actual": _label(error["gold"]), "predicted": _label(error["pred"])})
