@@ -4,6 +4,7 @@ results file, the peak FLOPS that MFU divides by, and peak memory per measuremen
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import threading
@@ -80,6 +81,13 @@ def matmul_tf32() -> bool:
     if hasattr(matmul, "fp32_precision"):
         return matmul.fp32_precision == "tf32"
     return bool(matmul.allow_tf32)
+
+
+def release_memory() -> None:
+    """Free what the last row left behind, so the next row starts from empty memory."""
+    gc.collect()
+    if cuda():
+        torch.cuda.empty_cache()
 
 
 class MemoryMeter:

@@ -7,7 +7,6 @@ real architectures; full fine-tuning, as domain adaptation usually is."""
 
 from __future__ import annotations
 
-import gc
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,8 +19,8 @@ from reprotune.tasks.mlm.masking import MaskSettings, MlmCollator, Vocab
 from reprotune.tasks.mlm.sparse_head import masked_only_trainer
 from reprotune.training import ordered_eval_trainer
 from throughput_align import MLM_CHUNK, mlm_documents, mlm_fast
-from throughput_device import MemoryMeter, PrecisionFlags, cuda
-from throughput_train import SEED, ModelSpec, RunConfig, fast_arguments, repeat_to, seed_arguments, timed_trainer
+from throughput_device import PrecisionFlags, cuda, release_memory
+from throughput_train import SEED, ModelSpec, RunConfig, fast_arguments, repeat_to, seed_arguments, timed_training
 
 STYLES = ("seed", "fast dense head", "fast")
 """seed: the notebook; fast dense head: the train stage without sparse_head; fast: the train stage."""
@@ -59,34 +58,25 @@ def mlm_row(spec: ModelSpec, style: str, batch_size: int, blocks: Dataset, token
     max_steps = warmup + steps
     train_set = repeat_to(blocks, max_steps * batch_size)
     output_dir = Path(tempfile.mkdtemp(prefix="reprotune-throughput-mlm-"))
-    model = trainer = None
+    model = None
     try:
         model = build_mlm_model(spec)
         args = (seed_arguments(output_dir, batch_size, max_steps) if style == "seed"
                 else fast_arguments(output_dir, RunConfig("fast", "full", batch_size), max_steps))
-        base = masked_only_trainer(ordered_eval_trainer()) if style == "fast" else ordered_eval_trainer()
-        trainer_class, record = timed_trainer(warmup, max_steps, base)
-        with MemoryMeter() as memory:
-            trainer = trainer_class(model=model, args=args, train_dataset=train_set,
-                                    data_collator=collator(tokenizer, style), processing_class=tokenizer)
-            result = trainer.train()
-        seconds = record["end"] - record["start"]
-        samples = sum(record["samples"][warmup:])
-        tokens = int(torch.stack(record["tokens"][warmup:]).sum())
+        base = masked_only_trainer(ordered_eval_trainer()) if style == "fast" else None
+        run = timed_training(model, args, train_set, collator(tokenizer, style), tokenizer, warmup, max_steps, base)
         return {
             "model": spec.name, "style": style, "batch_size": batch_size,
             "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
             "head": "masked positions" if style == "fast" else "every position",
-            "steps_measured": steps, "warmup_steps": warmup, "seconds": round(seconds, 4),
-            "samples_per_s": round(samples / seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
-            "step_time_ms": round(1000 * seconds / steps, 3), "peak_memory_mb": round(memory.peak_mb, 1),
-            "memory_kind": memory.kind, "final_loss": round(float(result.training_loss), 4),
+            "steps_measured": steps, "warmup_steps": warmup, "seconds": round(run.seconds, 4),
+            "samples_per_s": round(run.samples / run.seconds, 2), "tokens_per_s": round(run.tokens / run.seconds, 1),
+            "step_time_ms": round(1000 * run.seconds / steps, 3), "peak_memory_mb": round(run.peak_mb, 1),
+            "memory_kind": run.memory_kind, "final_loss": round(run.training_loss, 4),
         }
     finally:
-        model = trainer = None
-        gc.collect()
-        if cuda():
-            torch.cuda.empty_cache()
+        model = None
+        release_memory()
         shutil.rmtree(output_dir, ignore_errors=True)
         flags.restore()
 

@@ -11,7 +11,6 @@ grouping, default workers, no compile, the non-fused AdamW of that era, no TF32.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import shutil
 import tempfile
 import time
@@ -28,7 +27,7 @@ from reprotune.inference import batches
 from reprotune.lora import apply_lora
 from reprotune.params import EvaluateParams, LoraTrainParams, TrainParams
 from reprotune.training import ordered_eval_trainer, training_arguments
-from throughput_device import MemoryMeter, PrecisionFlags, cuda, matmul_tf32, synchronize
+from throughput_device import MemoryMeter, PrecisionFlags, cuda, matmul_tf32, release_memory, synchronize
 
 NUM_LABELS = 7  # WikiANN: O + B/I of PER, ORG, LOC
 SEED = 42
@@ -194,6 +193,31 @@ def timed_trainer(warmup: int, max_steps: int, base: type | None = None) -> tupl
     return TimedTrainer, record
 
 
+@dataclass(frozen=True)
+class TimedRun:
+    """What one measured training run saw over the steps after warm-up."""
+    seconds: float
+    samples: int
+    tokens: int
+    padded: int
+    peak_mb: float
+    memory_kind: str
+    training_loss: float
+
+
+def timed_training(model: Any, args: Any, train_set: Dataset, collate: Any, tokenizer: Any, warmup: int,
+                   max_steps: int, base: type | None = None) -> TimedRun:
+    """Train `max_steps` steps under the step clock and the memory meter."""
+    trainer_class, record = timed_trainer(warmup, max_steps, base)
+    with MemoryMeter() as memory:
+        trainer = trainer_class(model=model, args=args, train_dataset=train_set, data_collator=collate,
+                                processing_class=tokenizer)
+        result = trainer.train()
+    return TimedRun(seconds=record["end"] - record["start"], samples=sum(record["samples"][warmup:]),
+                    tokens=int(torch.stack(record["tokens"][warmup:]).sum()), padded=sum(record["padded"][warmup:]),
+                    peak_mb=memory.peak_mb, memory_kind=memory.kind, training_loss=float(result.training_loss))
+
+
 def train_row(spec: ModelSpec, config: RunConfig, features: Dataset, tokenizer: Any, warmup: int, steps: int,
               peak_tflops: float | None, flags: PrecisionFlags) -> dict[str, Any]:
     """Train `warmup + steps` optimizer steps; rates cover the last `steps` only."""
@@ -201,7 +225,7 @@ def train_row(spec: ModelSpec, config: RunConfig, features: Dataset, tokenizer: 
     max_steps = warmup + steps
     train_set = repeat_to(features, max_steps * config.batch_size).select_columns(columns_for(spec))
     output_dir = Path(tempfile.mkdtemp(prefix="reprotune-throughput-"))
-    model = trainer = None
+    model = None
     try:
         model = build_model(spec)
         if config.method == "lora":
@@ -209,15 +233,8 @@ def train_row(spec: ModelSpec, config: RunConfig, features: Dataset, tokenizer: 
         total, trainable, per_token = flops_per_token(model)
         args = (seed_arguments(output_dir, config.batch_size, max_steps) if config.style == "seed"
                 else fast_arguments(output_dir, config, max_steps))
-        trainer_class, record = timed_trainer(warmup, max_steps)
-        with MemoryMeter() as memory:
-            trainer = trainer_class(model=model, args=args, train_dataset=train_set,
-                                    data_collator=collator(tokenizer, config.style), processing_class=tokenizer)
-            trainer.train()
-        seconds = record["end"] - record["start"]
-        samples = sum(record["samples"][warmup:])
-        tokens = int(torch.stack(record["tokens"][warmup:]).sum())
-        padded = sum(record["padded"][warmup:])
+        run = timed_training(model, args, train_set, collator(tokenizer, config.style), tokenizer, warmup, max_steps)
+        seconds, samples, tokens, padded = run.seconds, run.samples, run.tokens, run.padded
         precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
         if precision == "fp32" and cuda() and matmul_tf32():
             precision = "fp32+tf32"
@@ -230,7 +247,7 @@ def train_row(spec: ModelSpec, config: RunConfig, features: Dataset, tokenizer: 
             "samples_per_s": round(samples / seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
             "padding_fraction": round(1 - tokens / padded, 4) if padded else None,
             "step_time_ms": round(1000 * seconds / steps, 3),
-            "peak_memory_mb": round(memory.peak_mb, 1), "memory_kind": memory.kind,
+            "peak_memory_mb": round(run.peak_mb, 1), "memory_kind": run.memory_kind,
             "params": sum(p.numel() for p in model.parameters()), "matmul_params": total,
             "trainable_matmul_params": trainable, "flops_per_token": per_token,
             "achieved_tflops": round(per_token * tokens / seconds / 1e12, 3),
@@ -238,10 +255,8 @@ def train_row(spec: ModelSpec, config: RunConfig, features: Dataset, tokenizer: 
         row["mfu"] = round(row["achieved_tflops"] / peak_tflops, 4) if peak_tflops else "n/a"
         return row
     finally:
-        model = trainer = None  # drop the references so the next row starts from empty memory
-        gc.collect()
-        if cuda():
-            torch.cuda.empty_cache()
+        model = None  # drop the reference so the next row starts from empty memory
+        release_memory()
         shutil.rmtree(output_dir, ignore_errors=True)
         flags.restore()
 
@@ -296,9 +311,7 @@ def infer_rows(spec: ModelSpec, features: Dataset, tokenizer: Any, warm: int) ->
         row["speedup"] = round(row["examples_per_s"] / base, 2)
     shutil.rmtree(output_dir, ignore_errors=True)
     del model, seed_trainer
-    gc.collect()
-    if cuda():
-        torch.cuda.empty_cache()
+    release_memory()
     return rows
 
 

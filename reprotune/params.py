@@ -91,7 +91,6 @@ class TrainParams(Strict):
     full_determinism: bool = False
     resume: bool = False
 
-
     @field_validator("optim")
     @classmethod
     def _known_optimizer(cls, value: str) -> str:

@@ -27,8 +27,6 @@ def shown_text(row: Any) -> str:
     return text if len(text) <= TEXT_PREVIEW else text[: TEXT_PREVIEW - 1] + "…"
 
 
-
-
 def confusion_matrix(frame: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     """Counts with actual labels as rows and predicted labels as columns, in label order."""
     table = pd.crosstab(pd.Categorical(frame["gold"], categories=labels),

@@ -79,8 +79,6 @@ def token_changes(pairs: pd.DataFrame, min_count: int) -> pd.DataFrame:
     return table.round({"loss_before": 4, "loss_after": 4, "loss_change": 4}).reset_index(drop=True)
 
 
-
-
 def fill_mask_table(predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The one-word probes of every method side by side, keyed by block and position."""
     merged: pd.DataFrame | None = None

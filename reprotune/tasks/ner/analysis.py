@@ -81,8 +81,6 @@ def error_table(predictions: pd.DataFrame, method: str) -> tuple[pd.DataFrame, p
         "method", "id", "kind", "gold_type", "gold_text", "pred_type", "pred_text"]), pairs
 
 
-
-
 def analyse(predictions: dict[str, pd.DataFrame], worst_n: int, report_dir: Path, confusion_dir: Path) -> dict[str, Any]:
     sentences, errors, counts = [], [], {}
     for method, frame in predictions.items():

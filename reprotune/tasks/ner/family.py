@@ -13,7 +13,7 @@ from datasets import Dataset, DatasetDict
 
 from ...data import load_hub, local_files
 from ...errors import ReprotuneError
-from ...inference import batches, device
+from ...inference import batches
 from ...modeling import load_labelled_model
 from ..base import Meta, TaskFamily
 from .align import IGNORE, tokenize_batch, word_predictions

@@ -94,8 +94,6 @@ def by_facet(examples: pd.DataFrame, facet: str) -> pd.DataFrame:
                              kind="stable").reset_index(drop=True)
 
 
-
-
 def _wide(table: pd.DataFrame, facet: str) -> pd.DataFrame:
     """Facet values as rows, `<method> EM/F1/n` as columns, for the summary."""
     wide = table.pivot(index=facet, columns="method", values=["exact_match", "f1", "examples"])
