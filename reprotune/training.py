@@ -7,6 +7,7 @@ import json
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -116,10 +117,36 @@ def dir_size_bytes(path: Path) -> int:
     return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
 
 
-def last_checkpoint(directory: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+TRAINER_STATE = "trainer_state.json"
 
-    return get_last_checkpoint(str(directory)) if directory.is_dir() else None
+
+def checkpoint_is_complete(checkpoint: Path) -> bool:
+    """The Trainer writes `trainer_state.json` last, so a run killed while saving leaves a
+    checkpoint without a readable one; resuming from it would crash."""
+    try:
+        json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_checkpoint(directory: Path) -> str | None:
+    """The newest complete `checkpoint-N` under `directory`; newer half-written ones are
+    removed (and said so), since the Trainer would otherwise pick them."""
+    if not directory.is_dir():
+        return None
+    numbered = sorted(
+        (int(path.name.split("-")[1]), path)
+        for path in directory.glob("checkpoint-*")
+        if path.is_dir() and path.name.split("-")[1].isdigit()
+    )
+    for _, checkpoint in reversed(numbered):
+        if checkpoint_is_complete(checkpoint):
+            return str(checkpoint)
+        print(f"resume: skipping incomplete checkpoint {checkpoint} (no readable {TRAINER_STATE})", file=sys.stderr)
+        if is_main_process():
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    return None
 
 
 def ordered_eval_trainer() -> type:

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from reprotune.atomic import atomic_dir
+from reprotune.training import checkpoint_is_complete, last_checkpoint
 from tiny_ner import tiny_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,9 +119,27 @@ def test_killed_training_resumes_to_the_same_metrics(workdir: Path) -> None:
     write_params(workdir, task)
     models = workdir / "models" / "t"
     process = stage(workdir, "train.py", "t", "full")
-    assert kill_when(process, lambda: any(models.glob(".checkpoints-full/checkpoint-*/rng_state.pth")))
+    assert kill_when(process, lambda: any(map(checkpoint_is_complete, models.glob(".checkpoints-full/checkpoint-*"))))
+    # A kill while saving leaves a newer checkpoint without its trainer state; make one.
+    complete = Path(last_checkpoint(models / ".checkpoints-full"))
+    half_written = complete.with_name("checkpoint-99999")
+    shutil.copytree(complete, half_written)
+    (half_written / "trainer_state.json").unlink()
     finish(stage(workdir, "train.py", "t", "full"))
     info = json.loads((models / "full" / "train_info.json").read_text())
     assert info["resumed_from_checkpoint"] is True
     finish(stage(workdir, "evaluate.py", "t", "full"))
     assert (workdir / "metrics" / "t" / "full.json").read_text() == uninterrupted
+
+
+def test_last_checkpoint_skips_and_removes_half_written_ones(tmp_path: Path) -> None:
+    for step, state in [(5, '{"global_step": 5}'), (10, '{"global_step": 10}'), (15, None), (20, '{"glob')]:
+        checkpoint = tmp_path / f"checkpoint-{step}"
+        checkpoint.mkdir()
+        (checkpoint / "rng_state.pth").write_bytes(b"x")
+        if state is not None:
+            (checkpoint / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-notes").mkdir()
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-5", "checkpoint-notes"]
+    assert last_checkpoint(tmp_path / "missing") is None
