@@ -71,11 +71,13 @@ def local_files(params: DownloadParams) -> dict[str, Path]:
 
 
 def read_text_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (line number, line) and name the file and line on bytes that are not UTF-8."""
+    """Yield (line number, line) and name the file and line on bytes that are not UTF-8.
+    A byte-order mark opening a line is dropped: editors write one at the start of a file,
+    and files joined with `cat` carry it into the middle (WNUT-17's dev set ends in one)."""
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                yield number, raw.decode("utf-8").rstrip("\r\n")
+                yield number, raw.decode("utf-8").rstrip("\r\n").lstrip("\ufeff")
             except UnicodeDecodeError as exc:
                 raise ReprotuneError(f"{path}:{number}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
 

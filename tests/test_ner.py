@@ -30,6 +30,14 @@ def test_conll_skips_docstart_strips_prefix_and_splits_on_blank_lines(tmp_path: 
     assert [r["tags"] for r in rows] == [["B-LOC", "O"], ["B-PER"]]
 
 
+def test_conll_byte_order_marks_opening_a_line_are_dropped(tmp_path: Path) -> None:
+    """A BOM starts files saved on Windows and, after `cat`, sits alone on a line."""
+    path = write(tmp_path, "\ufeffParis\tB-LOC\nis\tO\n\ufeff\nBob\tB-PER\n\ufeff")
+    rows = read_conll(path)
+    assert [r["tokens"] for r in rows] == [["Paris", "is"], ["Bob"]]
+    assert [r["line"] for r in rows] == [1, 4]
+
+
 def test_conll_columns_by_index_with_whitespace_separator(tmp_path: Path) -> None:
     path = write(tmp_path, "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n")
     rows = read_conll(path, token_column=0, tag_column=3, separator=None)
@@ -130,6 +138,21 @@ def test_wikiann_local_files_load_through_the_documented_params(monkeypatch: pyt
     assert not any(token.startswith("en:") for s in sentences[:200] for token in s["tokens"])
     assert {t for s in sentences for t in s["tags"]} == {"O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"}
     assert tasks["wikiann_local"].download.token_prefix == "en:"
+
+
+@pytest.mark.skipif(not (SHARED / "wnut17").exists(), reason="../shared/data not present")
+def test_wnut17_local_files_load_through_the_documented_params(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The original WNUT-17 dev file ends in a lone byte-order mark."""
+    from reprotune.params import load_all
+    from reprotune.tasks.ner import FAMILY
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    _, tasks = load_all(repo / "params.yaml")
+    raw, _ = FAMILY.load_raw(tasks["wnut17_local"].download)
+    assert {split: len(raw[split]) for split in raw} == {"train": 3394, "validation": 1009, "test": 1287}
+    types = {tag.split("-", 1)[1] for split in raw.values() for s in split for tag in s["tags"] if tag != "O"}
+    assert types == {"person", "location", "corporation", "product", "creative-work", "group"}
 
 
 def test_free_text_words_keep_character_offsets() -> None:
