@@ -96,17 +96,23 @@ def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, value
 
 
-def read_table(path: Path, fmt: str, **kwargs: Any) -> Any:
-    """Read CSV/TSV/JSON/JSONL/Parquet into pandas, naming the file on failure."""
+def read_table(path: Path, fmt: str, tsv_quoting: str = "none", **kwargs: Any) -> Any:
+    """Read CSV/TSV/JSON/JSONL/Parquet into pandas, naming the file on failure.
+
+    TSV is read without quoting by default (`tsv_quoting: none`: raw GLUE files have bare
+    quote marks, which CSV quoting would join across lines); JSON values keep their types
+    (a text column of "1990" stays text) and a leading byte-order mark is accepted."""
+    import csv
+
     import pandas as pd
 
     try:
         if fmt in ("csv", "tsv"):
-            return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", encoding="utf-8", **kwargs)
-        if fmt == "jsonl":
-            return pd.read_json(path, lines=True, encoding="utf-8", **kwargs)
-        if fmt == "json":
-            return pd.read_json(path, encoding="utf-8", **kwargs)
+            if fmt == "tsv" and tsv_quoting == "none":
+                kwargs = {"quoting": csv.QUOTE_NONE, **kwargs}
+            return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", encoding="utf-8-sig", **kwargs)
+        if fmt in ("jsonl", "json"):
+            return pd.read_json(path, lines=fmt == "jsonl", encoding="utf-8-sig", dtype=False, **kwargs)
         if fmt == "parquet":
             return pd.read_parquet(path, **kwargs)
     except UnicodeDecodeError as exc:
@@ -114,6 +120,16 @@ def read_table(path: Path, fmt: str, **kwargs: Any) -> Any:
     except (ValueError, OSError) as exc:
         raise ReprotuneError(f"{path}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from exc
     raise ReprotuneError(f"unknown file format '{fmt}'; allowed: csv, tsv, json, jsonl, parquet")
+
+
+def visible_files(root: Path, pattern: str) -> list[Path]:
+    """Files under `root` matching `pattern`, sorted, leaving out hidden files and folders
+    and macOS archive debris (`._name`, `__MACOSX/`), which are never documents."""
+    return sorted(
+        path for path in root.glob(pattern)
+        if path.is_file()
+        and not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
+    )
 
 
 def make_missing_splits(raw: DatasetDict, sizes: MakeSplits, group_column: str | None = None) -> DatasetDict:

@@ -132,7 +132,9 @@ def test_folder_per_class_with_title_and_body(tmp_path: Path) -> None:
     write(root / "sport" / "001.txt", "Team wins cup\n\nThe team won the cup.\nFans cheered.\n")
     write(root / "tech" / "001.txt", "New phone out\n\nA phone was released.\n")
     write(root / "tech" / "notes.md", "not an article")
-    raw, _ = load({"source": "folders", "path": str(root), "text_fields": ["title", "body"]})
+    write(root / "tech" / "._001.txt", "\x00\x05 macOS resource fork")
+    write(root / "tech" / ".draft" / "002.txt", "hidden")
+    raw, _ = load({"source": "folders", "path": str(root), "text_fields": ["title", "body"], "pattern": "**/*.txt"})
     train = raw["train"]
     assert train["id"] == ["sport/001.txt", "tech/001.txt"]
     assert train["text"] == ["Team wins cup", "New phone out"]
@@ -151,6 +153,33 @@ def test_folder_file_not_utf8_fails_or_is_replaced(tmp_path: Path) -> None:
         load({"source": "folders", "path": str(root)})
     raw, report = load({"source": "folders", "path": str(root), "invalid_utf8": "replace"})
     assert "\ufffd15m" in raw["train"]["text"][1] and report["files_not_utf8"]["files"] == ["b/2.txt"]
+
+
+def test_hf_parquet_export_keeps_classlabel_names_and_drops_no_gold_label(tmp_path: Path) -> None:
+    """`Dataset.to_parquet` stores ids plus the ClassLabel names in the schema metadata."""
+    names = ["entailment", "neutral", "contradiction"]
+    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
+    dataset = Dataset.from_dict({"text": ["a", "b", "c", "d"], "label": [2, -1, 0, 2]}, features=features)
+    dataset.to_parquet(str(tmp_path / "train.parquet"))
+    raw, report = load({"source": "parquet", "path": str(tmp_path / "train.parquet")})
+    assert report["labels"] == names and report["label_order"] == "source ClassLabel"
+    assert report["dropped"]["no_gold_label"] == {"train": 1}
+    assert [names[i] for i in raw["train"]["label"]] == ["contradiction", "entailment", "contradiction"]
+
+
+def test_tsv_quoting_csv_reads_pandas_exports(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.tsv", 'text\tlabel\n"He said ""hi"""\tpos\n"a\ttab"\tneg\nplain\tpos\n')
+    raw, _ = load({"source": "tsv", "path": str(path), "tsv_quoting": "csv"})
+    assert raw["train"]["text"] == ['He said "hi"', "a\ttab", "plain"]
+    with pytest.raises(ReprotuneError, match=r"d\.tsv:3: expected 2 columns"):
+        load({"source": "tsv", "path": str(path)})
+
+
+def test_json_file_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    path = tmp_path / "d.json"
+    path.write_text('[{"text": "a", "label": "x"}, {"text": "b", "label": "y"}]', encoding="utf-8-sig")
+    raw, _ = load({"source": "json", "path": str(path)})
+    assert raw["train"]["text"] == ["a", "b"]
 
 
 def test_hub_classlabel_order_kept_and_no_gold_label_rows_dropped() -> None:
@@ -254,6 +283,17 @@ def test_params_refuse_three_text_fields_and_columns_with_header() -> None:
         validate_task("t", section("m", {"source": "tsv", "columns": ["a", "b"]}))
     with pytest.raises(ReprotuneError, match=r"unknown key 'tasks\.t\.download\.text_field' \(did you mean"):
         validate_task("t", section("m", {"source": "csv", "text_field": "a"}))
+    with pytest.raises(ReprotuneError, match="column positions .* set header: false"):
+        validate_task("t", section("m", {"source": "tsv", "text_fields": [3], "label_field": 1}))
+
+
+def test_yaml_numbers_in_label_params_are_taken_as_text(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.jsonl", "".join(f'{{"text": "t{i}", "label": {label}}}\n'
+                                               for i, label in enumerate([1, 0, -1, 1, 0])))
+    raw, report = load({"source": "jsonl", "path": str(path), "skip_labels": [-1],
+                        "label_map": {0: "neg", 1: "pos"}, "labels": ["neg", "pos"]})
+    assert report["dropped"]["skip_labels"] == {"train": 1}
+    assert [report["labels"][i] for i in raw["train"]["label"]] == ["pos", "neg", "pos", "neg"]
 
 
 # metrics and analysis -----------------------------------------------------------------

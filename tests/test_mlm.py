@@ -366,6 +366,30 @@ def test_text_sources_lines_files_dedup_and_tables(tmp_path: Path) -> None:
     assert skipped["train"]["id"] == ["news/a.txt"]
 
 
+def test_tables_keep_quote_marks_text_types_and_skip_hidden_files(tmp_path: Path) -> None:
+    from reprotune.tasks.mlm.params import MlmDownloadParams
+
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text('id\ttext\n1\t"Best movie" - mom\n2\t"Unclosed quote\n3\tthird\n', encoding="utf-8")
+    plain, _ = FAMILY.load_raw(MlmDownloadParams(source="tsv", path=str(tsv)))
+    assert plain["train"]["text"] == ['"Best movie" - mom', '"Unclosed quote', "third"]
+    exported = tmp_path / "e.tsv"
+    exported.write_text('text\n"say ""hi""\tthere"\nplain\n', encoding="utf-8")
+    quoted, _ = FAMILY.load_raw(MlmDownloadParams(source="tsv", path=str(exported), tsv_quoting="csv"))
+    assert quoted["train"]["text"] == ['say "hi"\tthere', "plain"]
+    jsonl = tmp_path / "n.jsonl"
+    jsonl.write_text('{"text": "1990"}\n{"text": "2020-01-01"}\n', encoding="utf-8-sig")
+    texts, _ = FAMILY.load_raw(MlmDownloadParams(source="jsonl", path=str(jsonl)))
+    assert texts["train"]["text"] == ["1990", "2020-01-01"]
+    folder = tmp_path / "docs"
+    (folder / "__MACOSX").mkdir(parents=True)
+    (folder / "a.txt").write_text("An article.\n", encoding="utf-8")
+    (folder / "._a.txt").write_bytes(b"\x00\x05Mac OS X")
+    (folder / "__MACOSX" / "b.txt").write_text("debris\n", encoding="utf-8")
+    docs, _ = FAMILY.load_raw(MlmDownloadParams(source="text", path=str(folder), document_per="file"))
+    assert docs["train"]["id"] == ["a.txt"]
+
+
 def test_held_out_copies_of_train_documents_are_dropped() -> None:
     from reprotune.tasks.mlm.sources import clean
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ...params import DownloadParams, ErrorAnalysisParams, TaskParams, TokenizeParams
 
 SplitName = Literal["train", "validation", "test"]
+
+
+def label_text(value: Any) -> Any:
+    """An integer label value as YAML wrote it (`0`, `-1`) becomes its text; others stay."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return value
 Column = str | int
 """A column by name, or by position (0-based) for files without a header."""
 
@@ -24,6 +33,10 @@ class ClsDownloadParams(DownloadParams):
     )
     label_field: Column = "label"
     id_field: Column | None = Field(None, description="column holding a row id; default: file:line or split:row")
+    tsv_quoting: Literal["none", "csv"] = Field(
+        "none", description="tsv: 'none' reads quote marks as text (raw GLUE files); 'csv' reads quoted fields, "
+                            "as pandas and HF `to_csv(sep='\\t')` write them"
+    )
     header: bool = Field(True, description="csv/tsv: the first line names the columns")
     columns: list[str] | None = Field(None, description="names for the columns of csv/tsv files without a header")
     labels: list[str] | None = Field(None, description="the label set in the order the model uses; default: "
@@ -39,6 +52,17 @@ class ClsDownloadParams(DownloadParams):
         description="folders: a file that is not UTF-8: stop, replace the bad bytes with U+FFFD, or leave it out",
     )
 
+    @field_validator("labels", "skip_labels", "label_map", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value: Any) -> Any:
+        """YAML reads `labels: [0, 1]` or `label_map: {0: neg}` as numbers; label values
+        are compared as text, so take them as text rather than refuse them."""
+        if isinstance(value, list):
+            return [label_text(item) for item in value]
+        if isinstance(value, dict):
+            return {label_text(key): label_text(item) for key, item in value.items()}
+        return value
+
     @field_validator("labels")
     @classmethod
     def _distinct_labels(cls, labels: list[str] | None) -> list[str] | None:
@@ -53,6 +77,12 @@ class ClsDownloadParams(DownloadParams):
     def _columns_need_no_header(self) -> ClsDownloadParams:
         if self.columns is not None and self.header:
             raise ValueError("download.columns names the columns of files without a header; set header: false")
+        positional = [c for c in [*self.text_fields, self.label_field, self.id_field] if isinstance(c, int)]
+        if positional and self.header and self.source in ("csv", "tsv"):
+            raise ValueError(
+                "column positions (text_fields/label_field/id_field) are for files without a header, whose "
+                "first line is data: set header: false, or name the columns of a file that has a header"
+            )
         return self
 
 

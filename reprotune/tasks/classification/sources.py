@@ -18,7 +18,7 @@ from typing import Any
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from ...assets import resolve_path
-from ...data import load_hub, read_json_lines, read_table, read_text_lines
+from ...data import load_hub, read_json_lines, read_table, read_text_lines, visible_files
 from ...errors import ReprotuneError
 from .labels import apply_label_map, check_allowed, integer_column, label_value, sort_labels
 from .params import ClsDownloadParams, Column
@@ -131,11 +131,17 @@ def hub_rows(dataset: Dataset, params: ClsDownloadParams, split: str, collected:
             f"Hub {params.dataset} split '{split}' has no gold labels (every label is -1, as in GLUE's and SNLI's "
             "hidden test sets); map download.splits.test to a labelled split, e.g. {test: validation}"
         )
-    if names is not None and collected.source_order is None:
-        kept = [name for name in names if name not in params.skip_labels]
-        order = [apply_label_map(name, params.label_map, f"{split} ClassLabel") for name in kept]
-        collected.source_order = list(dict.fromkeys(order))
+    if names is not None:
+        remember_class_order(names, params, collected, f"{split} ClassLabel")
     return rows
+
+
+def remember_class_order(names: list[str], params: ClsDownloadParams, collected: Collected, where: str) -> None:
+    """The first ClassLabel seen fixes the label order (after skip_labels and label_map)."""
+    if collected.source_order is None:
+        kept = [name for name in names if name not in params.skip_labels]
+        order = [apply_label_map(name, params.label_map, where) for name in kept]
+        collected.source_order = list(dict.fromkeys(order))
 
 
 def collect_hub(params: ClsDownloadParams, collected: Collected) -> None:
@@ -166,9 +172,12 @@ Record = tuple[str, int, list[Any] | dict[str, Any]]
 
 
 def delimited_records(path: Path, fmt: str, params: ClsDownloadParams) -> tuple[list[str] | None, list[Record]]:
-    """CSV/TSV rows with their first line number; TSV is read without quoting (the raw
-    CoLA file has bare quote marks). Every row must have as many columns as the first."""
-    dialect: dict[str, Any] = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+    """CSV/TSV rows with their first line number; TSV is read without quoting unless
+    `tsv_quoting: csv` (the raw CoLA file has bare quote marks). Every row must have as
+    many columns as the first."""
+    dialect: dict[str, Any] = {}
+    if fmt == "tsv":
+        dialect = {"delimiter": "\t"} | ({"quoting": csv.QUOTE_NONE} if params.tsv_quoting == "none" else {})
     lines = (line + "\n" for _, line in read_text_lines(path))
     reader = csv.reader(lines, **dialect)
     names: list[str] | None = list(params.columns) if params.columns else None
@@ -207,7 +216,7 @@ def object_records(path: Path, fmt: str) -> list[Record]:
         return records
     if fmt == "json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
         except UnicodeDecodeError as exc:
             raise ReprotuneError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
         except json.JSONDecodeError as exc:
@@ -218,6 +227,32 @@ def object_records(path: Path, fmt: str) -> list[Record]:
     else:
         items = read_table(path, fmt).to_dict("records")
     return [(f"{path} row {number}", number, item) for number, item in enumerate(items, start=1)]
+
+
+def parquet_class_names(path: Path, column: Column) -> list[str] | None:
+    """The label names a Parquet file written by HF datasets (`to_parquet`) keeps in its
+    schema metadata for a ClassLabel column; None for any other file or column."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(path).metadata or {}
+    try:
+        features = json.loads(metadata[b"huggingface"])["info"]["features"]
+        feature = features[column]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if isinstance(feature, dict) and feature.get("_type") == "ClassLabel" and feature.get("names"):
+        return [str(name) for name in feature["names"]]
+    return None
+
+
+def class_id_to_name(label: Any, names: list[str], where: str, column: str) -> str | None:
+    """A ClassLabel id as its name; -1 (HF's "no gold label") as None, so the row is dropped."""
+    if label is None or (isinstance(label, float) and label != label) or int(label) < 0:
+        return None
+    if int(label) >= len(names):
+        raise ReprotuneError(f"{where}: label id {label} in column '{column}' is beyond the file's "
+                             f"{len(names)} ClassLabel names")
+    return names[int(label)]
 
 
 def column_key(column: Column, names: list[str] | None, path: Path, key: str, positional: bool) -> str | int:
@@ -266,14 +301,23 @@ def table_rows(path: Path, params: ClsDownloadParams, split: str, collected: Col
     get_id = (getter(column_key(params.id_field, names, path, "id_field", positional), width, path, "id_field")
               if params.id_field is not None else None)
     label_column = str(params.label_field)
-    numeric = integer_column([get_label(values) for _, _, values in records])
+    class_names = parquet_class_names(path, params.label_field) if fmt == "parquet" else None
+    numeric = class_names is None and integer_column([get_label(values) for _, _, values in records])
     maker = RowMaker(params, collected, split)
     rows = []
     for where, number, values in records:
+        label = get_label(values)
+        if class_names is not None:
+            label = class_id_to_name(label, class_names, where, label_column)
+            if label is None:
+                collected.dropped["no_gold_label"][split] += 1
+                continue
         row_id = str(get_id(values)) if get_id else f"{path.name}:{number}"
-        row = maker.make(row_id, [get(values) for get in get_texts], get_label(values), numeric, where, label_column)
+        row = maker.make(row_id, [get(values) for get in get_texts], label, numeric, where, label_column)
         if row is not None:
             rows.append(row)
+    if class_names is not None:
+        remember_class_order(class_names, params, collected, f"{path} ClassLabel")
     return rows
 
 
@@ -320,7 +364,7 @@ def folder_rows(root: Path, params: ClsDownloadParams, split: str, collected: Co
     maker = RowMaker(params, collected, split)
     rows = []
     for folder in class_folders(root):
-        files = sorted(p for p in folder.glob(params.pattern) if p.is_file())
+        files = visible_files(folder, params.pattern)
         if not files:
             raise ReprotuneError(f"{folder}: no files match download.pattern '{params.pattern}'")
         for file in files:

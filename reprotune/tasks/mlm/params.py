@@ -15,6 +15,10 @@ class MlmDownloadParams(DownloadParams):
     document_per: Literal["line", "file"] = Field(
         "line", description="text source: one document per non-empty line, or one per file"
     )
+    tsv_quoting: Literal["none", "csv"] = Field(
+        "none", description="tsv: 'none' reads quote marks as text (raw GLUE files); 'csv' reads quoted fields, "
+                            "as pandas and HF `to_csv(sep='\\t')` write them"
+    )
     pattern: str = Field("**/*.txt", description="text source given a directory: the files to read (glob)")
     invalid_utf8: Literal["fail", "replace", "skip"] = Field(
         "fail", description="text files that are not UTF-8: stop, replace bad bytes with U+FFFD, or leave the file out"

@@ -8,7 +8,7 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
-from ...data import load_hub, local_files, read_table, read_text_lines
+from ...data import load_hub, local_files, read_table, read_text_lines, visible_files
 from ...errors import ReprotuneError
 from .params import MlmDownloadParams
 
@@ -36,7 +36,7 @@ def text_documents(path: Path, document_per: str, pattern: str, invalid_utf8: st
     `line` makes every non-empty line its own document. Files that are not UTF-8
     (replaced or skipped per `invalid_utf8`) are appended to `not_utf8`."""
     if path.is_dir():
-        files = sorted(p for p in path.glob(pattern) if p.is_file())
+        files = visible_files(path, pattern)
         if not files:
             raise ReprotuneError(f"{path}: no files match download.pattern '{pattern}'")
         root = path
@@ -57,11 +57,11 @@ def text_documents(path: Path, document_per: str, pattern: str, invalid_utf8: st
     return documents
 
 
-def table_documents(path: Path, fmt: str, text_field: str) -> list[Document]:
+def table_documents(path: Path, fmt: str, text_field: str, tsv_quoting: str = "none") -> list[Document]:
     """Rows of a CSV/TSV/JSON/JSONL/Parquet file; a non-text value names its row."""
     # CSV cells stay strings ("123", "NA" are text); empty cells become "" and are dropped as empty
     kwargs: dict[str, Any] = {"dtype": {text_field: str}, "keep_default_na": False} if fmt in ("csv", "tsv") else {}
-    frame = read_table(path, fmt, **kwargs)
+    frame = read_table(path, fmt, tsv_quoting, **kwargs)
     if text_field not in frame.columns:
         raise ReprotuneError(
             f"{path}: no column '{text_field}' (it has {', '.join(map(str, frame.columns))}); set download.text_field"
@@ -108,7 +108,8 @@ def load_documents(params: MlmDownloadParams, not_utf8: list[str] | None = None)
             raise ReprotuneError(
                 f"download.files.{split} '{path}' is a folder; source '{params.source}' reads one file per split"
             )
-    return {split: table_documents(path, params.source, params.text_field) for split, path in files.items()}
+    return {split: table_documents(path, params.source, params.text_field, params.tsv_quoting)
+            for split, path in files.items()}
 
 
 def clean(splits: dict[str, list[Document]], deduplicate: bool) -> tuple[DatasetDict, dict[str, Any]]:
