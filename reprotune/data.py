@@ -145,7 +145,11 @@ def make_missing_splits(raw: DatasetDict, sizes: MakeSplits, group_column: str |
         if group_column:
             groups = sorted(set(train[group_column]))
             if len(groups) < 2:
-                raise ReprotuneError(f"cannot split by '{group_column}': train has only {len(groups)} group(s)")
+                raise ReprotuneError(
+                    f"cannot carve a {split} split from train (download.make_splits): train has only "
+                    f"{len(groups)} distinct '{group_column}' to hold out; give {split} its own file "
+                    f"(download.files.{split})"
+                )
             import random
 
             rng = random.Random(sizes.seed)
@@ -157,7 +161,10 @@ def make_missing_splits(raw: DatasetDict, sizes: MakeSplits, group_column: str |
             out["train"] = train.select([i for i, key in enumerate(keys) if key not in held])
         else:
             if len(train) < 3:
-                raise ReprotuneError(f"train has {len(train)} examples; too few to carve a {split} split")
+                raise ReprotuneError(
+                    f"train has {len(train)} examples; too few to carve a {split} split (download.make_splits); "
+                    f"give {split} its own file (download.files.{split}) or read more documents from train"
+                )
             parts = train.train_test_split(test_size=fraction, seed=sizes.seed)
             out["train"], out[split] = parts["train"], parts["test"]
     return DatasetDict({split: out[split] for split in SPLITS})

@@ -388,6 +388,10 @@ def test_tables_keep_quote_marks_text_types_and_skip_hidden_files(tmp_path: Path
     (folder / "__MACOSX" / "b.txt").write_text("debris\n", encoding="utf-8")
     docs, _ = FAMILY.load_raw(MlmDownloadParams(source="text", path=str(folder), document_per="file"))
     assert docs["train"]["id"] == ["a.txt"]
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"\xef\xbb\xbfcosts \xa315m\x0cpage two\r\nnext\n")
+    lines, _ = FAMILY.load_raw(MlmDownloadParams(source="text", path=str(latin), invalid_utf8="replace"))
+    assert lines["train"]["text"] == ["costs \ufffd15m\x0cpage two", "next"]
 
 
 def test_held_out_copies_of_train_documents_are_dropped() -> None:

@@ -24,8 +24,12 @@ def read_lines(file: Path, invalid_utf8: str) -> tuple[list[tuple[int, str]], bo
             raise ReprotuneError(f"{exc}; set download.invalid_utf8: replace (or skip) to accept such files") from exc
     if invalid_utf8 == "skip":
         return [], True
+    # Lines as read_text_lines cuts them: on "\n" only, "\r" and a leading BOM dropped.
     text = file.read_bytes().decode("utf-8", errors="replace")
-    return list(enumerate(text.splitlines(), start=1)), True
+    lines = [line.rstrip("\r").lstrip("\ufeff") for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    return list(enumerate(lines, start=1)), True
 
 
 def text_documents(path: Path, document_per: str, pattern: str, invalid_utf8: str = "fail",
