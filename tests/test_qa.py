@@ -129,6 +129,17 @@ def test_unanswerable_windows_all_point_at_cls(tokenizer) -> None:
     assert not any(out["answer_in_window"])
 
 
+def test_decomposed_accent_ending_the_context_is_labelled(tokenizer) -> None:
+    """Uncased tokenizers strip accents: the token of NFD "café" ends before its U+0301."""
+    context = "Le cafe\u0301"
+    assert answer_chars(context, "cafe\u0301", 3) == (3, 7)
+    assert answer_chars("Le caf\u00e9", "caf\u00e9", 3) == (3, 7)
+    out = tokenize_batch(batch(record("q", "Where?", context, "cafe\u0301")), tokenizer, SMALL, keep_offsets=True)
+    tokens = tokenizer.convert_ids_to_tokens(out["input_ids"][0])
+    assert out["answer_in_window"] == [True]
+    assert tokens[out["start_positions"][0]:out["end_positions"][0] + 1] == ["cafe"]
+
+
 def test_long_questions_are_cut_and_settings_checked(tokenizer) -> None:
     questions, cut = cut_questions(["  one two three four five six", "short"], tokenizer, 3)
     assert questions == ["one two three", "short"] and cut == [True, False]
@@ -168,6 +179,18 @@ def test_null_answer_depends_on_version_2_and_threshold() -> None:
     null = best_answer(CONTEXT, [w], Settings(allow_null=True))
     assert (null.text, null.start, null.null_score, null.score) == ("", -1, 12.0, 4.0)
     assert best_answer(CONTEXT, [w], Settings(allow_null=True, null_score_threshold=8.5)).text == "Paris"
+
+
+def test_predicted_span_keeps_the_decomposed_accent_after_its_last_token(tokenizer) -> None:
+    context = "Son re\u0301sume\u0301 est ici."
+    out = tokenize_batch(batch(record("q", "What?", context, "re\u0301sume\u0301")), tokenizer, SMALL,
+                         keep_offsets=True)
+    s, e = out["start_positions"][0], out["end_positions"][0]
+    start, end = np.zeros(len(out["input_ids"][0])), np.zeros(len(out["input_ids"][0]))
+    start[s], end[e] = 5.0, 5.0
+    answer = best_answer(context, [Window(start, end, out["offset_mapping"][0])], Settings())
+    assert (answer.text, answer.start) == ("re\u0301sume\u0301", 4)
+    assert exact_match(answer.text, "re\u0301sume\u0301") == 1.0
 
 
 # metrics --------------------------------------------------------------------
@@ -226,6 +249,78 @@ def test_unanswerable_needs_version_2_flag(tmp_path: Path) -> None:
         load_records(QaDownloadParams(source="json", path=str(path)))
     raw, report = load_records(QaDownloadParams(source="json", path=str(path), version_2_with_negative=True))
     assert raw["train"][0]["answers"] == {"text": [], "answer_start": []} and report["unanswerable"] == {"train": 1}
+
+
+def test_question_without_answers_key_is_an_error_not_unanswerable(tmp_path: Path) -> None:
+    path = squad_file(tmp_path, [{"id": "ok", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]},
+                                 {"id": "q-9", "question": "What?", "answer": [{"text": "Paris", "answer_start": 0}]}])
+    for v2 in (False, True):
+        with pytest.raises(ReprotuneError, match=r"d\.json: data\[0\]\.paragraphs\[0\]\.qas\[1\]: record 'q-9' "
+                                                 r"has no 'answers' \(it has id, question, answer\); give it answers"):
+            load_records(QaDownloadParams(source="json", path=str(path), version_2_with_negative=v2))
+    impossible = squad_file(tmp_path, [{"id": "n", "question": "Who?", "is_impossible": True}], name="v2.json")
+    raw, _ = load_records(QaDownloadParams(source="json", path=str(impossible), version_2_with_negative=True))
+    assert raw["train"][0]["answers"] == {"text": [], "answer_start": []}
+    flat = tmp_path / "d.jsonl"
+    flat.write_text(json.dumps({"id": "q-9", "context": "Paris.", "question": "What?", "answer": []}) + "\n")
+    with pytest.raises(ReprotuneError, match=r"d\.jsonl:1: record 'q-9' has no 'answers'.*answers: \[\] for an "
+                                             r"unanswerable question"):
+        load_records(QaDownloadParams(source="jsonl", path=str(flat), version_2_with_negative=True))
+
+
+def test_squad_json_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    path = squad_file(tmp_path, [{"id": "a", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]}])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    raw, _ = load_records(QaDownloadParams(source="json", path=str(path)))
+    assert raw["train"]["id"] == ["a"]
+    path.write_bytes(b"\xef\xbb\xbf{\n\"data\": [}")
+    with pytest.raises(ReprotuneError, match=r"d\.json:2: not valid JSON"):
+        load_records(QaDownloadParams(source="json", path=str(path)))
+
+
+def test_lone_surrogate_is_replaced_in_place_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    rows = [{"id": 0, "context": "Paris \ud83c is big.", "question": "Which \udf0d?",
+             "answers": {"text": ["big"], "answer_start": [11]}},
+            {"id": 1, "context": "Ann met Bob.", "question": "Who?", "answers": {"text": ["Bob"], "answer_start": [8]}}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    raw, report = load_records(QaDownloadParams(source="jsonl", path=str(path)))
+    first = raw["train"][0]
+    assert first["context"] == "Paris \ufffd is big." and first["question"] == "Which \ufffd?"
+    assert first["context"][11:14] == "big" and report["lone_surrogates_replaced"] == {"train": 1}
+
+
+def test_integer_id_zero_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    row = {"context": "Ann met Bob.", "question": "Who?", "answers": {"text": ["Bob"], "answer_start": [8]}}
+    path.write_text(json.dumps(row | {"id": 0}) + "\n" + json.dumps(row | {"id": 1}) + "\n" + json.dumps(row) + "\n")
+    raw, _ = load_records(QaDownloadParams(source="jsonl", path=str(path)))
+    assert raw["train"]["id"] == ["0", "1", "d.jsonl:3"]
+    nested = squad_file(tmp_path, [{"id": 0, "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]}])
+    assert load_records(QaDownloadParams(source="json", path=str(nested)))[0]["train"]["id"] == ["0"]
+
+
+def test_too_few_groups_to_carve_splits_names_the_keys(tmp_path: Path) -> None:
+    one = squad_file(tmp_path, [{"id": "a", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]}])
+    with pytest.raises(ReprotuneError, match=r"d\.json: download\.make_splits cannot carve validation and test out "
+                                             r"of train: download\.split_by \(auto -> context\) keeps each paragraph "
+                                             r"\(context\) whole and train has only 1 of them \(3 needed\); give them "
+                                             r"their own files with download\.files\.validation / download\.files\.test"):
+        FAMILY.load_raw(QaDownloadParams(source="json", path=str(one)))
+    article = tmp_path / "article.json"
+    qa = {"question": "Who?", "answers": [{"text": "Ann", "answer_start": 0}]}
+    article.write_text(json.dumps({"data": [{"title": "T", "paragraphs": [
+        {"context": "Ann met Bob.", "qas": [qa | {"id": "p1"}]}, {"context": "Ann left.", "qas": [qa | {"id": "p2"}]}]}]}))
+    with pytest.raises(ReprotuneError, match=r"article\.json: .*cannot carve validation out of train: download\.split_by "
+                                             r"\(title\) keeps each article \(title\) whole and train has only 1 of them "
+                                             r"\(2 needed\); set download\.split_by: context to split by paragraph, or "
+                                             r"give them their own files with download\.files\.validation$"):
+        FAMILY.load_raw(QaDownloadParams(source="json", split_by="title",
+                                         files={"train": str(article), "test": str(one)}))
+    assert FAMILY.load_raw(QaDownloadParams(source="json", split_by="context",
+                                            files={"train": str(article), "test": str(one)}))[1]["groups"]["train"] == 2
+    raw, _ = FAMILY.load_raw(QaDownloadParams(source="json", path=str(write_squad(tmp_path / "s.json"))))
+    assert len(raw["train"]) == 36
 
 
 def test_squad_json_and_flat_jsonl_give_the_same_records(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from .eval_order import feature_order
 from .features import WindowSettings, check_settings, tokenize_batch, window_report
 from .params import QaDownloadParams, QaEvaluateParams, QaTaskParams
 from .postprocess import Settings, answer_table
-from .sources import FEATURES, GROUP_COLUMN, load_records
+from .sources import FEATURES, GROUP_COLUMN, check_splittable, load_records
 from .squad_metrics import aggregate
 
 SPLITS = ("train", "validation", "test")
@@ -52,7 +52,11 @@ class QaFamily(TaskFamily):
 
     # download -------------------------------------------------------------
     def load_raw(self, params: QaDownloadParams) -> tuple[DatasetDict, dict[str, Any]]:  # type: ignore[override]
-        return load_records(params)
+        # Checked here, not in load_records: the generic carving that follows would only
+        # say "cannot split by 'group'", while this check names the split_by/files keys.
+        raw, report = load_records(params)
+        check_splittable(report, params)
+        return raw, report
 
     # tokenize -------------------------------------------------------------
     def prepare_meta(self, raw: DatasetDict, params: QaTaskParams) -> Meta:  # type: ignore[override]

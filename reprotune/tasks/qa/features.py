@@ -9,6 +9,7 @@ spans can be mapped back to the original context text."""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,11 +57,14 @@ def cut_questions(questions: list[str], tokenizer: Any, max_tokens: int) -> tupl
 
 
 def answer_chars(context: str, text: str, start: int) -> tuple[int, int]:
-    """Character span of an answer with white space at either end trimmed off."""
+    """Character span of an answer with white space at either end trimmed off, and
+    combining marks at its end: uncased tokenizers strip accents, so the last token of
+    a decomposed (NFD) "café" ends before its U+0301 and the full span would fit no window.
+    Post-processing puts the marks back (`postprocess.past_marks`)."""
     end = start + len(text)
     while start < end and context[start].isspace():
         start += 1
-    while end > start and context[end - 1].isspace():
+    while end > start and (context[end - 1].isspace() or unicodedata.combining(context[end - 1])):
         end -= 1
     return start, end
 

@@ -9,6 +9,7 @@ best span through `null_score_threshold`, as in the official SQuAD v2 recipe."""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,15 @@ def _top(logits: np.ndarray, count: int) -> np.ndarray:
     return np.argsort(-logits, kind="stable")[:count]
 
 
+def past_marks(context: str, end: int) -> int:
+    """Move a span's end over the combining marks that follow it: uncased tokenizers
+    strip accents, so the last token of a decomposed (NFD) "résumé" ends before its
+    final U+0301 and the cut answer would lose it."""
+    while end < len(context) and unicodedata.combining(context[end]):
+        end += 1
+    return end
+
+
 def best_answer(context: str, windows: list[Window], settings: Settings) -> Answer:
     best: tuple[float, int, int, int] | None = None
     null_score: float | None = None
@@ -75,7 +85,7 @@ def best_answer(context: str, windows: list[Window], settings: Settings) -> Answ
     score, w, s, e = best
     if settings.allow_null and null_score is not None and null_score - score > settings.null_score_threshold:
         return Answer("", -1, score, null_score, -1)
-    start_char, end_char = windows[w].offsets[s][0], windows[w].offsets[e][1]
+    start_char, end_char = windows[w].offsets[s][0], past_marks(context, windows[w].offsets[e][1])
     return Answer(context[start_char:end_char], int(start_char), score, null_score, w)
 
 

@@ -2,12 +2,16 @@
 splits with columns id, title, context, question, answers{text, answer_start}, group.
 
 Every record is checked on the way in: an answer_start that does not point at its
-answer text names the record, so a broken file never trains a model silently."""
+answer text names the record, so a broken file never trains a model silently. Lone
+UTF-16 surrogates (JSON allows the escape "\\ud83c" on its own; Arrow cannot store it)
+are repaired to U+FFFD, one character for one so answer offsets stay right, and counted
+in the report."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ FEATURES = Features({
     "group": Value("string"),
 })
 GROUP_COLUMN = "group"
+SURROGATE = re.compile("[\ud800-\udfff]")
 MIN_TITLE_GROUPS = 10
 """`split_by: auto` trusts titles only when train has this many: the SQuAD train subset
 keeps a single placeholder title, which would make one unsplittable group."""
@@ -82,9 +87,34 @@ def _record(rid: Any, title: Any, context: Any, question: Any, answers: Any, whe
             "question": question, "answers": _answers(answers, f"{where}: record '{rid}'")}
 
 
+def _record_id(value: Any, fallback: str) -> Any:
+    """The record's own id unless it has none; an id of 0 is an id."""
+    return fallback if value is None or value == "" else value
+
+
+def _missing_key(where: str, rid: Any, key: str, row: dict[str, Any]) -> ReprotuneError:
+    """A question without `answers` is an error, never unanswerable: a misspelt key would
+    otherwise turn every question into a SQuAD v2 null answer."""
+    hint = ("give it answers: [{text, answer_start}], or answers: [] for an unanswerable question "
+            "(with download.version_2_with_negative: true)" if key == "answers"
+            else "each record needs context, question and answers")
+    return ReprotuneError(f"{where}: record '{rid}' has no '{key}' (it has {', '.join(map(str, row)) or 'no keys'}); "
+                          + hint)
+
+
+def _squad_answers(qa: dict[str, Any], where: str, rid: Any) -> Any:
+    """`is_impossible: true` needs no answers; otherwise the key must be there."""
+    if qa.get("is_impossible"):
+        return []
+    if "answers" not in qa:
+        raise _missing_key(where, rid, "answers", qa)
+    return qa["answers"]
+
+
 def _read_json(path: Path) -> Any:
+    """Parse a JSON file; a leading byte-order mark (Windows editors write one) is accepted."""
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
+        return json.loads(path.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise ReprotuneError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
@@ -111,8 +141,8 @@ def read_squad_json(path: Path) -> list[Record]:
             for q, qa in enumerate(paragraph.get("qas") or []):
                 if not isinstance(qa, dict):
                     raise ReprotuneError(f"{path}: data[{a}].paragraphs[{p}].qas[{q}] is not an object")
-                rid = qa.get("id") or f"{path.name}:{a}.{p}.{q}"
-                answers = [] if qa.get("is_impossible") else qa.get("answers")
+                rid = _record_id(qa.get("id"), f"{path.name}:{a}.{p}.{q}")
+                answers = _squad_answers(qa, f"{path}: data[{a}].paragraphs[{p}].qas[{q}]", rid)
                 records.append(_record(rid, article.get("title"), paragraph["context"], qa.get("question"),
                                        answers, str(path)))
     if not records:
@@ -124,12 +154,11 @@ def read_jsonl(path: Path) -> list[Record]:
     """One object a line: id, context, question, answers (HF or SQuAD layout), optional title."""
     records: list[Record] = []
     for number, row in read_json_lines(path):
-        where = f"{path}:{number}"
+        rid = _record_id(row.get("id"), f"{path.name}:{number}")
         missing = [key for key in ("context", "question", "answers") if key not in row]
         if missing:
-            raise ReprotuneError(f"{where}: record has no '{missing[0]}' (needs id, context, question, answers)")
-        records.append(_record(row.get("id") or f"{path.name}:{number}", row.get("title"), row["context"],
-                               row["question"], row["answers"], str(path)))
+            raise _missing_key(f"{path}:{number}", rid, missing[0], row)
+        records.append(_record(rid, row.get("title"), row["context"], row["question"], row["answers"], str(path)))
     if not records:
         raise ReprotuneError(f"{path}: no records found (expected one JSON object per line)")
     return records
@@ -187,6 +216,46 @@ def choose_split_by(train: list[Record], requested: str) -> str:
     return "title" if "" not in titles and len(titles) >= MIN_TITLE_GROUPS else "context"
 
 
+def _no_surrogates(value: Any) -> Any:
+    return SURROGATE.sub("\ufffd", value) if isinstance(value, str) else value
+
+
+def repair_surrogates(record: Record) -> bool:
+    """Replace lone surrogates with U+FFFD in every text field; True if any was there."""
+    before = [record[key] for key in ("id", "title", "context", "question")] + list(record["answers"]["text"])
+    for key in ("id", "title", "context", "question"):
+        record[key] = _no_surrogates(record[key])
+    record["answers"]["text"] = [_no_surrogates(text) for text in record["answers"]["text"]]
+    after = [record[key] for key in ("id", "title", "context", "question")] + record["answers"]["text"]
+    return before != after
+
+
+def train_source(params: QaDownloadParams) -> str:
+    """The train data as errors name it."""
+    if params.source == "hub":
+        return f"hub dataset '{params.dataset}'"
+    return (params.files or {}).get("train") or params.path or "download.path"
+
+
+def check_splittable(report: dict[str, Any], params: QaDownloadParams) -> None:
+    """Refuse before carving when train has too few groups: every split carved out of
+    train takes at least one whole article or paragraph, and train must keep one."""
+    missing = [split for split in ("validation", "test") if split not in report["groups"]]
+    groups = report["groups"]["train"]
+    if not missing or groups > len(missing):
+        return
+    unit = "article (title)" if report["split_by"] == "title" else "paragraph (context)"
+    chosen = params.split_by if params.split_by == report["split_by"] else f"{params.split_by} -> {report['split_by']}"
+    own = ("map source splits to them with download.splits" if params.source == "hub" else
+           "give them their own files with " + " / ".join(f"download.files.{split}" for split in missing))
+    fix = "set download.split_by: context to split by paragraph, or " + own if report["split_by"] == "title" else own
+    raise ReprotuneError(
+        f"{train_source(params)}: download.make_splits cannot carve {' and '.join(missing)} out of train: "
+        f"download.split_by ({chosen}) keeps each {unit} whole and train has only {groups} of them "
+        f"({len(missing) + 1} needed); {fix}"
+    )
+
+
 def load_records(params: QaDownloadParams) -> tuple[DatasetDict, dict[str, Any]]:
     """Checked splits with a `group` column for article- or paragraph-level splitting."""
     splits, where = read_splits(params)
@@ -197,6 +266,9 @@ def load_records(params: QaDownloadParams) -> tuple[DatasetDict, dict[str, Any]]
                               "unanswerable": {}, "groups": {}}
     out = {}
     for split, records in splits.items():
+        repaired = sum(repair_surrogates(record) for record in records)
+        if repaired:
+            report.setdefault("lone_surrogates_replaced", {})[split] = repaired
         seen: set[str] = set()
         for record in records:
             if record["id"] in seen:
