@@ -193,3 +193,126 @@ def test_confusion_pairs_do_not_depend_on_the_hash_seed() -> None:
                               check=True, capture_output=True, text=True).stdout for seed in range(3)}
     assert len(outputs) == 1, outputs
     assert outputs.pop().startswith("[{'actual': 'person'")
+
+
+# --- loader robustness: column indices, separators, cell types, integer tags, file names --------------------------
+
+
+def load_ner(**download: object) -> tuple:
+    """Load through the NER family with `download` params validated as in params.yaml."""
+    from reprotune.tasks.ner import FAMILY
+    from reprotune.tasks.ner.params import NerDownloadParams
+
+    return FAMILY.load_raw(NerDownloadParams.model_validate(download))
+
+
+def write_jsonl(tmp_path: Path, rows: list[dict], name: str = "d.jsonl") -> Path:
+    import json
+
+    return write(tmp_path, "".join(json.dumps(row) + "\n" for row in rows), name)
+
+
+@pytest.mark.parametrize("columns,key", [({"tag_column": -5}, "download.tag_column"),
+                                         ({"token_column": 5}, "download.token_column"),
+                                         ({"token_column": -4, "tag_column": 4}, "download.tag_column")])
+def test_conll_column_index_beyond_the_line_names_key_and_column_count(tmp_path: Path, columns: dict,
+                                                                      key: str) -> None:
+    path = write(tmp_path, "EU\tNNP\tB-NP\tB-ORG\nrejects\tVBZ\tB-VP\tO\n")
+    with pytest.raises(ReprotuneError, match=rf"data\.conll:1: .*{key}.*4 columns"):
+        read_conll(path, **columns)
+    assert read_conll(path, token_column=-4, tag_column=-1)[0]["tokens"] == ["EU", "rejects"]
+
+
+def test_conll_token_and_tag_in_the_same_column_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "EU\tNNP\tB-ORG\n")
+    with pytest.raises(ReprotuneError, match=r"data\.conll:1: download\.token_column .*same column"):
+        read_conll(path, token_column=2, tag_column=-1)
+
+
+def test_conll_errors_say_white_space_and_point_at_the_separator(tmp_path: Path) -> None:
+    path = write(tmp_path, "a O\nb  c O\n")
+    with pytest.raises(ReprotuneError, match=r"data\.conll:2: expected 2 columns separated by white space"):
+        read_conll(path, separator=None)
+    path = write(tmp_path, "EU NNP B-NP B-ORG\n", "spaces.conll")
+    with pytest.raises(ReprotuneError, match=r"spaces\.conll:1: .*1 column.*download\.separator"):
+        read_conll(path)
+
+
+def test_conll_empty_tag_names_line_and_tag_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "Paris\tB-LOC\t\nis\tO\t\n")
+    with pytest.raises(ReprotuneError, match=r"data\.conll:1: .*empty.*download\.tag_column"):
+        read_conll(path)
+
+
+@pytest.mark.parametrize("row,key", [({"tokens": "ab", "ner_tags": ["O", "O"]}, "download.tokens_field"),
+                                     ({"tokens": ["a", "b"], "ner_tags": "OO"}, "download.tags_field")])
+def test_a_string_cell_is_refused_not_split_into_characters(tmp_path: Path, row: dict, key: str) -> None:
+    path = write_jsonl(tmp_path, [{"tokens": ["x"], "ner_tags": ["O"]}, row])
+    with pytest.raises(ReprotuneError, match=rf"d\.jsonl:2: .*\({key}\) is a string, not a list.*list of tokens"):
+        load_ner(source="jsonl", path=str(path))
+
+
+def test_csv_is_not_a_ner_source() -> None:
+    """CSV cells cannot hold the lists of tokens and tags a sentence needs."""
+    from reprotune.params import validate_task
+
+    section = {"type": "ner", "model": {"name_or_path": "m"}, "download": {"source": "csv", "path": "x.csv"},
+               "tokenize": {}, "train_full": {}, "train_lora": {}, "evaluate": {}, "error_analysis": {}}
+    with pytest.raises(ReprotuneError, match=r"tasks\.t\.download\.source.*jsonl"):
+        validate_task("t", section)
+
+
+CONLL2003_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+
+
+def test_integer_tags_map_through_download_labels(tmp_path: Path) -> None:
+    """What `Dataset.to_json` writes for conll2003: class ids, one JSON object per line."""
+    path = write_jsonl(tmp_path, [{"id": "0", "tokens": ["EU", "rejects", "German"], "ner_tags": [3, 0, 7]}],
+                       "conll2003.json")
+    raw, _ = load_ner(source="json", path=str(path), labels=CONLL2003_LABELS)
+    assert raw["train"][0]["tags"] == ["B-ORG", "O", "B-MISC"]
+    with pytest.raises(ReprotuneError, match=r"conll2003\.json:1: .*class ids.*download\.labels"):
+        load_ner(source="json", path=str(path))
+    with pytest.raises(ReprotuneError, match=r"conll2003\.json:1: tag 3 \(word 1\) .*download\.labels \(3 names"):
+        load_ner(source="json", path=str(path), labels=["O", "B-X", "I-X"])
+
+
+def test_class_label_names_from_the_hub_or_parquet_are_used(tmp_path: Path) -> None:
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+
+    from reprotune.tasks.ner import FAMILY
+    from reprotune.tasks.ner.params import NerDownloadParams
+
+    features = Features({"tokens": Sequence(Value("string")),
+                         "ner_tags": Sequence(ClassLabel(names=["O", "B-PER", "I-PER"]))})
+    dataset = Dataset.from_dict({"tokens": [["Bob", "Dylan", "sang"]], "ner_tags": [[1, 2, 0]]}, features=features)
+    rows = FAMILY._rows_from_dataset(dataset, NerDownloadParams(source="hub", dataset="x"), "train")
+    assert rows[0]["tags"] == ["B-PER", "I-PER", "O"]
+    dataset.to_parquet(str(tmp_path / "d.parquet"))
+    raw, _ = load_ner(source="parquet", path=str(tmp_path / "d.parquet"))
+    assert raw["train"][0]["tags"] == ["B-PER", "I-PER", "O"]
+
+
+def test_bad_jsonl_line_and_bad_row_name_the_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, '{"tokens": ["a"], "ner_tags": ["O"]}\n{"tokens": ["b"], \n', "d.jsonl")
+    with pytest.raises(ReprotuneError, match=r"d\.jsonl:2: not valid JSON"):
+        load_ner(source="jsonl", path=str(path))
+    path = write_jsonl(tmp_path, [{"tokens": ["a"], "ner_tags": ["O"]}, {"tokens": ["b"], "ner_tags": ["PER"]}])
+    with pytest.raises(ReprotuneError, match=r"d\.jsonl:2: train sentence train:1: tag 'PER'"):
+        load_ner(source="jsonl", path=str(path))
+    path = write_jsonl(tmp_path, [{"tokens": ["a"], "tags": ["O"]}])
+    with pytest.raises(ReprotuneError, match=r"d\.jsonl:1: no field 'ner_tags' .*download\.tags_field"):
+        load_ner(source="jsonl", path=str(path))
+
+
+def test_json_array_with_a_byte_order_mark_loads_and_names_rows(tmp_path: Path) -> None:
+    import json
+
+    rows = [{"tokens": ["Paris"], "ner_tags": ["B-LOC"]}, {"tokens": ["is", "big"], "ner_tags": ["O"]}]
+    path = tmp_path / "d.json"
+    path.write_text("\ufeff" + json.dumps(rows[:1], indent=1), encoding="utf-8")
+    raw, _ = load_ner(source="json", path=str(path))
+    assert raw["train"][0]["tokens"] == ["Paris"] and raw["train"][0]["tags"] == ["B-LOC"]
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    with pytest.raises(ReprotuneError, match=r"d\.json row 2: train sentence train:1: 2 tokens but 1 tags"):
+        load_ner(source="json", path=str(path))

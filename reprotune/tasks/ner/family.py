@@ -21,6 +21,7 @@ from .analysis import analyse
 from .conll import read_conll
 from .metrics import entity_scores
 from .params import NerDownloadParams, NerTaskParams
+from .records import class_names, read_records, sentence_row
 from .spans import entity_spans, split_words
 from .tags import check_and_repair, label_list
 
@@ -46,22 +47,19 @@ class NerFamily(TaskFamily):
                 splits[split] = read_conll(path, params.token_column, params.tag_column, params.separator,
                                            params.token_prefix)
         else:
-            from datasets import load_dataset
-
-            files = {split: str(path) for split, path in local_files(params).items()}
-            builder = "json" if params.source in ("json", "jsonl") else params.source
-            try:
-                loaded = load_dataset(builder, data_files=files)
-            except Exception as exc:
-                raise ReprotuneError(f"cannot read {files} as {params.source}: {str(exc).splitlines()[0]}") from exc
-            for split, dataset in loaded.items():
-                splits[split] = self._rows_from_dataset(dataset, params, split)
+            for split, path in local_files(params).items():
+                records, names = read_records(path, params.source, params.tags_field)
+                splits[split] = [sentence_row(record, params, str(record.get("id", f"{split}:{index}")), location,
+                                              location, names)
+                                 for index, (location, record) in enumerate(records)]
         report: dict[str, Any] = {"iob_repairs": {}}
         out = {}
         for split, rows in splits.items():
             repairs = 0
             for row in rows:
                 where = f"{split} sentence {row['id']}"
+                if row.get("where"):
+                    where = f"{row['where']}: {where}"
                 if len(row["tokens"]) != len(row["tags"]):
                     raise ReprotuneError(
                         f"{where}: {len(row['tokens'])} tokens but {len(row['tags'])} tags"
@@ -80,15 +78,11 @@ class NerFamily(TaskFamily):
                     f"{split} split has no column '{field}' (it has {', '.join(dataset.column_names)}); "
                     "set download.tokens_field / download.tags_field"
                 )
-        feature = dataset.features[params.tags_field]
-        names = getattr(getattr(feature, "feature", None), "names", None)
+        names = class_names(dataset.features[params.tags_field])
         rows = []
         for index, example in enumerate(dataset):
-            tags = example[params.tags_field]
-            if names is not None:
-                tags = [names[t] for t in tags]
-            rows.append({"id": str(example.get("id", f"{split}:{index}")), "tokens": list(example[params.tokens_field]),
-                         "tags": [str(t) for t in tags]})
+            row_id = str(example.get("id", f"{split}:{index}"))
+            rows.append(sentence_row(example, params, row_id, f"{split} sentence {row_id}", None, names))
         return rows
 
     def validate_raw(self, raw: DatasetDict, params: NerTaskParams) -> None:  # type: ignore[override]

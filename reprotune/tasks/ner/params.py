@@ -10,7 +10,9 @@ from ...params import DownloadParams, ErrorAnalysisParams, TaskParams, TokenizeP
 
 
 class NerDownloadParams(DownloadParams):
-    source: Literal["hub", "conll", "json", "jsonl", "csv", "parquet"]
+    source: Literal["hub", "conll", "json", "jsonl", "parquet"] = Field(
+        description="CSV is not offered: its cells cannot hold the lists of tokens and tags a sentence needs"
+    )
     tokens_field: str = "tokens"
     tags_field: str = "ner_tags"
     token_column: int = 0
