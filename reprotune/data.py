@@ -96,6 +96,55 @@ def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, value
 
 
+def read_json_file(path: Path) -> Any:
+    """Parse one JSON document; a leading byte-order mark is accepted, and bad bytes or bad
+    JSON name the file and line."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ReprotuneError(f"{path}:{line}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):
+            raise JsonLinesInstead from exc
+        raise ReprotuneError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+
+
+class JsonLinesInstead(Exception):
+    """A `.json` file holding one object per line, as HF `Dataset.to_json` writes by default."""
+
+
+def read_json_records(path: Path, unit: str = "example") -> list[tuple[str, dict[str, Any]]]:
+    """(where, object) for each record of a JSON list, a {"data": [...]} wrapper, or JSON
+    lines in a .json file (HF's `to_json` default); `where` is file:line or `file row N`."""
+    try:
+        value = read_json_file(path)
+    except JsonLinesInstead:
+        return [(f"{path}:{number}", record) for number, record in read_json_lines(path)]
+    if isinstance(value, dict) and isinstance(value.get("data"), list):
+        value = value["data"]
+    elif isinstance(value, dict):
+        return [(f"{path}:1", value)]  # JSON lines with a single line
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ReprotuneError(f"{path}: expected a list of objects (or {{\"data\": [...]}}), one per {unit}")
+    return [(f"{path} row {number}", item) for number, item in enumerate(value, start=1)]
+
+
+def parquet_features(path: Path) -> Any:
+    """The `datasets` Features a Parquet file written by HF `to_parquet` keeps in its schema
+    (ClassLabel names included), or plain Arrow types for any other Parquet file."""
+    import pyarrow.parquet as pq
+    from datasets import Features
+
+    try:
+        return Features.from_arrow_schema(pq.read_schema(path))
+    except (OSError, ValueError) as exc:
+        raise ReprotuneError(f"{path}: cannot read as parquet: {str(exc).splitlines()[0]}") from exc
+
+
 def read_table(path: Path, fmt: str, tsv_quoting: str = "none", **kwargs: Any) -> Any:
     """Read CSV/TSV/JSON/JSONL/Parquet into pandas, naming the file on failure.
 

@@ -175,11 +175,14 @@ def test_tsv_quoting_csv_reads_pandas_exports(tmp_path: Path) -> None:
         load({"source": "tsv", "path": str(path)})
 
 
-def test_json_file_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+def test_json_file_with_a_byte_order_mark_or_json_lines_loads(tmp_path: Path) -> None:
     path = tmp_path / "d.json"
     path.write_text('[{"text": "a", "label": "x"}, {"text": "b", "label": "y"}]', encoding="utf-8-sig")
     raw, _ = load({"source": "json", "path": str(path)})
     assert raw["train"]["text"] == ["a", "b"]
+    exported = write(tmp_path / "e.json", '{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
+    raw, _ = load({"source": "json", "path": str(exported)})  # HF `to_json` writes JSON lines
+    assert raw["train"]["text"] == ["a", "b"] and raw["train"]["id"] == ["e.json:1", "e.json:2"]
 
 
 def test_hub_classlabel_order_kept_and_no_gold_label_rows_dropped() -> None:

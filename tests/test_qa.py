@@ -276,6 +276,9 @@ def test_squad_json_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf{\n\"data\": [}")
     with pytest.raises(ReprotuneError, match=r"d\.json:2: not valid JSON"):
         load_records(QaDownloadParams(source="json", path=str(path)))
+    path.write_text('{"id": "a", "context": "c"}\n{"id": "b", "context": "c"}\n', encoding="utf-8")
+    with pytest.raises(ReprotuneError, match=r"d\.json: holds one JSON object per line.*source: jsonl"):
+        load_records(QaDownloadParams(source="json", path=str(path)))
 
 
 def test_lone_surrogate_is_replaced_in_place_and_counted(tmp_path: Path) -> None:

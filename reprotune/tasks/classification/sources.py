@@ -8,7 +8,6 @@ from; rows a source marks as unlabelled are dropped and counted, never guessed."
 from __future__ import annotations
 
 import csv
-import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +17,8 @@ from typing import Any
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from ...assets import resolve_path
-from ...data import load_hub, read_json_lines, read_table, read_text_lines, visible_files
+from ...data import (load_hub, parquet_features, read_json_lines, read_json_records, read_table,
+                     read_text_lines, visible_files)
 from ...errors import ReprotuneError
 from .labels import apply_label_map, check_allowed, integer_column, label_value, sort_labels
 from .params import ClsDownloadParams, Column
@@ -208,41 +208,23 @@ def delimited_records(path: Path, fmt: str, params: ClsDownloadParams) -> tuple[
 
 
 def object_records(path: Path, fmt: str) -> list[Record]:
-    """JSONL (one object per line), JSON (a list of objects, or {"data": [...]}) or Parquet."""
+    """JSONL, JSON (a list of objects, {"data": [...]}, or JSON lines as HF `to_json` writes) or Parquet."""
     records: list[Record] = []
     if fmt == "jsonl":
         for number, value in read_json_lines(path):
             records.append((f"{path}:{number}", number, value))
         return records
     if fmt == "json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
-        except UnicodeDecodeError as exc:
-            raise ReprotuneError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
-        except json.JSONDecodeError as exc:
-            raise ReprotuneError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
-        items = data.get("data") if isinstance(data, dict) else data
-        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-            raise ReprotuneError(f"{path}: expected a list of objects (or {{\"data\": [...]}}), one per example")
-    else:
-        items = read_table(path, fmt).to_dict("records")
+        return [(where, number, item) for number, (where, item) in enumerate(read_json_records(path), start=1)]
+    items = read_table(path, fmt).to_dict("records")
     return [(f"{path} row {number}", number, item) for number, item in enumerate(items, start=1)]
 
 
 def parquet_class_names(path: Path, column: Column) -> list[str] | None:
-    """The label names a Parquet file written by HF datasets (`to_parquet`) keeps in its
-    schema metadata for a ClassLabel column; None for any other file or column."""
-    import pyarrow.parquet as pq
-
-    metadata = pq.read_schema(path).metadata or {}
-    try:
-        features = json.loads(metadata[b"huggingface"])["info"]["features"]
-        feature = features[column]
-    except (KeyError, TypeError, ValueError):
-        return None
-    if isinstance(feature, dict) and feature.get("_type") == "ClassLabel" and feature.get("names"):
-        return [str(name) for name in feature["names"]]
-    return None
+    """The label names a Parquet file written by HF datasets (`to_parquet`) keeps for a
+    ClassLabel column; None for any other file or column."""
+    feature = parquet_features(path).get(column) if isinstance(column, str) else None
+    return list(feature.names) if isinstance(feature, ClassLabel) else None
 
 
 def class_id_to_name(label: Any, names: list[str], where: str, column: str) -> str | None:

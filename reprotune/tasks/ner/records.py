@@ -3,11 +3,10 @@ list of tags per row, checked cell by cell so a mistake names the file and line 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from ...data import read_json_lines
+from ...data import parquet_features, read_json_lines, read_json_records
 from ...errors import ReprotuneError
 from .params import NerDownloadParams
 
@@ -22,45 +21,20 @@ def read_records(path: Path, source: str, tags_field: str) -> tuple[list[Record]
     if source == "jsonl":
         return [(f"{path}:{number}", value) for number, value in read_json_lines(path)], None
     if source == "json":
-        return read_json(path), None
+        return read_json_records(path, "sentence"), None
     return read_parquet(path, tags_field)
-
-
-def read_json(path: Path) -> list[Record]:
-    """A list of objects (or {"data": [...]}); JSON lines too, as `Dataset.to_json` writes them."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8").lstrip("\ufeff")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise ReprotuneError(f"{path}:{line}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        if exc.msg == "Extra data" and text.lstrip().startswith("{"):
-            return [(f"{path}:{number}", record) for number, record in read_json_lines(path)]
-        raise ReprotuneError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
-    if isinstance(value, dict) and not isinstance(value.get("data"), list):
-        start = text[:len(text) - len(text.lstrip())].count("\n") + 1
-        return [(f"{path}:{start}", value)]
-    if isinstance(value, dict):
-        value = value["data"]
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise ReprotuneError(f"{path}: expected a list of objects (or {{\"data\": [...]}}), one per sentence")
-    return [(f"{path} row {number}", item) for number, item in enumerate(value, start=1)]
 
 
 def read_parquet(path: Path, tags_field: str) -> tuple[list[Record], list[str] | None]:
     """Rows through pyarrow; the schema's `datasets` metadata restores ClassLabel names."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from datasets import Features
 
+    names = class_names(parquet_features(path).get(tags_field))
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
         raise ReprotuneError(f"{path}: cannot read as parquet: {str(exc).splitlines()[0]}") from exc
-    names = class_names(Features.from_arrow_schema(table.schema).get(tags_field))
     return [(f"{path} row {number}", row) for number, row in enumerate(table.to_pylist(), start=1)], names
 
 

@@ -10,14 +10,13 @@ in the report."""
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, DatasetDict, Features, List, Value
 
-from ...data import load_hub, local_files, read_json_lines
+from ...data import JsonLinesInstead, load_hub, local_files, read_json_file, read_json_lines
 from ...errors import ReprotuneError
 from .params import QaDownloadParams
 
@@ -112,13 +111,10 @@ def _squad_answers(qa: dict[str, Any], where: str, rid: Any) -> Any:
 
 
 def _read_json(path: Path) -> Any:
-    """Parse a JSON file; a leading byte-order mark (Windows editors write one) is accepted."""
     try:
-        return json.loads(path.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise ReprotuneError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
-    except json.JSONDecodeError as exc:
-        raise ReprotuneError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+        return read_json_file(path)
+    except JsonLinesInstead:
+        raise ReprotuneError(f"{path}: holds one JSON object per line, not SQuAD JSON; set download.source: jsonl")
 
 
 def read_squad_json(path: Path) -> list[Record]:
