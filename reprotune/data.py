@@ -70,14 +70,16 @@ def local_files(params: DownloadParams) -> dict[str, Path]:
     raise ReprotuneError(f"download.source '{params.source}' needs download.path or download.files")
 
 
-def read_text_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (line number, line) and name the file and line on bytes that are not UTF-8.
+def read_text_lines(path: Path, replace_invalid: bool = False) -> Iterator[tuple[int, str]]:
+    """Yield (line number, line) and name the file and line on bytes that are not UTF-8
+    (or, with `replace_invalid`, put U+FFFD in their place).
     A byte-order mark opening a line is dropped: editors write one at the start of a file,
     and files joined with `cat` carry it into the middle (WNUT-17's dev set ends in one)."""
+    errors = "replace" if replace_invalid else "strict"
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                yield number, raw.decode("utf-8").rstrip("\r\n").lstrip("\ufeff")
+                yield number, raw.decode("utf-8", errors).rstrip("\r\n").lstrip("\ufeff")
             except UnicodeDecodeError as exc:
                 raise ReprotuneError(f"{path}:{number}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
 
@@ -133,24 +135,30 @@ def read_json_records(path: Path, unit: str = "example") -> list[tuple[str, dict
     return [(f"{path} row {number}", item) for number, item in enumerate(value, start=1)]
 
 
-def parquet_features(path: Path) -> Any:
-    """The `datasets` Features a Parquet file written by HF `to_parquet` keeps in its schema
-    (ClassLabel names included), or plain Arrow types for any other Parquet file."""
+def parquet_feature(path: Path, column: str) -> Any:
+    """The `datasets` feature (a ClassLabel with its names, say) that a Parquet file written
+    by HF `to_parquet` records for one column in its schema metadata; None when the file
+    has no such record. Only that column is decoded, so other exotic columns don't matter."""
     import pyarrow.parquet as pq
     from datasets import Features
 
     try:
-        return Features.from_arrow_schema(pq.read_schema(path))
-    except (OSError, ValueError) as exc:
+        metadata = pq.read_schema(path).metadata or {}
+    except OSError as exc:
         raise ReprotuneError(f"{path}: cannot read as parquet: {str(exc).splitlines()[0]}") from exc
+    try:
+        feature = json.loads(metadata[b"huggingface"])["info"]["features"][column]
+        return Features.from_dict({column: feature})[column]
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def read_table(path: Path, fmt: str, tsv_quoting: str = "none", **kwargs: Any) -> Any:
-    """Read CSV/TSV/JSON/JSONL/Parquet into pandas, naming the file on failure.
+    """Read CSV/TSV/Parquet into pandas, naming the file on failure (JSON goes through
+    `read_json_records`, which keeps value types and names lines).
 
     TSV is read without quoting by default (`tsv_quoting: none`: raw GLUE files have bare
-    quote marks, which CSV quoting would join across lines); JSON values keep their types
-    (a text column of "1990" stays text) and a leading byte-order mark is accepted."""
+    quote marks, which CSV quoting would join across lines); a leading BOM is accepted."""
     import csv
 
     import pandas as pd
@@ -160,15 +168,13 @@ def read_table(path: Path, fmt: str, tsv_quoting: str = "none", **kwargs: Any) -
             if fmt == "tsv" and tsv_quoting == "none":
                 kwargs = {"quoting": csv.QUOTE_NONE, **kwargs}
             return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", encoding="utf-8-sig", **kwargs)
-        if fmt in ("jsonl", "json"):
-            return pd.read_json(path, lines=fmt == "jsonl", encoding="utf-8-sig", dtype=False, **kwargs)
         if fmt == "parquet":
             return pd.read_parquet(path, **kwargs)
     except UnicodeDecodeError as exc:
         raise ReprotuneError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
     except (ValueError, OSError) as exc:
         raise ReprotuneError(f"{path}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from exc
-    raise ReprotuneError(f"unknown file format '{fmt}'; allowed: csv, tsv, json, jsonl, parquet")
+    raise ReprotuneError(f"unknown table format '{fmt}'; allowed: csv, tsv, parquet")
 
 
 def visible_files(root: Path, pattern: str) -> list[Path]:
@@ -197,7 +203,7 @@ def make_missing_splits(raw: DatasetDict, sizes: MakeSplits, group_column: str |
                 raise ReprotuneError(
                     f"cannot carve a {split} split from train (download.make_splits): train has only "
                     f"{len(groups)} distinct '{group_column}' to hold out; give {split} its own file "
-                    f"(download.files.{split})"
+                    f"(download.files.{split}; download.splits on the Hub)"
                 )
             import random
 
@@ -212,7 +218,8 @@ def make_missing_splits(raw: DatasetDict, sizes: MakeSplits, group_column: str |
             if len(train) < 3:
                 raise ReprotuneError(
                     f"train has {len(train)} examples; too few to carve a {split} split (download.make_splits); "
-                    f"give {split} its own file (download.files.{split}) or read more documents from train"
+                    f"give {split} its own file (download.files.{split}; download.splits on the Hub) or read more "
+                    "documents from train"
                 )
             parts = train.train_test_split(test_size=fraction, seed=sizes.seed)
             out["train"], out[split] = parts["train"], parts["test"]

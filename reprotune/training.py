@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import sys
@@ -136,9 +137,9 @@ def last_checkpoint(directory: Path) -> str | None:
     if not directory.is_dir():
         return None
     numbered = sorted(
-        (int(path.name.split("-")[1]), path)
+        (int(match[1]), path)
         for path in directory.glob("checkpoint-*")
-        if path.is_dir() and path.name.split("-")[1].isdigit()
+        if path.is_dir() and (match := re.fullmatch(r"checkpoint-([0-9]+)", path.name))
     )
     for _, checkpoint in reversed(numbered):
         if checkpoint_is_complete(checkpoint):

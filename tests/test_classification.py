@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
@@ -161,6 +163,11 @@ def test_hf_parquet_export_keeps_classlabel_names_and_drops_no_gold_label(tmp_pa
     features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
     dataset = Dataset.from_dict({"text": ["a", "b", "c", "d"], "label": [2, -1, 0, 2]}, features=features)
     dataset.to_parquet(str(tmp_path / "train.parquet"))
+    # Another column of an Arrow type `datasets` has no feature for must not matter.
+    table = pq.read_table(tmp_path / "train.parquet")
+    extra = pa.array([[("k", 1)]] * 4, type=pa.map_(pa.string(), pa.int64()))
+    pq.write_table(table.append_column("extra", extra).replace_schema_metadata(table.schema.metadata),
+                   tmp_path / "train.parquet")
     raw, report = load({"source": "parquet", "path": str(tmp_path / "train.parquet")})
     assert report["labels"] == names and report["label_order"] == "source ClassLabel"
     assert report["dropped"]["no_gold_label"] == {"train": 1}
@@ -286,8 +293,20 @@ def test_params_refuse_three_text_fields_and_columns_with_header() -> None:
         validate_task("t", section("m", {"source": "tsv", "columns": ["a", "b"]}))
     with pytest.raises(ReprotuneError, match=r"unknown key 'tasks\.t\.download\.text_field' \(did you mean"):
         validate_task("t", section("m", {"source": "csv", "text_field": "a"}))
-    with pytest.raises(ReprotuneError, match="column positions .* set header: false"):
-        validate_task("t", section("m", {"source": "tsv", "text_fields": [3], "label_field": 1}))
+
+
+def test_column_positions_with_a_header_that_is_really_data_are_refused(tmp_path: Path) -> None:
+    """The raw CoLA file has no header: header: true would silently lose its first row."""
+    cola = write(tmp_path / "cola.tsv", "gj04\t1\t\tOur friends won't buy it.\ngj04\t0\t*\tOne more pseudo.\n"
+                                          "gj04\t1\t\tThe more we study.\n")
+    with pytest.raises(ReprotuneError, match=r"cola\.tsv:1: download\.header is true.*'1'.*header: false"):
+        load({"source": "tsv", "path": str(cola), "text_fields": [3], "label_field": 1})
+    named = write(tmp_path / "named.tsv", "sentence\tlabel\nA.\tpos\nB.\tneg\nC.\tpos\n")
+    raw, _ = load({"source": "tsv", "path": str(named), "text_fields": [0], "label_field": 1})
+    assert raw["train"]["text"] == ["A.", "B.", "C."]
+    headerless = write(tmp_path / "h.tsv", "A.\tpos\nB.\tneg\nC.\tpos\n")
+    with pytest.raises(ReprotuneError, match=r"h\.tsv:1: .*'pos' looks like a label"):
+        load({"source": "tsv", "path": str(headerless), "text_fields": [0], "label_field": 1})
 
 
 def test_yaml_numbers_in_label_params_are_taken_as_text(tmp_path: Path) -> None:

@@ -140,6 +140,8 @@ def test_last_checkpoint_skips_and_removes_half_written_ones(tmp_path: Path) -> 
         if state is not None:
             (checkpoint / "trainer_state.json").write_text(state)
     (tmp_path / "checkpoint-notes").mkdir()
+    (tmp_path / "checkpoint-30-backup").mkdir()
     assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-5", "checkpoint-notes"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-30-backup", "checkpoint-5",
+                                                          "checkpoint-notes"]
     assert last_checkpoint(tmp_path / "missing") is None

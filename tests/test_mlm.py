@@ -373,14 +373,17 @@ def test_tables_keep_quote_marks_text_types_and_skip_hidden_files(tmp_path: Path
     tsv.write_text('id\ttext\n1\t"Best movie" - mom\n2\t"Unclosed quote\n3\tthird\n', encoding="utf-8")
     plain, _ = FAMILY.load_raw(MlmDownloadParams(source="tsv", path=str(tsv)))
     assert plain["train"]["text"] == ['"Best movie" - mom', '"Unclosed quote', "third"]
-    exported = tmp_path / "e.tsv"
-    exported.write_text('text\n"say ""hi""\tthere"\nplain\n', encoding="utf-8")
-    quoted, _ = FAMILY.load_raw(MlmDownloadParams(source="tsv", path=str(exported), tsv_quoting="csv"))
+    exported_tsv = tmp_path / "e.tsv"
+    exported_tsv.write_text('text\n"say ""hi""\tthere"\nplain\n', encoding="utf-8")
+    quoted, _ = FAMILY.load_raw(MlmDownloadParams(source="tsv", path=str(exported_tsv), tsv_quoting="csv"))
     assert quoted["train"]["text"] == ['say "hi"\tthere', "plain"]
     jsonl = tmp_path / "n.jsonl"
     jsonl.write_text('{"text": "1990"}\n{"text": "2020-01-01"}\n', encoding="utf-8-sig")
     texts, _ = FAMILY.load_raw(MlmDownloadParams(source="jsonl", path=str(jsonl)))
     assert texts["train"]["text"] == ["1990", "2020-01-01"]
+    exported = tmp_path / "hf.json"  # HF `to_json` writes JSON lines into a .json file
+    exported.write_text('{"text": "one"}\n{"text": "two"}\n', encoding="utf-8")
+    assert FAMILY.load_raw(MlmDownloadParams(source="json", path=str(exported)))[0]["train"]["text"] == ["one", "two"]
     folder = tmp_path / "docs"
     (folder / "__MACOSX").mkdir(parents=True)
     (folder / "a.txt").write_text("An article.\n", encoding="utf-8")

@@ -266,6 +266,9 @@ def test_question_without_answers_key_is_an_error_not_unanswerable(tmp_path: Pat
     with pytest.raises(ReprotuneError, match=r"d\.jsonl:1: record 'q-9' has no 'answers'.*answers: \[\] for an "
                                              r"unanswerable question"):
         load_records(QaDownloadParams(source="jsonl", path=str(flat), version_2_with_negative=True))
+    flat.write_text(json.dumps({"id": "q-9", "context": "Paris.", "question": "What?", "is_impossible": True}) + "\n")
+    raw, _ = load_records(QaDownloadParams(source="jsonl", path=str(flat), version_2_with_negative=True))
+    assert raw["train"][0]["answers"] == {"text": [], "answer_start": []}
 
 
 def test_squad_json_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:

@@ -77,12 +77,6 @@ class ClsDownloadParams(DownloadParams):
     def _columns_need_no_header(self) -> ClsDownloadParams:
         if self.columns is not None and self.header:
             raise ValueError("download.columns names the columns of files without a header; set header: false")
-        positional = [c for c in [*self.text_fields, self.label_field, self.id_field] if isinstance(c, int)]
-        if positional and self.header and self.source in ("csv", "tsv"):
-            raise ValueError(
-                "column positions (text_fields/label_field/id_field) are for files without a header, whose "
-                "first line is data: set header: false, or name the columns of a file that has a header"
-            )
         return self
 
 

@@ -17,10 +17,10 @@ from typing import Any
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from ...assets import resolve_path
-from ...data import (load_hub, parquet_features, read_json_lines, read_json_records, read_table,
+from ...data import (load_hub, parquet_feature, read_json_lines, read_json_records, read_table,
                      read_text_lines, visible_files)
 from ...errors import ReprotuneError
-from .labels import apply_label_map, check_allowed, integer_column, label_value, sort_labels
+from .labels import apply_label_map, check_allowed, integer_column, is_integer_like, label_value, sort_labels
 from .params import ClsDownloadParams, Column
 
 Row = dict[str, str]
@@ -116,14 +116,14 @@ def hub_rows(dataset: Dataset, params: ClsDownloadParams, split: str, collected:
     maker = RowMaker(params, collected, split)
     rows = []
     for index, label in enumerate(labels):
+        where = f"Hub {params.dataset} {split} row {index}"
         if names is not None:
-            if label is None or label < 0:
+            label = class_id_to_name(label, names, where, label_column)
+            if label is None:
                 collected.dropped["no_gold_label"][split] += 1
                 continue
-            label = names[label]
         row_id = str(ids[index]) if ids is not None else f"{split}:{index}"
-        row = maker.make(row_id, [columns[c][index] for c in text_columns], label, numeric,
-                         f"Hub {params.dataset} {split} row {index}", label_column)
+        row = maker.make(row_id, [columns[c][index] for c in text_columns], label, numeric, where, label_column)
         if row is not None:
             rows.append(row)
     if len(dataset) and not rows and collected.dropped["no_gold_label"][split] == len(dataset):
@@ -191,7 +191,7 @@ def delimited_records(path: Path, fmt: str, params: ClsDownloadParams) -> tuple[
             if not values or values == [""]:
                 continue
             if params.header and names is None:
-                names = [v.strip().lstrip("\ufeff") for v in values]
+                names = [v.strip() for v in values]
                 width, width_from = len(names), f"the header on line {start}"
                 continue
             if width is None:
@@ -223,7 +223,7 @@ def object_records(path: Path, fmt: str) -> list[Record]:
 def parquet_class_names(path: Path, column: Column) -> list[str] | None:
     """The label names a Parquet file written by HF datasets (`to_parquet`) keeps for a
     ClassLabel column; None for any other file or column."""
-    feature = parquet_features(path).get(column) if isinstance(column, str) else None
+    feature = parquet_feature(path, column) if isinstance(column, str) else None
     return list(feature.names) if isinstance(feature, ClassLabel) else None
 
 
@@ -265,6 +265,20 @@ def getter(key: str | int, width: int | None, path: Path, name: str) -> Callable
     return get
 
 
+def check_header_is_not_data(path: Path, header: list[str] | None, labels: list[Any], position: int) -> None:
+    """`header: true` (the default) on a file without one would silently drop its first row:
+    refuse when the header's cell in the label column looks like one of the labels."""
+    cell = header[position].strip() if header and -len(header) <= position < len(header) else None
+    if cell is None:
+        return
+    numeric = integer_column(labels)
+    if (numeric and is_integer_like(cell)) or (not numeric and cell in {str(v).strip() for v in labels}):
+        raise ReprotuneError(
+            f"{path}:1: download.header is true, but the first line's label cell {cell!r} looks like a label, "
+            "not a column name; set download.header: false if the file has no header"
+        )
+
+
 def table_rows(path: Path, params: ClsDownloadParams, split: str, collected: Collected) -> list[Row]:
     fmt = params.source
     positional = fmt in ("csv", "tsv")
@@ -283,6 +297,8 @@ def table_rows(path: Path, params: ClsDownloadParams, split: str, collected: Col
     get_id = (getter(column_key(params.id_field, names, path, "id_field", positional), width, path, "id_field")
               if params.id_field is not None else None)
     label_column = str(params.label_field)
+    if positional and params.header and params.columns is None and isinstance(params.label_field, int):
+        check_header_is_not_data(path, names, [get_label(values) for _, _, values in records], params.label_field)
     class_names = parquet_class_names(path, params.label_field) if fmt == "parquet" else None
     numeric = class_names is None and integer_column([get_label(values) for _, _, values in records])
     maker = RowMaker(params, collected, split)
@@ -315,7 +331,7 @@ def read_document(file: Path, invalid_utf8: str, collected: Collected, root: Pat
     collected.files_not_utf8.append(file.relative_to(root).as_posix())
     if invalid_utf8 == "skip":
         return None
-    return file.read_bytes().decode("utf-8", errors="replace")
+    return "\n".join(line for _, line in read_text_lines(file, replace_invalid=True))
 
 
 def title_and_body(text: str) -> dict[str, str]:

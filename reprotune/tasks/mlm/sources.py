@@ -8,7 +8,8 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
-from ...data import load_hub, local_files, read_table, read_text_lines, visible_files
+from ...data import (load_hub, local_files, read_json_lines, read_json_records, read_table, read_text_lines,
+                     visible_files)
 from ...errors import ReprotuneError
 from .params import MlmDownloadParams
 
@@ -24,12 +25,7 @@ def read_lines(file: Path, invalid_utf8: str) -> tuple[list[tuple[int, str]], bo
             raise ReprotuneError(f"{exc}; set download.invalid_utf8: replace (or skip) to accept such files") from exc
     if invalid_utf8 == "skip":
         return [], True
-    # Lines as read_text_lines cuts them: on "\n" only, "\r" and a leading BOM dropped.
-    text = file.read_bytes().decode("utf-8", errors="replace")
-    lines = [line.rstrip("\r").lstrip("\ufeff") for line in text.split("\n")]
-    if lines and lines[-1] == "":
-        lines.pop()
-    return list(enumerate(lines, start=1)), True
+    return list(read_text_lines(file, replace_invalid=True)), True
 
 
 def text_documents(path: Path, document_per: str, pattern: str, invalid_utf8: str = "fail",
@@ -63,9 +59,15 @@ def text_documents(path: Path, document_per: str, pattern: str, invalid_utf8: st
 
 def table_documents(path: Path, fmt: str, text_field: str, tsv_quoting: str = "none") -> list[Document]:
     """Rows of a CSV/TSV/JSON/JSONL/Parquet file; a non-text value names its row."""
-    # CSV cells stay strings ("123", "NA" are text); empty cells become "" and are dropped as empty
-    kwargs: dict[str, Any] = {"dtype": {text_field: str}, "keep_default_na": False} if fmt in ("csv", "tsv") else {}
-    frame = read_table(path, fmt, tsv_quoting, **kwargs)
+    if fmt in ("json", "jsonl"):  # the shared readers name the line, and take HF `to_json` output
+        import pandas as pd
+
+        records = read_json_records(path, "document") if fmt == "json" else read_json_lines(path)
+        frame = pd.DataFrame([record for _, record in records])
+    else:
+        # CSV cells stay strings ("123", "NA" are text); empty cells become "" and are dropped as empty
+        kwargs: dict[str, Any] = {"dtype": {text_field: str}, "keep_default_na": False} if fmt != "parquet" else {}
+        frame = read_table(path, fmt, tsv_quoting, **kwargs)
     if text_field not in frame.columns:
         raise ReprotuneError(
             f"{path}: no column '{text_field}' (it has {', '.join(map(str, frame.columns))}); set download.text_field"

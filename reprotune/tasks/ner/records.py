@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...data import parquet_features, read_json_lines, read_json_records
+from ...data import parquet_feature, read_json_lines, read_json_records
 from ...errors import ReprotuneError
 from .params import NerDownloadParams
 
@@ -30,7 +30,7 @@ def read_parquet(path: Path, tags_field: str) -> tuple[list[Record], list[str] |
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = class_names(parquet_features(path).get(tags_field))
+    names = class_names(parquet_feature(path, tags_field))
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:

@@ -151,6 +151,8 @@ def read_jsonl(path: Path) -> list[Record]:
     records: list[Record] = []
     for number, row in read_json_lines(path):
         rid = _record_id(row.get("id"), f"{path.name}:{number}")
+        if row.get("is_impossible") and "answers" not in row:
+            row = {**row, "answers": []}
         missing = [key for key in ("context", "question", "answers") if key not in row]
         if missing:
             raise _missing_key(f"{path}:{number}", rid, missing[0], row)
