@@ -122,15 +122,20 @@ def test_error_classes_cover_every_kind() -> None:
     assert kinds == ["missed", "spurious", "wrong_boundary", "wrong_type", "wrong_type_and_boundary"]
 
 
-@pytest.mark.skipif(not (SHARED / "wikiann-en").exists(), reason="../shared/data not present")
-def test_wikiann_local_files_load_through_the_documented_params(monkeypatch: pytest.MonkeyPatch) -> None:
+def load_params_task(monkeypatch: pytest.MonkeyPatch, name: str) -> tuple[dict, tuple]:
+    """The repo's params.yaml tasks, and `name`'s raw data loaded as the download stage does."""
     from reprotune.params import load_all
     from reprotune.tasks.ner import FAMILY
 
     repo = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(repo)
     _, tasks = load_all(repo / "params.yaml")
-    raw, report = FAMILY.load_raw(tasks["wikiann_local"].download)
+    return tasks, FAMILY.load_raw(tasks[name].download)
+
+
+@pytest.mark.skipif(not (SHARED / "wikiann-en").exists(), reason="../shared/data not present")
+def test_wikiann_local_files_load_through_the_documented_params(monkeypatch: pytest.MonkeyPatch) -> None:
+    tasks, (raw, report) = load_params_task(monkeypatch, "wikiann_local")
     assert {split: len(raw[split]) for split in raw} == {"train": 20000, "validation": 10000, "test": 10000}
     assert raw["train"][0]["tokens"][0] == "R.H." and report["iob_repairs"]["train"] == 0
     sentences = read_conll(SHARED / "wikiann-en" / "dev", token_prefix="en:")
@@ -143,13 +148,7 @@ def test_wikiann_local_files_load_through_the_documented_params(monkeypatch: pyt
 @pytest.mark.skipif(not (SHARED / "wnut17").exists(), reason="../shared/data not present")
 def test_wnut17_local_files_load_through_the_documented_params(monkeypatch: pytest.MonkeyPatch) -> None:
     """The original WNUT-17 dev file ends in a lone byte-order mark."""
-    from reprotune.params import load_all
-    from reprotune.tasks.ner import FAMILY
-
-    repo = Path(__file__).resolve().parents[1]
-    monkeypatch.chdir(repo)
-    _, tasks = load_all(repo / "params.yaml")
-    raw, _ = FAMILY.load_raw(tasks["wnut17_local"].download)
+    _, (raw, _) = load_params_task(monkeypatch, "wnut17_local")
     assert {split: len(raw[split]) for split in raw} == {"train": 3394, "validation": 1009, "test": 1287}
     types = {tag.split("-", 1)[1] for split in raw.values() for s in split for tag in s["tags"] if tag != "O"}
     assert types == {"person", "location", "corporation", "product", "creative-work", "group"}
