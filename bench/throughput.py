@@ -89,8 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def optional_path(ref: str) -> Path | None:
     """A folder reference, or None where it does not resolve (a package missing on this machine)."""
-    from reprotune.assets import resolve_path
-    from reprotune.errors import ReprotuneError
+    from reprotune.core.assets import resolve_path
+    from reprotune.core.errors import ReprotuneError
 
     try:
         return resolve_path(ref)
@@ -99,8 +99,8 @@ def optional_path(ref: str) -> Path | None:
 
 
 def load_tokenizer_ref(ref: str) -> Any:
-    from reprotune.modeling import load_tokenizer
-    from reprotune.params import ModelParams
+    from reprotune.modeling.tokenizer import load_tokenizer
+    from reprotune.core.params import ModelParams
 
     return load_tokenizer(ModelParams(name_or_path=ref), pretokenized=True)
 
@@ -261,7 +261,7 @@ def run_mlm_section(args: argparse.Namespace, specs: list[Any], batch_sizes: lis
 
 def run_quality_mode(args: argparse.Namespace, size: dict[str, Any], result: dict[str, Any],
                      save: Callable[[], None]) -> bool:
-    from reprotune.errors import ReprotuneError
+    from reprotune.core.errors import ReprotuneError
     from throughput_align import WIKIANN
     from throughput_quality import run_quality
 
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reprotune.errors import ReprotuneError
+    from reprotune.core.errors import ReprotuneError
     from throughput_device import describe, device_label
 
     if args.pack:

@@ -17,7 +17,7 @@ from datasets import Dataset
 
 from reprotune.tasks.mlm.masking import MaskSettings, MlmCollator, Vocab
 from reprotune.tasks.mlm.sparse_head import masked_only_trainer
-from reprotune.training import ordered_eval_trainer
+from reprotune.training.train import ordered_eval_trainer
 from throughput_align import MLM_CHUNK, mlm_documents, mlm_fast
 from throughput_device import PrecisionFlags, cuda, release_memory
 from throughput_train import SEED, ModelSpec, RunConfig, fast_arguments, repeat_to, seed_arguments, timed_training

@@ -9,7 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
-from reprotune.assets import resolve_path
+from reprotune.core.assets import resolve_path
 from throughput_align import SQUAD, WIKIANN
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")

@@ -17,10 +17,10 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
-from reprotune.data import limit_samples
-from reprotune.modeling import load_tokenizer
-from reprotune.params import read_params, validate_task
-from reprotune.training import ordered_eval_trainer, training_arguments
+from reprotune.sources.splits import limit_samples
+from reprotune.modeling.tokenizer import load_tokenizer
+from reprotune.core.params import read_params, validate_task
+from reprotune.training.train import ordered_eval_trainer, training_arguments
 from throughput_align import wikiann
 from throughput_device import MemoryMeter, PrecisionFlags, cuda
 from throughput_train import quiet

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from reprotune.inference import batches
-from reprotune.lora import apply_lora
-from reprotune.params import EvaluateParams, LoraTrainParams, TrainParams
-from reprotune.training import ordered_eval_trainer, training_arguments
+from reprotune.modeling.inference import batches
+from reprotune.training.lora import apply_lora
+from reprotune.core.params import EvaluateParams, LoraTrainParams, TrainParams
+from reprotune.training.train import ordered_eval_trainer, training_arguments
 from throughput_device import MemoryMeter, PrecisionFlags, cuda, matmul_tf32, release_memory, synchronize
 
 NUM_LABELS = 7  # WikiANN: O + B/I of PER, ORG, LOC

@@ -18,14 +18,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import paths
-from .cli import quiet_libraries, run_stage
-from .errors import ReprotuneError
-from .evaluation import load_method_model
-from .modeling import load_tokenizer
-from .params import load_task
-from .tasks import get_family
-from .training import RUN_INFO
+from reprotune.core import paths
+from reprotune.core.cli import quiet_libraries, run_stage
+from reprotune.core.errors import ReprotuneError
+from reprotune.core.params import load_task
+from reprotune.core.paths import RUN_INFO
+from reprotune.evaluation.evaluate import load_method_model
+from reprotune.modeling.tokenizer import load_tokenizer
+from reprotune.tasks import get_family
 
 
 def read_records(texts: list[str], source: str | None, fields: tuple[str, ...]) -> list[dict[str, Any]]:

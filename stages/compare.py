@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from reprotune.atomic import atomic_dir
-from reprotune.cli import expect_args, run_stage
-from reprotune.params import load_all
-from reprotune.report import build
+from reprotune.core.atomic import atomic_dir
+from reprotune.core.cli import expect_args, run_stage
+from reprotune.core.params import load_all
+from reprotune.reporting.report import build
 
 OUT = Path("reports") / "comparison"
 

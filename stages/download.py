@@ -1,9 +1,10 @@
 """download: load a task's source and save train/validation/test as Arrow (data/<task>/raw)."""
 
-from reprotune import paths
-from reprotune.cli import expect_args, run_stage
-from reprotune.data import check_not_empty, limit_samples, make_missing_splits, save_dataset
-from reprotune.params import load_task
+from reprotune.core import paths
+from reprotune.core.arrow import save_dataset
+from reprotune.core.cli import expect_args, run_stage
+from reprotune.core.params import load_task
+from reprotune.sources.splits import check_not_empty, limit_samples, make_missing_splits
 from reprotune.tasks import get_family
 
 

@@ -2,12 +2,12 @@
 
 import pandas as pd
 
-from reprotune import paths
-from reprotune.atomic import atomic_dir, write_json
-from reprotune.cli import expect_args, run_stage
-from reprotune.data import read_meta
-from reprotune.errors import ReprotuneError
-from reprotune.params import load_task
+from reprotune.core import paths
+from reprotune.core.arrow import read_meta
+from reprotune.core.atomic import atomic_dir, write_json
+from reprotune.core.cli import expect_args, run_stage
+from reprotune.core.errors import ReprotuneError
+from reprotune.core.params import load_task
 from reprotune.tasks import get_family
 
 

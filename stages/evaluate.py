@@ -1,9 +1,9 @@
 """evaluate: score a method (baseline, full or lora) on the test split (metrics/<task>/<method>.json)."""
 
-from reprotune import paths
-from reprotune.cli import expect_args, run_stage
-from reprotune.evaluation import evaluate
-from reprotune.params import load_task
+from reprotune.core import paths
+from reprotune.core.cli import expect_args, run_stage
+from reprotune.core.params import load_task
+from reprotune.evaluation.evaluate import evaluate
 from reprotune.tasks import get_family
 
 

@@ -2,12 +2,12 @@
 
 import json
 
-from reprotune import paths
-from reprotune.atomic import write_json
-from reprotune.cli import expect_args, run_stage
-from reprotune.data import load_dataset_dir, save_dataset
-from reprotune.modeling import load_tokenizer
-from reprotune.params import load_task
+from reprotune.core import paths
+from reprotune.core.arrow import load_dataset_dir, save_dataset
+from reprotune.core.atomic import write_json
+from reprotune.core.cli import expect_args, run_stage
+from reprotune.core.params import load_task
+from reprotune.modeling.tokenizer import load_tokenizer
 from reprotune.tasks import get_family
 
 

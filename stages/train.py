@@ -1,10 +1,10 @@
 """train-full / train-lora: fine-tune the task's model (models/<task>/<method>)."""
 
-from reprotune import paths
-from reprotune.cli import expect_args, run_stage
-from reprotune.params import load_task
+from reprotune.core import paths
+from reprotune.core.cli import expect_args, run_stage
+from reprotune.core.params import load_task
 from reprotune.tasks import get_family
-from reprotune.training import train
+from reprotune.training.train import train
 
 
 def main(args: list[str]) -> str:

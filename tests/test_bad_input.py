@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reprotune.errors import ReprotuneError
-from reprotune.params import load_all, load_task
+from reprotune.core.errors import ReprotuneError
+from reprotune.core.params import load_all, load_task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,8 +94,9 @@ def test_stage_prints_one_error_line_exits_2_and_writes_nothing(tmp_path: Path) 
 
 # --- models ---------------------------------------------------------------------------
 
-from reprotune.modeling import load_pretrained, load_tokenizer  # noqa: E402
-from reprotune.params import ModelParams  # noqa: E402
+from reprotune.core.params import ModelParams  # noqa: E402
+from reprotune.modeling.tokenizer import load_tokenizer  # noqa: E402
+from reprotune.modeling.model import load_pretrained
 
 
 def model_error(name: str, **flags: bool) -> str:
@@ -162,8 +163,8 @@ def test_slow_tokenizer_is_refused(monkeypatch: pytest.MonkeyPatch, tiny_model_d
 def test_unknown_lora_target_module_lists_the_ones_that_exist(tiny_model_dir: Path) -> None:
     from transformers import AutoModelForTokenClassification
 
-    from reprotune.lora import apply_lora, resolve_target_modules
-    from reprotune.params import LoraTrainParams
+    from reprotune.core.params import LoraTrainParams
+    from reprotune.training.lora import apply_lora, resolve_target_modules
 
     model = AutoModelForTokenClassification.from_pretrained(str(tiny_model_dir), num_labels=3)
     assert resolve_target_modules(model, "auto", ("classifier",)) == ["query", "key", "value"]
@@ -174,7 +175,7 @@ def test_unknown_lora_target_module_lists_the_ones_that_exist(tiny_model_dir: Pa
 def test_a_source_split_mapped_to_test_is_not_reused_as_validation() -> None:
     from datasets import Dataset, DatasetDict
 
-    from reprotune.data import rename_splits
+    from reprotune.sources.hub import rename_splits
 
     source = DatasetDict({"train": Dataset.from_dict({"x": [1, 2]}), "validation": Dataset.from_dict({"x": [3]})})
     renamed = rename_splits(source, {"test": "validation"})
@@ -187,7 +188,7 @@ def test_unknown_optimizer_is_refused_with_a_suggestion(tmp_path: Path) -> None:
 
 
 def test_tokens_and_tags_of_different_lengths_name_the_sentence(tmp_path: Path) -> None:
-    from reprotune.params import validate_task
+    from reprotune.core.params import validate_task
     from reprotune.tasks.ner import FAMILY
 
     data = tmp_path / "d.jsonl"
@@ -200,7 +201,7 @@ def test_tokens_and_tags_of_different_lengths_name_the_sentence(tmp_path: Path) 
 def test_an_empty_split_is_refused() -> None:
     from datasets import Dataset, DatasetDict
 
-    from reprotune.data import check_not_empty
+    from reprotune.sources.splits import check_not_empty
 
     empty = DatasetDict({"train": Dataset.from_dict({"x": [1]}), "test": Dataset.from_dict({"x": []})})
     with pytest.raises(ReprotuneError, match="split 'test' is empty"):

@@ -16,14 +16,14 @@ sys.path.insert(0, str(BENCH))
 
 _TQDM_WAS_SET = "TQDM_DISABLE" in os.environ
 import throughput  # noqa: E402
+
 if not _TQDM_WAS_SET:  # the harness silences progress bars for its own runs, not for the other tests
     os.environ.pop("TQDM_DISABLE", None)
-import torch  # noqa: E402
-from datasets import Dataset  # noqa: E402
-
 import throughput_align as align  # noqa: E402
 import throughput_device as device  # noqa: E402
 import throughput_train as train  # noqa: E402
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not (SHARED / align.WIKIANN / "train").exists(), reason="../shared/data is missing")

@@ -15,17 +15,28 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from reprotune import paths
-from reprotune.data import load_dataset_dir, make_missing_splits, rename_splits, save_dataset
-from reprotune.errors import ReprotuneError
-from reprotune.evaluation import evaluate, load_method_model
-from reprotune.modeling import load_tokenizer
-from reprotune.params import validate_task
+from reprotune.core import paths
+from reprotune.core.arrow import load_dataset_dir, save_dataset
+from reprotune.core.errors import ReprotuneError
+from reprotune.core.params import validate_task
+from reprotune.evaluation.evaluate import evaluate, load_method_model
+from reprotune.modeling.tokenizer import load_tokenizer
+from reprotune.sources.hub import rename_splits
+from reprotune.sources.splits import make_missing_splits
 from reprotune.tasks import get_family
-from reprotune.tasks.classification.analysis import analyse, full_against_lora, length_buckets
+from reprotune.tasks.classification.analysis import (
+    analyse,
+    full_against_lora,
+    length_buckets,
+)
 from reprotune.tasks.classification.metrics import classification_scores
 from reprotune.tasks.classification.params import ClsDownloadParams
-from reprotune.tasks.classification.sources import Collected, hub_rows, iter_labels, one_source_split_each
+from reprotune.tasks.classification.sources import (
+    Collected,
+    hub_rows,
+    iter_labels,
+    one_source_split_each,
+)
 
 FAMILY = get_family("classification")
 TINY = {"max_steps": 4, "batch_size": 8, "eval_batch_size": 16, "logging_steps": 1}
@@ -382,7 +393,7 @@ def test_analyse_writes_confusion_csvs_mistakes_and_summary(tmp_path: Path) -> N
 
 def run_stages(task_name: str, task: Any) -> dict[str, pd.DataFrame]:
     """What the stages do, in the current directory: download, tokenize, train, evaluate."""
-    from reprotune.training import train
+    from reprotune.training.train import train
 
     raw, _ = FAMILY.load_raw(task.download)
     raw = make_missing_splits(raw, task.download.make_splits)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tiny_ner import tiny_task
 
 REPO = Path(__file__).resolve().parents[1]

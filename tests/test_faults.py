@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from reprotune.atomic import atomic_dir
-from reprotune.training import checkpoint_is_complete, last_checkpoint
 from tiny_ner import tiny_task
+
+from reprotune.core.atomic import atomic_dir
+from reprotune.training.train import checkpoint_is_complete, last_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from datasets import Dataset
 
-from reprotune.inference import autocast, batches, length_order
+from reprotune.modeling.inference import autocast, batches, length_order
 
 
 def tiny_tagger() -> torch.nn.Module:

@@ -14,16 +14,23 @@ import pandas as pd
 import pytest
 import torch
 from datasets import DatasetDict
+from tiny_mlm import tiny_task
 
-from reprotune import paths
-from reprotune.data import make_missing_splits, save_dataset
-from reprotune.errors import ReprotuneError
-from reprotune.modeling import load_tokenizer
-from reprotune.params import ModelParams, validate_task
+from reprotune.core import paths
+from reprotune.core.arrow import save_dataset
+from reprotune.core.errors import ReprotuneError
+from reprotune.core.params import ModelParams, validate_task
+from reprotune.modeling.tokenizer import load_tokenizer
+from reprotune.sources.splits import make_missing_splits
 from reprotune.tasks import get_family
 from reprotune.tasks.mlm.chunking import chunk_bounds, sample_indices
-from reprotune.tasks.mlm.masking import IGNORE, MaskSettings, MlmCollator, Vocab, mask_batch
-from tiny_mlm import tiny_task
+from reprotune.tasks.mlm.masking import (
+    IGNORE,
+    MaskSettings,
+    MlmCollator,
+    Vocab,
+    mask_batch,
+)
 
 FAMILY = get_family("mlm")
 
@@ -181,8 +188,8 @@ def working_dir(path: Path) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict:
     """download -> tokenize -> train full + LoRA (3 steps) -> evaluate baseline/full/lora, in a temp dir."""
-    from reprotune.evaluation import evaluate
-    from reprotune.training import train
+    from reprotune.evaluation.evaluate import evaluate
+    from reprotune.training.train import train
 
     root = tmp_path_factory.mktemp("mlm-run")
     section_dict = tiny_task(root / "data-src", tiny_model_dir)
@@ -257,8 +264,8 @@ def test_headless_checkpoint_trains_full_and_lora(pipeline_run: dict) -> None:
 
 def test_lora_head_training_cuts_the_loss(tiny_model_dir: Path, tmp_path: Path) -> None:
     """A few optimizer steps on one fixed batch lower the masked-token loss under LoRA."""
-    from reprotune.lora import apply_lora
-    from reprotune.params import LoraTrainParams
+    from reprotune.core.params import LoraTrainParams
+    from reprotune.training.lora import apply_lora
 
     task = validate_task("t", section(tiny_model_dir, tmp_path))
     torch.manual_seed(0)
@@ -425,7 +432,6 @@ def test_chunk_size_beyond_model_length_is_refused(tiny_model_dir: Path, tmp_pat
 def test_seed_configs_validate() -> None:
     """The YAML sections for params.yaml parse against this family's schema, as do the project's own."""
     import yaml
-
     from tiny import REPO_ROOT
 
     sections = yaml.safe_load(SEED_YAML)
@@ -532,7 +538,7 @@ bbcnews_mlm:
 def test_fill_mask_returns_top_k_candidates_for_each_mask(tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    from reprotune.errors import ReprotuneError
+    from reprotune.core.errors import ReprotuneError
     from reprotune.tasks.mlm.fill import fill_masks
     from reprotune.tasks.mlm.head import load_masked_lm
 

@@ -9,12 +9,26 @@ from pathlib import Path
 import pytest
 import torch
 
-from reprotune.tasks.mlm.sparse_head import IGNORE, PositionGather, encoder_of, masked_only_trainer, sparse_inputs
+from reprotune.tasks.mlm.sparse_head import (
+    IGNORE,
+    PositionGather,
+    encoder_of,
+    masked_only_trainer,
+    sparse_inputs,
+)
 
 
 def tiny_masked_lm(kind: str) -> torch.nn.Module:
-    from transformers import (BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM, ElectraConfig,
-                              ElectraForMaskedLM, RobertaConfig, RobertaForMaskedLM)
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        DistilBertConfig,
+        DistilBertForMaskedLM,
+        ElectraConfig,
+        ElectraForMaskedLM,
+        RobertaConfig,
+        RobertaForMaskedLM,
+    )
 
     torch.manual_seed(0)
     common = {"vocab_size": 120, "max_position_embeddings": 64}

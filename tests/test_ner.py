@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from reprotune.errors import ReprotuneError
-from reprotune.tasks.ner.align import align_labels, begin_to_inside, tokenize_batch, word_predictions
+from reprotune.core.errors import ReprotuneError
+from reprotune.tasks.ner.align import (
+    align_labels,
+    begin_to_inside,
+    tokenize_batch,
+    word_predictions,
+)
 from reprotune.tasks.ner.analysis import classify_errors
 from reprotune.tasks.ner.conll import read_conll
 from reprotune.tasks.ner.metrics import entity_scores
@@ -124,7 +129,7 @@ def test_error_classes_cover_every_kind() -> None:
 
 def load_params_task(monkeypatch: pytest.MonkeyPatch, name: str) -> tuple[dict, tuple]:
     """The repo's params.yaml tasks, and `name`'s raw data loaded as the download stage does."""
-    from reprotune.params import load_all
+    from reprotune.core.params import load_all
     from reprotune.tasks.ner import FAMILY
 
     repo = Path(__file__).resolve().parents[1]
@@ -253,7 +258,7 @@ def test_a_string_cell_is_refused_not_split_into_characters(tmp_path: Path, row:
 
 def test_csv_is_not_a_ner_source() -> None:
     """CSV cells cannot hold the lists of tokens and tags a sentence needs."""
-    from reprotune.params import validate_task
+    from reprotune.core.params import validate_task
 
     section = {"type": "ner", "model": {"name_or_path": "m"}, "download": {"source": "csv", "path": "x.csv"},
                "tokenize": {}, "train_full": {}, "train_lora": {}, "evaluate": {}, "error_analysis": {}}

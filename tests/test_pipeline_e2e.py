@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tiny import build_tiny_bert, copy_repo, git
 
 TESTS = Path(__file__).resolve().parent

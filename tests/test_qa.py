@@ -12,21 +12,32 @@ import pandas as pd
 import pytest
 import torch
 from datasets import Dataset
+from tiny_qa import tiny_task, write_squad
 
-from reprotune.data import make_missing_splits
-from reprotune.errors import ReprotuneError
-from reprotune.params import MakeSplits, validate_task
+from reprotune.core.errors import ReprotuneError
+from reprotune.core.params import MakeSplits, validate_task
+from reprotune.sources.splits import make_missing_splits
 from reprotune.tasks.qa import FAMILY
 from reprotune.tasks.qa.analysis import analyse, bucket, question_word
 from reprotune.tasks.qa.eval_order import feature_order
 from reprotune.tasks.qa.features import (
-    WindowSettings, answer_chars, check_settings, cut_questions, token_span, tokenize_batch,
+    WindowSettings,
+    answer_chars,
+    check_settings,
+    cut_questions,
+    token_span,
+    tokenize_batch,
 )
 from reprotune.tasks.qa.params import QaDownloadParams
 from reprotune.tasks.qa.postprocess import Settings, Window, best_answer
 from reprotune.tasks.qa.sources import GROUP_COLUMN, choose_split_by, load_records
-from reprotune.tasks.qa.squad_metrics import aggregate, exact_match, f1_score, normalize_answer, score_one
-from tiny_qa import tiny_task, write_squad
+from reprotune.tasks.qa.squad_metrics import (
+    aggregate,
+    exact_match,
+    f1_score,
+    normalize_answer,
+    score_one,
+)
 
 FILLER = "Some words fill the page here. " * 12
 
@@ -429,11 +440,12 @@ def test_tiny_train_predict_score_through_the_generic_flow(tmp_path: Path, tiny_
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Validation EM/F1 during training (eval batches reordered by length) must equal
     predict + score of the saved best model on the same validation split."""
-    from reprotune import paths
-    from reprotune.data import limit_samples, save_dataset
-    from reprotune.evaluation import evaluate
-    from reprotune.modeling import load_tokenizer
-    from reprotune.training import train
+    from reprotune.core import paths
+    from reprotune.core.arrow import save_dataset
+    from reprotune.evaluation.evaluate import evaluate
+    from reprotune.modeling.tokenizer import load_tokenizer
+    from reprotune.sources.splits import limit_samples
+    from reprotune.training.train import train
 
     section = tiny_task(tmp_path / "data-src", tiny_model_dir)
     section["train_full"] |= {"eval_batch_size": 3, "max_steps": 6, "epochs": 1, "seed": 5}
@@ -472,7 +484,7 @@ def test_tiny_train_predict_score_through_the_generic_flow(tmp_path: Path, tiny_
 
 
 def test_hub_split_mapped_to_test_is_not_also_validation(monkeypatch: pytest.MonkeyPatch) -> None:
-    from reprotune.data import rename_splits
+    from reprotune.sources.hub import rename_splits
     from reprotune.tasks.qa import sources
 
     rows = {"id": ["a", "b"], "title": ["T", "U"], "context": ["Ann met Bob."] * 2, "question": ["Who?"] * 2,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reprotune.report import build, metric_rows
-from reprotune.svg import confusion_chart, line_chart
+from reprotune.reporting.report import build, metric_rows
+from reprotune.reporting.svg import confusion_chart, line_chart
 
 
 def test_metric_rows_list_scalars_then_per_type_f1() -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from reprotune.errors import ReprotuneError
-from reprotune.params import LoraTrainParams, TrainParams
+from reprotune.core.errors import ReprotuneError
+from reprotune.core.params import LoraTrainParams, TrainParams
 from reprotune.tasks import get_family
-from reprotune.training import resolve_precision, training_arguments
+from reprotune.training.train import resolve_precision, training_arguments
 
 
 def args_for(tmp_path: Path, **params: object):
@@ -49,8 +49,8 @@ def test_precision_auto_is_fp32_on_cpu_and_reduced_precision_needs_a_gpu() -> No
 def test_gradient_checkpointing_is_enabled_on_the_model_before_lora() -> None:
     from transformers import BertConfig, BertForTokenClassification
 
-    from reprotune.lora import apply_lora
-    from reprotune.training import enable_activation_checkpointing
+    from reprotune.training.lora import apply_lora
+    from reprotune.training.train import enable_activation_checkpointing
 
     model = BertForTokenClassification(BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2,
                                                   num_attention_heads=2, intermediate_size=32, num_labels=3))

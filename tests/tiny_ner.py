@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reprotune.assets import resolve_package_path
+from reprotune.core.assets import resolve_package_path
 
 TINY_TRAIN = {"max_steps": 4, "batch_size": 8, "eval_batch_size": 16, "logging_steps": 1}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import ReprotuneError, did_you_mean
-from .base import TaskFamily
+from reprotune.core.errors import ReprotuneError, did_you_mean
+from reprotune.tasks.base import TaskFamily
 
 FAMILY_MODULES = {
     "ner": "reprotune.tasks.ner",

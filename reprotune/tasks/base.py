@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import pandas as pd
 from datasets import Dataset, DatasetDict
 
-from ..params import DownloadParams, TaskParams
+from reprotune.core.params import DownloadParams, TaskParams
 
 Meta = dict[str, Any]
 """JSON-serialisable facts fixed at tokenize time (label list, ...), saved as meta.json."""

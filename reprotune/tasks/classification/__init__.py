@@ -1,5 +1,5 @@
 """Sequence classification: Hub/table/folder sources, stable label order, sklearn scores, error analysis."""
 
-from .family import FAMILY
+from reprotune.tasks.classification.family import FAMILY
 
 __all__ = ["FAMILY"]

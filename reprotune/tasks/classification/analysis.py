@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from ...atomic import write_frame, write_text
-from ...tables import markdown_table
-from .metrics import headline_scores, per_class_scores
+from reprotune.core.atomic import write_frame, write_text
+from reprotune.core.tables import markdown_table
+from reprotune.tasks.classification.metrics import headline_scores, per_class_scores
 
 TEXT_PREVIEW = 160
 

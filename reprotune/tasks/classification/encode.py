@@ -8,7 +8,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from .sources import iter_labels, values
+from reprotune.tasks.classification.sources import iter_labels, values
 
 
 def encode_batch(batch: dict[str, list], tokenizer: Any, max_length: int, truncation: str,

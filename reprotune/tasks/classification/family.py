@@ -11,16 +11,24 @@ import pandas as pd
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from ...errors import ReprotuneError
-from ...inference import batches
-from ...modeling import load_labelled_model
-from ..base import Meta, TaskFamily
-from .analysis import analyse
-from .encode import encode_batch, split_report
-from .labels import check_seen_in_train
-from .metrics import classification_scores, headline_scores
-from .params import ClsDownloadParams, ClsTaskParams
-from .sources import collect, iter_labels, to_dataset, values
+from reprotune.core.errors import ReprotuneError
+from reprotune.modeling.inference import batches
+from reprotune.modeling.model import load_labelled_model
+from reprotune.tasks.base import Meta, TaskFamily
+from reprotune.tasks.classification.analysis import analyse
+from reprotune.tasks.classification.encode import encode_batch, split_report
+from reprotune.tasks.classification.labels import check_seen_in_train
+from reprotune.tasks.classification.metrics import (
+    classification_scores,
+    headline_scores,
+)
+from reprotune.tasks.classification.params import ClsDownloadParams, ClsTaskParams
+from reprotune.tasks.classification.sources import (
+    collect,
+    iter_labels,
+    to_dataset,
+    values,
+)
 
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 

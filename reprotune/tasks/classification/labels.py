@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ...errors import ReprotuneError
+from reprotune.core.errors import ReprotuneError
 
 INTEGER = re.compile(r"^[+-]?\d+(\.0*)?$")
 

@@ -6,7 +6,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ...params import DownloadParams, ErrorAnalysisParams, TaskParams, TokenizeParams
+from reprotune.core.params import (
+    DownloadParams,
+    ErrorAnalysisParams,
+    TaskParams,
+    TokenizeParams,
+)
 
 SplitName = Literal["train", "validation", "test"]
 

@@ -16,12 +16,26 @@ from typing import Any
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from ...assets import resolve_path
-from ...data import (load_hub, parquet_feature, read_json_lines, read_json_records, read_table,
-                     read_text_lines, visible_files)
-from ...errors import ReprotuneError
-from .labels import apply_label_map, check_allowed, integer_column, is_integer_like, label_value, sort_labels
-from .params import ClsDownloadParams, Column
+from reprotune.core.assets import resolve_path
+from reprotune.core.errors import ReprotuneError
+from reprotune.sources.hub import load_hub
+from reprotune.sources.readers import (
+    parquet_feature,
+    read_json_lines,
+    read_json_records,
+    read_table,
+    read_text_lines,
+    visible_files,
+)
+from reprotune.tasks.classification.labels import (
+    apply_label_map,
+    check_allowed,
+    integer_column,
+    is_integer_like,
+    label_value,
+    sort_labels,
+)
+from reprotune.tasks.classification.params import ClsDownloadParams, Column
 
 Row = dict[str, str]
 FOLDER_FIELDS = ("text", "title", "body")

@@ -1,5 +1,5 @@
 """Masked-language-model domain adaptation: text sources, block chunking, fixed eval masks, perplexity, analysis."""
 
-from .family import FAMILY
+from reprotune.tasks.mlm.family import FAMILY
 
 __all__ = ["FAMILY"]

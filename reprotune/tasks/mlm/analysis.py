@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...atomic import write_frame, write_text
-from ...errors import ReprotuneError
-from ...tables import markdown_table
-from .perplexity import perplexity
+from reprotune.core.atomic import write_frame, write_text
+from reprotune.core.errors import ReprotuneError
+from reprotune.core.tables import markdown_table
+from reprotune.tasks.mlm.perplexity import perplexity
 
 ORDER = ("baseline", "full", "lora")
 

@@ -15,15 +15,22 @@ import pandas as pd
 import torch
 from datasets import Dataset, DatasetDict
 
-from ...errors import ReprotuneError
-from ..base import Meta, TaskFamily
-from . import analysis, chunking, perplexity
-from .fill import fill_masks
-from .head import HEAD_MODULES, load_masked_lm
-from .masking import IGNORE, MaskSettings, MlmCollator, Vocab, mask_batch, pad
-from .params import MlmDownloadParams, MlmTaskParams
-from .sources import clean, load_documents
-from .sparse_head import masked_only_trainer
+from reprotune.core.errors import ReprotuneError
+from reprotune.tasks.base import Meta, TaskFamily
+from reprotune.tasks.mlm import analysis, chunking, perplexity
+from reprotune.tasks.mlm.fill import fill_masks
+from reprotune.tasks.mlm.head import HEAD_MODULES, load_masked_lm
+from reprotune.tasks.mlm.masking import (
+    IGNORE,
+    MaskSettings,
+    MlmCollator,
+    Vocab,
+    mask_batch,
+    pad,
+)
+from reprotune.tasks.mlm.params import MlmDownloadParams, MlmTaskParams
+from reprotune.tasks.mlm.sources import clean, load_documents
+from reprotune.tasks.mlm.sparse_head import masked_only_trainer
 
 SPLITS = ("train", "validation", "test")
 # Above this, tokenizers store "no limit" (1e30) as model_max_length.

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from ...errors import ReprotuneError
-from ...inference import device
+from reprotune.core.errors import ReprotuneError
+from reprotune.modeling.inference import device
 
 MASK_SPELLINGS = re.compile(r"\[MASK\]|<mask>")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ...modeling import load_pretrained
-from ...params import ModelParams
+from reprotune.core.params import ModelParams
+from reprotune.modeling.model import load_pretrained
 
 # The head's own layers (not the tied decoder, which would copy the embedding matrix),
 # trained in full under LoRA: BERT/MiniLM `cls.predictions.transform`, DistilBERT

@@ -6,7 +6,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ...params import DownloadParams, ErrorAnalysisParams, EvaluateParams, TaskParams, TokenizeParams
+from reprotune.core.params import (
+    DownloadParams,
+    ErrorAnalysisParams,
+    EvaluateParams,
+    TaskParams,
+    TokenizeParams,
+)
 
 
 class MlmDownloadParams(DownloadParams):

@@ -12,9 +12,9 @@ import pandas as pd
 import torch
 from datasets import Dataset
 
-from ...inference import batches
-from .masking import IGNORE, MaskSettings, MlmCollator, Vocab
-from .sparse_head import PositionGather, encoder_of
+from reprotune.modeling.inference import batches
+from reprotune.tasks.mlm.masking import IGNORE, MaskSettings, MlmCollator, Vocab
+from reprotune.tasks.mlm.sparse_head import PositionGather, encoder_of
 
 COLUMNS = ["block", "position", "label_id", "label", "loss", "pred", "correct", "top_k", "in_top_k",
            "train_count", "probe_context", "probe_fills"]

@@ -8,10 +8,17 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
-from ...data import (load_hub, local_files, read_json_lines, read_json_records, read_table, read_text_lines,
-                     visible_files)
-from ...errors import ReprotuneError
-from .params import MlmDownloadParams
+from reprotune.core.errors import ReprotuneError
+from reprotune.sources.hub import load_hub
+from reprotune.sources.readers import (
+    local_files,
+    read_json_lines,
+    read_json_records,
+    read_table,
+    read_text_lines,
+    visible_files,
+)
+from reprotune.tasks.mlm.params import MlmDownloadParams
 
 Document = dict[str, str]
 

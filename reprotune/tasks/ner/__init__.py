@@ -1,5 +1,5 @@
 """Token classification (NER): CoNLL/Hub/JSON loading, tag alignment, seqeval scores, error analysis."""
 
-from .family import FAMILY
+from reprotune.tasks.ner.family import FAMILY
 
 __all__ = ["FAMILY"]

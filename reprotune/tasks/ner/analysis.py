@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from ...atomic import write_frame, write_text
-from ...tables import markdown_table
-from .tags import Entity, entities
+from reprotune.core.atomic import write_frame, write_text
+from reprotune.core.tables import markdown_table
+from reprotune.tasks.ner.tags import Entity, entities
 
 ERROR_KINDS = ("missed", "spurious", "wrong_type", "wrong_boundary", "wrong_type_and_boundary")
 NONE = "(none)"

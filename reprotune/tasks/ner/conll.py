@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...data import read_text_lines
-from ...errors import ReprotuneError
+from reprotune.core.errors import ReprotuneError
+from reprotune.sources.readers import read_text_lines
 
 SEPARATOR_HINT = "set download.separator to the file's column separator (CoNLL-2003 is space-separated: " \
                  "separator: \" \", or null for any white space)"

@@ -11,19 +11,20 @@ import pandas as pd
 import torch
 from datasets import Dataset, DatasetDict
 
-from ...data import load_hub, local_files
-from ...errors import ReprotuneError
-from ...inference import batches
-from ...modeling import load_labelled_model
-from ..base import Meta, TaskFamily
-from .align import IGNORE, tokenize_batch, word_predictions
-from .analysis import analyse
-from .conll import read_conll
-from .metrics import entity_scores
-from .params import NerDownloadParams, NerTaskParams
-from .records import class_names, read_records, sentence_row
-from .spans import entity_spans, split_words
-from .tags import check_and_repair, label_list
+from reprotune.core.errors import ReprotuneError
+from reprotune.modeling.inference import batches
+from reprotune.modeling.model import load_labelled_model
+from reprotune.sources.hub import load_hub
+from reprotune.sources.readers import local_files
+from reprotune.tasks.base import Meta, TaskFamily
+from reprotune.tasks.ner.align import IGNORE, tokenize_batch, word_predictions
+from reprotune.tasks.ner.analysis import analyse
+from reprotune.tasks.ner.conll import read_conll
+from reprotune.tasks.ner.metrics import entity_scores
+from reprotune.tasks.ner.params import NerDownloadParams, NerTaskParams
+from reprotune.tasks.ner.records import class_names, read_records, sentence_row
+from reprotune.tasks.ner.spans import entity_spans, split_words
+from reprotune.tasks.ner.tags import check_and_repair, label_list
 
 
 class NerFamily(TaskFamily):

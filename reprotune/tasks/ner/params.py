@@ -6,7 +6,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from ...params import DownloadParams, ErrorAnalysisParams, TaskParams, TokenizeParams
+from reprotune.core.params import (
+    DownloadParams,
+    ErrorAnalysisParams,
+    TaskParams,
+    TokenizeParams,
+)
 
 
 class NerDownloadParams(DownloadParams):

@@ -6,9 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...data import parquet_feature, read_json_lines, read_json_records
-from ...errors import ReprotuneError
-from .params import NerDownloadParams
+from reprotune.core.errors import ReprotuneError
+from reprotune.sources.readers import (
+    parquet_feature,
+    read_json_lines,
+    read_json_records,
+)
+from reprotune.tasks.ner.params import NerDownloadParams
 
 Record = tuple[str, dict[str, Any]]
 """(where the record is, e.g. 'd.jsonl:3' or 'd.parquet row 3'; the record's fields)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .tags import entities
+from reprotune.tasks.ner.tags import entities
 
 WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
 

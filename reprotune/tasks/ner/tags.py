@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ...errors import ReprotuneError
+from reprotune.core.errors import ReprotuneError
 
 TAG_PATTERN = re.compile(r"^(O|[BI]-.+)$")
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from ...atomic import write_frame, write_text
-from ...tables import markdown_table
-from .squad_metrics import gold_answers, score_one
+from reprotune.core.atomic import write_frame, write_text
+from reprotune.core.tables import markdown_table
+from reprotune.tasks.qa.squad_metrics import gold_answers, score_one
 
 QUESTION_WORDS = ("what", "who", "when", "where", "which", "how", "why")
 OUTCOMES = ("exact", "partial", "wrong")

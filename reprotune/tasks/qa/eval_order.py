@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ...errors import ReprotuneError
+from reprotune.core.errors import ReprotuneError
 
 PAD = -100
 

@@ -16,17 +16,28 @@ import pandas as pd
 import torch
 from datasets import Dataset, DatasetDict
 
-from ...errors import ReprotuneError
-from ...inference import batches
-from ...modeling import load_pretrained, model_source
-from ..base import Meta, TaskFamily
-from . import analysis
-from .eval_order import feature_order
-from .features import WindowSettings, check_settings, tokenize_batch, window_report
-from .params import QaDownloadParams, QaEvaluateParams, QaTaskParams
-from .postprocess import Settings, answer_table
-from .sources import FEATURES, GROUP_COLUMN, check_splittable, load_records
-from .squad_metrics import aggregate
+from reprotune.core.errors import ReprotuneError
+from reprotune.modeling.inference import batches
+from reprotune.modeling.model import load_pretrained
+from reprotune.modeling.resolve import model_source
+from reprotune.tasks.base import Meta, TaskFamily
+from reprotune.tasks.qa import analysis
+from reprotune.tasks.qa.eval_order import feature_order
+from reprotune.tasks.qa.features import (
+    WindowSettings,
+    check_settings,
+    tokenize_batch,
+    window_report,
+)
+from reprotune.tasks.qa.params import QaDownloadParams, QaEvaluateParams, QaTaskParams
+from reprotune.tasks.qa.postprocess import Settings, answer_table
+from reprotune.tasks.qa.sources import (
+    FEATURES,
+    GROUP_COLUMN,
+    check_splittable,
+    load_records,
+)
+from reprotune.tasks.qa.squad_metrics import aggregate
 
 SPLITS = ("train", "validation", "test")
 INPUT_COLUMNS = ["input_ids", "attention_mask", "token_type_ids"]

@@ -13,7 +13,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from ...errors import ReprotuneError
+from reprotune.core.errors import ReprotuneError
 
 # Above this, tokenizers store "no limit" (1e30) as model_max_length.
 _NO_LIMIT = 10**6

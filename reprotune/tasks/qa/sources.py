@@ -16,9 +16,15 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict, Features, List, Value
 
-from ...data import JsonLinesInstead, load_hub, local_files, read_json_file, read_json_lines
-from ...errors import ReprotuneError
-from .params import QaDownloadParams
+from reprotune.core.errors import ReprotuneError
+from reprotune.sources.hub import load_hub
+from reprotune.sources.readers import (
+    JsonLinesInstead,
+    local_files,
+    read_json_file,
+    read_json_lines,
+)
+from reprotune.tasks.qa.params import QaDownloadParams
 
 Record = dict[str, Any]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .errors import ReprotuneError
+from reprotune.core.errors import ReprotuneError
 
 PACKAGE_PREFIX = "package:"
 

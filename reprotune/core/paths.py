@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 METHODS = ("full", "lora")
+TRAIN_INFO = "train_info.json"
+"""What a train stage measured, saved inside the model directory."""
+RUN_INFO = "reprotune.json"
+"""The task, method and labels a model directory was trained for (read by predict)."""
 
 
 def raw_dir(task: str) -> Path:

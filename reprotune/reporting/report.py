@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .svg import confusion_chart, line_chart
+from reprotune.reporting.svg import confusion_chart, line_chart
 
 METHODS = ("baseline", "full", "lora")
 COST_ROWS = (

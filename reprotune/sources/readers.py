@@ -1,4 +1,5 @@
-"""Shared dataset plumbing: Hub loading, local files, seeded splits, sampling, saving."""
+"""Local files read once for every family: text lines, JSON, JSON lines, CSV/TSV, Parquet and folders,
+naming the file and line on every error."""
 
 from __future__ import annotations
 
@@ -7,58 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict, load_from_disk
-
-from .assets import resolve_path
-from .atomic import atomic_dir
-from .errors import ReprotuneError
-from .params import DownloadParams, MakeSplits
-
-SPLITS = ("train", "validation", "test")
-
-
-def load_hub(params: DownloadParams) -> DatasetDict:
-    """`load_dataset(dataset, config)` with one clear line when the Hub cannot be reached."""
-    from datasets import load_dataset
-
-    if not params.dataset:
-        raise ReprotuneError("download.source 'hub' needs download.dataset (a Hub dataset id)")
-    try:
-        loaded = load_dataset(params.dataset, params.config, revision=params.revision)
-    except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ReprotuneError(
-            f"could not load Hub dataset '{params.dataset}'"
-            f"{'/' + params.config if params.config else ''} ({first}); without the Hub, save the files "
-            "locally and set download.source to a local format with download.files"
-        ) from exc
-    return rename_splits(DatasetDict(loaded), params.splits)
-
-
-def rename_splits(raw: DatasetDict, mapping: dict[str, str] | None) -> DatasetDict:
-    """Map the source's split names onto train/validation/test (e.g. wikiann's names pass through)."""
-    mapping = dict(mapping or {})
-    claimed = set(mapping.values())
-    aliases = {"dev": "validation", "valid": "validation", "val": "validation"}
-    out: dict[str, Dataset] = {}
-    for ours in SPLITS:
-        theirs = mapping.get(ours)
-        if theirs is not None:
-            if theirs not in raw:
-                raise ReprotuneError(
-                    f"download.splits.{ours}: source has no split '{theirs}'; it has {', '.join(raw)}"
-                )
-            out[ours] = raw[theirs]
-        elif ours in raw and ours not in claimed:
-            out[ours] = raw[ours]
-        else:
-            alias = next((name for name, target in aliases.items()
-                          if target == ours and name in raw and name not in claimed), None)
-            if alias:
-                out[ours] = raw[alias]
-    if "train" not in out:
-        raise ReprotuneError(f"source has no 'train' split (it has {', '.join(raw)}); map one with download.splits")
-    return DatasetDict(out)
+from reprotune.core.assets import resolve_path
+from reprotune.core.errors import ReprotuneError
+from reprotune.core.params import DownloadParams
 
 
 def local_files(params: DownloadParams) -> dict[str, Path]:
@@ -185,79 +137,3 @@ def visible_files(root: Path, pattern: str) -> list[Path]:
         if path.is_file()
         and not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
     )
-
-
-def make_missing_splits(raw: DatasetDict, sizes: MakeSplits, group_column: str | None = None) -> DatasetDict:
-    """Carve validation and/or test out of train with a fixed seed when the source lacks them.
-
-    With `group_column`, whole groups move together (a QA article never straddles splits).
-    """
-    out = dict(raw)
-    for split, fraction in (("test", sizes.test), ("validation", sizes.validation)):
-        if split in out:
-            continue
-        train = out["train"]
-        if group_column:
-            groups = sorted(set(train[group_column]))
-            if len(groups) < 2:
-                raise ReprotuneError(
-                    f"cannot carve a {split} split from train (download.make_splits): train has only "
-                    f"{len(groups)} distinct '{group_column}' to hold out; give {split} its own file "
-                    f"(download.files.{split}; download.splits on the Hub)"
-                )
-            import random
-
-            rng = random.Random(sizes.seed)
-            rng.shuffle(groups)
-            count = max(1, round(len(groups) * fraction))
-            held = set(groups[:count])
-            keys = train[group_column]
-            out[split] = train.select([i for i, key in enumerate(keys) if key in held])
-            out["train"] = train.select([i for i, key in enumerate(keys) if key not in held])
-        else:
-            if len(train) < 3:
-                raise ReprotuneError(
-                    f"train has {len(train)} examples; too few to carve a {split} split (download.make_splits); "
-                    f"give {split} its own file (download.files.{split}; download.splits on the Hub) or read more "
-                    "documents from train"
-                )
-            parts = train.train_test_split(test_size=fraction, seed=sizes.seed)
-            out["train"], out[split] = parts["train"], parts["test"]
-    return DatasetDict({split: out[split] for split in SPLITS})
-
-
-def limit_samples(raw: DatasetDict, limits: dict[str, int] | None, seed: int) -> DatasetDict:
-    """Keep a seeded random subset of each split named in `download.max_samples`."""
-    if not limits:
-        return raw
-    out = dict(raw)
-    for split, count in limits.items():
-        if count <= 0:
-            raise ReprotuneError(f"download.max_samples.{split} must be > 0 (got {count})")
-        if split in out and len(out[split]) > count:
-            out[split] = out[split].shuffle(seed=seed).select(range(count)).flatten_indices()
-    return DatasetDict(out)
-
-
-def check_not_empty(raw: DatasetDict) -> None:
-    for split, dataset in raw.items():
-        if len(dataset) == 0:
-            raise ReprotuneError(f"split '{split}' is empty after loading; check download.files / splits")
-
-
-def save_dataset(dataset: DatasetDict, target: Path, extra_json: dict[str, Any] | None = None) -> None:
-    """save_to_disk into a temporary directory, then rename into place."""
-    with atomic_dir(target) as tmp:
-        dataset.save_to_disk(str(tmp))
-        for name, payload in (extra_json or {}).items():
-            (tmp / name).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def load_dataset_dir(path: Path, stage_hint: str) -> DatasetDict:
-    if not path.exists():
-        raise ReprotuneError(f"{path} is missing; run the {stage_hint} stage first (dvc repro)")
-    return load_from_disk(str(path))
-
-
-def read_meta(tokenized: Path) -> dict[str, Any]:
-    return json.loads((tokenized / "meta.json").read_text(encoding="utf-8"))

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from .errors import ReprotuneError
-from .params import LoraTrainParams
+from reprotune.core.errors import ReprotuneError
+from reprotune.core.params import LoraTrainParams
 
 # Attention query/key/value projections per architecture (model_type in config.json).
 ATTENTION_PROJECTIONS: dict[str, list[str]] = {

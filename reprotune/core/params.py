@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ReprotuneError, did_you_mean
+from reprotune.core.errors import ReprotuneError, did_you_mean
 
 PARAMS_FILE = "params.yaml"
 
@@ -205,7 +205,7 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
 
 def validate_task(name: str, section: Any) -> TaskParams:
     """Validate one `tasks.<name>` section against its family's schema."""
-    from .tasks import get_family
+    from reprotune.tasks import get_family
 
     if not isinstance(section, dict):
         raise ReprotuneError(f"{PARAMS_FILE}: 'tasks.{name}' must be a mapping of stage sections")

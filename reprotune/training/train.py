@@ -16,17 +16,17 @@ from typing import Any
 
 import torch
 
-from . import paths
-from .atomic import atomic_dir
-from .data import load_dataset_dir, read_meta
-from .errors import ReprotuneError
-from .lora import apply_lora
-from .modeling import count_parameters, load_tokenizer
-from .params import LoraTrainParams, TaskParams, TrainParams
-from .tasks.base import TaskFamily
+from reprotune.core import paths
+from reprotune.core.paths import RUN_INFO, TRAIN_INFO
+from reprotune.core.arrow import load_dataset_dir, read_meta
+from reprotune.core.atomic import atomic_dir
+from reprotune.core.errors import ReprotuneError
+from reprotune.core.params import LoraTrainParams, TaskParams, TrainParams
+from reprotune.modeling.model import count_parameters
+from reprotune.modeling.tokenizer import load_tokenizer
+from reprotune.tasks.base import TaskFamily
+from reprotune.training.lora import apply_lora
 
-TRAIN_INFO = "train_info.json"
-RUN_INFO = "reprotune.json"
 
 
 def method_params(task: TaskParams, method: str) -> TrainParams:

@@ -9,14 +9,15 @@ from typing import Any
 
 from transformers import set_seed
 
-from . import paths
-from .atomic import write_frame, write_json
-from .data import load_dataset_dir, read_meta
-from .errors import ReprotuneError
-from .modeling import count_parameters, load_tokenizer
-from .params import TaskParams
-from .tasks.base import TaskFamily
-from .training import TRAIN_INFO
+from reprotune.core import paths
+from reprotune.core.arrow import load_dataset_dir, read_meta
+from reprotune.core.atomic import write_frame, write_json
+from reprotune.core.errors import ReprotuneError
+from reprotune.core.params import TaskParams
+from reprotune.core.paths import TRAIN_INFO
+from reprotune.modeling.model import count_parameters
+from reprotune.modeling.tokenizer import load_tokenizer
+from reprotune.tasks.base import TaskFamily
 
 EVAL_METHODS = ("baseline", "full", "lora")
 

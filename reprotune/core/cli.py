@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from .errors import ReprotuneError
+from reprotune.core.errors import ReprotuneError
 
 
 def quiet_libraries() -> None:

@@ -1,0 +1,1 @@
+"""What every stage uses: params schema, errors, paths, atomic writes, Arrow directories."""

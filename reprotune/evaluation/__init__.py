@@ -1,0 +1,1 @@
+"""The baseline and evaluate stages: predictions on the test split and their scores."""

@@ -1,0 +1,1 @@
+"""Tokenizers, models and batched inference for the tokenize, train and evaluate stages."""

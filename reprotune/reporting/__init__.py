@@ -1,0 +1,1 @@
+"""The compare stage: the Markdown report with SVG pictures."""

@@ -1,0 +1,1 @@
+"""The download stage's shared readers: local formats, the Hub, split carving."""

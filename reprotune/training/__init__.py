@@ -1,0 +1,1 @@
+"""The train stages: one Trainer path for full fine-tuning and LoRA."""
