@@ -1,6 +1,6 @@
 """The params.yaml schema, validated once at the start of every stage.
 
-Layout: `pipeline.tasks` lists the tasks dvc.yaml builds; `tasks.<name>` holds one
+Layout: `pipeline.tasks` maps the tasks dvc.yaml builds to their families; `tasks.<name>` holds one
 section per stage (download, tokenize, train_full, train_lora, evaluate,
 error_analysis) plus `model`, which the tokenize, train and evaluate stages read.
 Each task family subclasses these models with its own keys.
@@ -136,7 +136,9 @@ class TaskParams(Strict):
 
 
 class PipelineParams(Strict):
-    tasks: list[str] = Field(min_length=1)
+    tasks: dict[str, str] = Field(
+        min_length=1, description="task name -> its family (tasks.<name>.type); what dvc.yaml builds"
+    )
 
 
 STAGE_SECTIONS = ("model", "download", "tokenize", "train_full", "train_lora", "evaluate", "error_analysis")
@@ -201,53 +203,3 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ReprotuneError(f"{path} must be a mapping with 'pipeline' and 'tasks'")
     return data
-
-
-def validate_task(name: str, section: Any) -> TaskParams:
-    """Validate one `tasks.<name>` section against its family's schema."""
-    from reprotune.tasks import get_family
-
-    if not isinstance(section, dict):
-        raise ReprotuneError(f"{PARAMS_FILE}: 'tasks.{name}' must be a mapping of stage sections")
-    if "type" not in section:
-        raise ReprotuneError(f"{PARAMS_FILE}: 'tasks.{name}.type' is missing")
-    family = get_family(str(section["type"]), where=f"tasks.{name}.type")
-    try:
-        return family.params_model.model_validate(section)
-    except ValidationError as exc:
-        raise explain_validation_error(exc, family.params_model, f"tasks.{name}") from exc
-
-
-def load_all(path: str | Path = PARAMS_FILE) -> tuple[PipelineParams, dict[str, TaskParams]]:
-    """Validate the whole params file, every task included, so mistakes surface at once."""
-    data = read_params(path)
-    unknown = sorted(set(data) - {"pipeline", "tasks"})
-    if unknown:
-        hint = did_you_mean(unknown[0], ["pipeline", "tasks"])
-        raise ReprotuneError(f"{PARAMS_FILE}: unknown top-level key '{unknown[0]}'{hint}; allowed: pipeline, tasks")
-    try:
-        pipeline = PipelineParams.model_validate(data.get("pipeline") or {})
-    except ValidationError as exc:
-        raise explain_validation_error(exc, PipelineParams, "pipeline") from exc
-    sections = data.get("tasks") or {}
-    if not isinstance(sections, dict):
-        raise ReprotuneError(f"{PARAMS_FILE}: 'tasks' must be a mapping of task name to its sections")
-    for name in pipeline.tasks:
-        if name not in sections:
-            raise ReprotuneError(
-                f"{PARAMS_FILE}: pipeline.tasks names '{name}' but there is no 'tasks.{name}' section"
-                f"{did_you_mean(name, sections)}; defined: {', '.join(sorted(sections)) or 'none'}"
-            )
-    tasks = {name: validate_task(name, section) for name, section in sections.items()}
-    return pipeline, tasks
-
-
-def load_task(name: str, path: str | Path = PARAMS_FILE) -> TaskParams:
-    """Validate params.yaml and return the section of the task a stage was asked to run."""
-    _, tasks = load_all(path)
-    if name not in tasks:
-        raise ReprotuneError(
-            f"{PARAMS_FILE}: no section 'tasks.{name}'{did_you_mean(name, tasks)}; "
-            f"defined: {', '.join(sorted(tasks)) or 'none'}"
-        )
-    return tasks[name]

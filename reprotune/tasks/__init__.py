@@ -1,25 +1,189 @@
-"""The task families, looked up by `tasks.<name>.type` in params.yaml."""
+"""The task families, looked up by `tasks.<name>.type`, and each stage's view of its task.
+
+A stage imports only the family modules it runs (see `base.py`) and sees only the
+params sections dvc.yaml declares for it (`STAGE_SECTIONS`): reading any other
+section is an error at once, so a stage can never depend on a key DVC does not track.
+"""
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from pydantic import ValidationError
 
 from reprotune.core.errors import ReprotuneError, did_you_mean
-from reprotune.tasks.base import TaskFamily
+from reprotune.core.params import (
+    PARAMS_FILE,
+    STAGE_SECTIONS as ALL_SECTIONS,
+    PipelineParams,
+    TaskParams,
+    explain_validation_error,
+    read_params,
+)
 
-FAMILY_MODULES = {
-    "ner": "reprotune.tasks.ner",
-    "mlm": "reprotune.tasks.mlm",
-    "qa": "reprotune.tasks.qa",
-    "classification": "reprotune.tasks.classification",
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from reprotune.tasks.base import (
+        AnalysisModule,
+        MetricsModule,
+        ParamsModule,
+        PreprocessModule,
+        SourcesModule,
+        TaskFamily,
+    )
+
+FAMILIES = ("ner", "classification", "qa", "mlm")
+
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "download": ("download",),
+    "tokenize": ("model", "tokenize"),
+    "train-full": ("model", "train_full"),
+    "train-lora": ("model", "train_lora"),
+    "baseline": ("model", "evaluate"),
+    "evaluate-full": ("model", "evaluate"),
+    "evaluate-lora": ("model", "evaluate"),
+    "error-analysis": ("error_analysis",),
 }
+"""The `tasks.<name>` sections each stage reads, besides `type`; dvc.yaml declares the same."""
 
 
-def get_family(type_name: str, where: str = "type") -> TaskFamily:
-    """Import the family module for a task type; an unknown type names the allowed ones."""
-    if type_name not in FAMILY_MODULES:
-        allowed = ", ".join(sorted(FAMILY_MODULES))
+def check_type(type_name: str, where: str = "type") -> str:
+    if type_name not in FAMILIES:
         raise ReprotuneError(
-            f"params.yaml: '{where}' is '{type_name}'{did_you_mean(type_name, FAMILY_MODULES)}; allowed: {allowed}"
+            f"{PARAMS_FILE}: '{where}' is '{type_name}'{did_you_mean(type_name, FAMILIES)}; "
+            f"allowed: {', '.join(sorted(FAMILIES))}"
         )
-    return importlib.import_module(FAMILY_MODULES[type_name]).FAMILY
+    return type_name
+
+
+def _module(type_name: str, part: str) -> Any:
+    return importlib.import_module(f"reprotune.tasks.{check_type(type_name)}.{part}")
+
+
+def params_module(type_name: str) -> ParamsModule:
+    return cast("ParamsModule", _module(type_name, "params"))
+
+
+def sources(type_name: str) -> SourcesModule:
+    return cast("SourcesModule", _module(type_name, "sources"))
+
+
+def preprocess(type_name: str) -> PreprocessModule:
+    return cast("PreprocessModule", _module(type_name, "preprocess"))
+
+
+def metrics(type_name: str) -> MetricsModule:
+    return cast("MetricsModule", _module(type_name, "metrics"))
+
+
+def analysis(type_name: str) -> AnalysisModule:
+    return cast("AnalysisModule", _module(type_name, "analysis"))
+
+
+def family(type_name: str) -> TaskFamily[Any, Any]:
+    return cast("TaskFamily[Any, Any]", _module(type_name, "family").FAMILY)
+
+
+def parse_meta(type_name: str, data: dict[str, Any]) -> BaseModel:
+    """meta.json (written by tokenize) as the family's typed Meta."""
+    return params_module(type_name).META.model_validate(data)
+
+
+def validate_task(name: str, section: Any) -> TaskParams:
+    """Validate one `tasks.<name>` section against its family's schema."""
+    if not isinstance(section, dict):
+        raise ReprotuneError(f"{PARAMS_FILE}: 'tasks.{name}' must be a mapping of stage sections")
+    if "type" not in section:
+        raise ReprotuneError(f"{PARAMS_FILE}: 'tasks.{name}.type' is missing")
+    model = params_module(check_type(str(section["type"]), where=f"tasks.{name}.type")).PARAMS
+    try:
+        return model.model_validate(section)
+    except ValidationError as exc:
+        raise explain_validation_error(exc, model, f"tasks.{name}") from exc
+
+
+def _sections(data: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(data) - {"pipeline", "tasks"})
+    if unknown:
+        hint = did_you_mean(unknown[0], ["pipeline", "tasks"])
+        raise ReprotuneError(f"{PARAMS_FILE}: unknown top-level key '{unknown[0]}'{hint}; allowed: pipeline, tasks")
+    sections = data.get("tasks") or {}
+    if not isinstance(sections, dict):
+        raise ReprotuneError(f"{PARAMS_FILE}: 'tasks' must be a mapping of task name to its sections")
+    return sections
+
+
+def load_pipeline(path: str | Path = PARAMS_FILE) -> PipelineParams:
+    """`pipeline.tasks` checked against the task sections: every name defined, every family right."""
+    data = read_params(path)
+    sections = _sections(data)
+    raw = data.get("pipeline") or {}
+    if isinstance(raw, dict) and isinstance(raw.get("tasks"), list):
+        example = ", ".join(f"{n}: {sections.get(n, {}).get('type', 'ner')}" for n in raw["tasks"][:2])
+        raise ReprotuneError(
+            f"{PARAMS_FILE}: pipeline.tasks maps each task to its family so dvc.yaml can depend on that "
+            f"family's code; write it as {{{example}}}"
+        )
+    try:
+        pipeline = PipelineParams.model_validate(raw)
+    except ValidationError as exc:
+        raise explain_validation_error(exc, PipelineParams, "pipeline") from exc
+    for name, type_name in pipeline.tasks.items():
+        check_type(type_name, where=f"pipeline.tasks.{name}")
+        if name not in sections:
+            raise ReprotuneError(
+                f"{PARAMS_FILE}: pipeline.tasks names '{name}' but there is no 'tasks.{name}' section"
+                f"{did_you_mean(name, sections)}; defined: {', '.join(sorted(sections)) or 'none'}"
+            )
+        declared = sections[name].get("type") if isinstance(sections[name], dict) else None
+        if declared != type_name:
+            raise ReprotuneError(
+                f"{PARAMS_FILE}: pipeline.tasks.{name} is '{type_name}' but tasks.{name}.type is '{declared}'; "
+                "make them agree"
+            )
+    return pipeline
+
+
+def load_all(path: str | Path = PARAMS_FILE) -> tuple[PipelineParams, dict[str, TaskParams]]:
+    """Validate the whole params file, every task included (tests and `reprotune-check`)."""
+    pipeline = load_pipeline(path)
+    sections = _sections(read_params(path))
+    return pipeline, {name: validate_task(name, section) for name, section in sections.items()}
+
+
+class Undeclared:
+    """Stands in for a params section the running stage does not declare in dvc.yaml."""
+
+    def __init__(self, where: str, stage: str) -> None:
+        self._where, self._stage = where, stage
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        raise ReprotuneError(
+            f"internal: stage '{self._stage}' read '{self._where}.{key}', which dvc.yaml does not declare "
+            f"for it; declared: {', '.join(STAGE_SECTIONS[self._stage])}"
+        )
+
+
+def load_task(name: str, stage: str | None = None, path: str | Path = PARAMS_FILE) -> TaskParams:
+    """Validate `tasks.<name>` (every section, so any typo stops the stage) and return it.
+
+    With `stage`, the sections that stage does not declare are replaced by `Undeclared`."""
+    data = read_params(path)
+    sections = _sections(data)
+    if name not in sections:
+        raise ReprotuneError(
+            f"{PARAMS_FILE}: no section 'tasks.{name}'{did_you_mean(name, sections)}; "
+            f"defined: {', '.join(sorted(sections)) or 'none'}"
+        )
+    task = validate_task(name, sections[name])
+    if stage is None:
+        return task
+    if stage not in STAGE_SECTIONS:
+        raise ReprotuneError(f"unknown stage '{stage}'; allowed: {', '.join(STAGE_SECTIONS)}")
+    hidden = {s: Undeclared(f"tasks.{name}.{s}", stage) for s in ALL_SECTIONS if s not in STAGE_SECTIONS[stage]}
+    return task.model_copy(update=hidden)

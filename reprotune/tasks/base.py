@@ -1,8 +1,21 @@
-"""What a task family supplies to the generic stages.
+"""What a task family supplies to the generic stages, file by file.
 
-The stages (download, tokenize, train-full, train-lora, evaluate, error-analysis)
-are the same for every task; each family (NER, classification, QA, masked-LM)
-implements this interface once, in its own module.
+Every family folder holds the same six modules, one job each, and each stage imports
+only the ones it runs (so dvc.yaml can list exactly those as the stage's deps):
+
+| module          | stage(s)                   | supplies                                       |
+| --------------- | -------------------------- | ---------------------------------------------- |
+| `params.py`     | every stage                | `PARAMS`, `META`, `PRETOKENIZED_INPUT`         |
+| `sources.py`    | download                   | `load_raw`, `validate_raw`, `SPLIT_GROUP_COLUMN`, `TEXT_FIELDS` |
+| `preprocess.py` | tokenize (train, evaluate) | `prepare_meta`, `tokenize`                     |
+| `family.py`     | train, evaluate, predict   | `FAMILY`, a `TaskFamily` (model, batches, predictions) |
+| `metrics.py`    | evaluate (train)           | `score`                                        |
+| `analysis.py`   | error-analysis             | `analyse`                                      |
+
+Imports between them run one way: `family.py` may import `preprocess.py` and
+`metrics.py`; `analysis.py` may import `metrics.py`; all may import `params.py`;
+nothing imports `sources.py` or `analysis.py`. The Protocols below are what a
+type checker holds each module to (`tests/test_layout.py` checks every family).
 """
 
 from __future__ import annotations
@@ -10,20 +23,74 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import pandas as pd
 from datasets import Dataset, DatasetDict
+from pydantic import BaseModel
 
-from reprotune.core.params import DownloadParams, TaskParams
+from reprotune.core.params import TaskParams
 
-Meta = dict[str, Any]
-"""JSON-serialisable facts fixed at tokenize time (label list, ...), saved as meta.json."""
+P = TypeVar("P", bound=TaskParams)
+M = TypeVar("M", bound=BaseModel)
 
 
-class TaskFamily(ABC):
+class ParamsModule(Protocol):
+    PARAMS: type[TaskParams]
+    META: type[BaseModel]
+    """Facts fixed at tokenize time (label list, ...), saved as meta.json."""
+    PRETOKENIZED_INPUT: bool
+    """Inputs are lists of words (byte-level BPE tokenizers then need add_prefix_space)."""
+
+
+class SourcesModule(Protocol):
+    SPLIT_GROUP_COLUMN: str | None
+    """Rows sharing this column's value stay on one side of a carved split (QA articles)."""
+    TEXT_FIELDS: tuple[str, ...]
+    """The columns that make an example's text, for finding the same text in two splits."""
+
+    def load_raw(self, params: Any, /) -> tuple[DatasetDict, dict[str, Any]]:
+        """The source (`params`: the family's download section) as splits with this family's
+        standard columns, and a report of what was dropped or repaired
+        (download_report.json). Everything later stages need from the download section
+        (a fixed label order, ...) goes into the data or the report."""
+        ...
+
+    def validate_raw(self, raw: DatasetDict, params: Any, /) -> None:
+        """Check the finished splits (labels unseen in training, ...); raise ReprotuneError."""
+        ...
+
+
+class PreprocessModule(Protocol):
+    def prepare_meta(self, raw: DatasetDict, download_report: dict[str, Any], params: Any, /) -> BaseModel:
+        """Facts derived from the raw data (and the download report) that training and evaluation share."""
+        ...
+
+    def tokenize(self, raw: DatasetDict, tokenizer: Any, params: Any, meta: Any, /) -> tuple[DatasetDict, dict[str, Any]]:
+        """Tokenize every split; return the features and a report of what was cut or dropped."""
+        ...
+
+
+class MetricsModule(Protocol):
+    def score(self, predictions: pd.DataFrame, meta: Any, params: Any, /) -> dict[str, Any]:
+        """Metrics computed from the predictions table alone."""
+        ...
+
+
+class AnalysisModule(Protocol):
+    def analyse(
+        self, predictions: dict[str, pd.DataFrame], meta: Any, params: Any, report_dir: Path, confusion_dir: Path, /
+    ) -> dict[str, Any]:
+        """`predictions` holds baseline, full and lora. Write tables and summary.md to report_dir,
+        one `<method>.csv` per method (columns `actual`, `predicted`) to confusion_dir for
+        DVC's confusion plot; return summary figures for metrics/<task>/error_summary.json."""
+        ...
+
+
+class TaskFamily(ABC, Generic[P, M]):
+    """The model side of a family: what train, evaluate and predict need."""
+
     name: ClassVar[str]
-    params_model: ClassVar[type[TaskParams]]
     peft_task_type: ClassVar[str | None] = None
     """peft TaskType name (TOKEN_CLS, SEQ_CLS, QUESTION_ANS) or None."""
     head_modules: ClassVar[tuple[str, ...]] = ()
@@ -31,38 +98,15 @@ class TaskFamily(ABC):
     default_metric: ClassVar[str] = "loss"
     """Key of `train_metrics` output used for the best checkpoint unless params name another."""
     greater_is_better: ClassVar[bool] = True
-    split_group_column: ClassVar[str | None] = None
-    """Rows sharing this column's value stay on one side of a seeded split (QA articles)."""
-    pretokenized_input: ClassVar[bool] = False
-    """Inputs are lists of words (byte-level BPE tokenizers then need add_prefix_space)."""
-
-    # download -------------------------------------------------------------
-    @abstractmethod
-    def load_raw(self, params: DownloadParams) -> tuple[DatasetDict, dict[str, Any]]:
-        """Load the source as splits with this family's standard columns, plus a report
-        of what was dropped or repaired (saved as download_report.json beside the data)."""
-
-    def validate_raw(self, raw: DatasetDict, params: TaskParams) -> None:
-        """Check the finished splits (labels unseen in training, ...); raise ReprotuneError."""
-
-    # tokenize -------------------------------------------------------------
-    def prepare_meta(self, raw: DatasetDict, params: TaskParams) -> Meta:
-        """Facts derived from the raw data that training and evaluation share."""
-        return {}
+    predict_fields: ClassVar[tuple[str, ...]] = ("text",)
+    """Fields a `predict` input record needs; a plain text line fills the first one."""
 
     @abstractmethod
-    def tokenize(
-        self, raw: DatasetDict, tokenizer: Any, params: TaskParams, meta: Meta
-    ) -> tuple[DatasetDict, dict[str, Any]]:
-        """Tokenize every split; return the features and a report of what was cut or dropped."""
-
-    # train ----------------------------------------------------------------
-    @abstractmethod
-    def build_model(self, params: TaskParams, meta: Meta, source: str | None = None) -> Any:
+    def build_model(self, params: P, meta: M, source: str | None = None) -> Any:
         """Load `params.model` (or a trained checkpoint at `source`) with this family's head."""
 
     @abstractmethod
-    def collator(self, tokenizer: Any, params: TaskParams, meta: Meta) -> Callable[[list[dict]], dict]:
+    def collator(self, tokenizer: Any, params: P, meta: M) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
         """Batch collator used for training and validation (dynamic padding)."""
 
     def trainer_class(self, base: type) -> type:
@@ -74,43 +118,20 @@ class TaskFamily(ABC):
         return ["input_ids", "attention_mask", "token_type_ids", "labels"]
 
     def train_metrics(
-        self, meta: Meta, params: TaskParams, raw_eval: Dataset, features_eval: Dataset
+        self, meta: M, params: P, raw_eval: Dataset, features_eval: Dataset
     ) -> Callable[[Any], dict[str, float]] | None:
-        """compute_metrics for the Trainer's per-epoch validation, or None for loss only."""
+        """compute_metrics for the Trainer's validation (in dataset order), or None for loss only.
+        It must compute the metric the test reports, the same way."""
         return None
 
-    # evaluate -------------------------------------------------------------
     @abstractmethod
     def predict(
-        self, model: Any, tokenizer: Any, raw: Dataset, features: Dataset, meta: Meta, params: TaskParams
+        self, model: Any, tokenizer: Any, raw: Dataset, features: Dataset, meta: M, params: P
     ) -> pd.DataFrame:
         """One row per raw test example with gold and predicted values."""
 
-    @abstractmethod
-    def score(self, predictions: pd.DataFrame, meta: Meta, params: TaskParams) -> dict[str, Any]:
-        """Metrics computed from the predictions table alone."""
-
-    # predict (free input) --------------------------------------------------
-    predict_fields: ClassVar[tuple[str, ...]] = ("text",)
-    """Fields a `predict` input record needs; a plain text line fills the first one."""
-
     def predict_records(
-        self, model: Any, tokenizer: Any, records: list[dict[str, Any]], meta: Meta, params: TaskParams
+        self, model: Any, tokenizer: Any, records: list[dict[str, Any]], meta: M, params: P
     ) -> list[dict[str, Any]]:
         """Predictions for user input (the `predict` command), one dict per record."""
         raise NotImplementedError(f"{self.name} has no predict support yet")
-
-    # error-analysis -------------------------------------------------------
-    @abstractmethod
-    def analyse(
-        self,
-        predictions: dict[str, pd.DataFrame],
-        meta: Meta,
-        params: TaskParams,
-        report_dir: Path,
-        confusion_dir: Path,
-    ) -> dict[str, Any]:
-        """`predictions` holds baseline, full and lora. Write tables and summary.md to report_dir,
-        one `<method>.csv` per method
-        (columns `actual`, `predicted`) to confusion_dir for DVC's confusion plot;
-        return summary figures for metrics/<task>/error_summary.json."""
