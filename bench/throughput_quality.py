@@ -105,7 +105,7 @@ def train_and_score(style: str, task: Any, family: Any, tokenizer: Any, raw: Dat
 
 def run_quality(repo: Path, data_dir: Path, model_ref: str, sizes: dict[str, int], epochs: float | None,
                 tolerance: float) -> dict[str, Any]:
-    from reprotune.tasks import get_family
+    from reprotune.tasks import family as get_family
 
     family = get_family("ner")
     task = task_params(repo, model_ref, sizes, epochs)

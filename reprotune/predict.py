@@ -18,14 +18,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from reprotune import tasks
 from reprotune.core import paths
 from reprotune.core.cli import quiet_libraries, run_stage
 from reprotune.core.errors import ReprotuneError
-from reprotune.core.params import load_task
 from reprotune.core.paths import RUN_INFO
 from reprotune.evaluation.evaluate import load_method_model
 from reprotune.modeling.tokenizer import load_tokenizer
-from reprotune.tasks import get_family
+from reprotune.tasks import load_task
 
 
 def read_records(texts: list[str], source: str | None, fields: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -66,13 +66,13 @@ def render_html(results: list[dict[str, Any]]) -> str:
 
 
 def predict(task_name: str, method: str, records: list[dict[str, Any]], params_path: str = "params.yaml") -> list[dict]:
-    task = load_task(task_name, params_path)
-    family = get_family(task.type)
+    task = load_task(task_name, path=params_path)
+    family = tasks.family(task.type)
     run_info = paths.model_dir(task_name, method) / RUN_INFO
     if method != "baseline" and not run_info.exists():
         raise ReprotuneError(f"{run_info.parent} is missing; train it first (dvc repro train-{method}@{task_name})")
-    meta = json.loads(run_info.read_text(encoding="utf-8"))["meta"]
-    tokenizer = load_tokenizer(task.model, pretokenized=family.pretokenized_input)
+    meta = tasks.parse_meta(task.type, json.loads(run_info.read_text(encoding="utf-8"))["meta"])
+    tokenizer = load_tokenizer(task.model, pretokenized=tasks.params_module(task.type).PRETOKENIZED_INPUT)
     model = load_method_model(task_name, method, task, family, meta)
     try:
         return family.predict_records(model, tokenizer, records, meta, task)
@@ -91,7 +91,7 @@ def main(argv: list[str]) -> str | None:
     parser.add_argument("--html", help="also write NER entities as highlighted HTML")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    family = get_family(load_task(args.task, args.params).type)
+    family = tasks.family(load_task(args.task, path=args.params).type)
     records = read_records(args.text, args.input, family.predict_fields)
     results = predict(args.task, args.method, records, args.params)
     lines = "".join(json.dumps(result, ensure_ascii=False) + "\n" for result in results)

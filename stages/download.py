@@ -1,22 +1,21 @@
 """download: load a task's source and save train/validation/test as Arrow (data/<task>/raw)."""
 
+from reprotune import tasks
 from reprotune.core import paths
 from reprotune.core.arrow import save_dataset
 from reprotune.core.cli import expect_args, run_stage
-from reprotune.core.params import load_task
 from reprotune.sources.splits import check_not_empty, limit_samples, make_missing_splits
-from reprotune.tasks import get_family
 
 
 def main(args: list[str]) -> str:
     (task_name,) = expect_args(args, ["task"], "stages/download.py")
-    task = load_task(task_name)
-    family = get_family(task.type)
-    raw, report = family.load_raw(task.download)
-    raw = make_missing_splits(raw, task.download.make_splits, family.split_group_column)
+    task = tasks.load_task(task_name, "download")
+    sources = tasks.sources(task.type)
+    raw, report = sources.load_raw(task.download)
+    raw = make_missing_splits(raw, task.download.make_splits, sources.SPLIT_GROUP_COLUMN)
     raw = limit_samples(raw, task.download.max_samples, task.download.sample_seed)
     check_not_empty(raw)
-    family.validate_raw(raw, task)
+    sources.validate_raw(raw, task)
     report["examples"] = {split: len(dataset) for split, dataset in raw.items()}
     save_dataset(raw, paths.raw_dir(task_name), {"download_report.json": report})
     sizes = ", ".join(f"{split} {len(dataset)}" for split, dataset in raw.items())

@@ -2,28 +2,27 @@
 
 import pandas as pd
 
+from reprotune import tasks
 from reprotune.core import paths
 from reprotune.core.arrow import read_meta
 from reprotune.core.atomic import atomic_dir, write_json
 from reprotune.core.cli import expect_args, run_stage
 from reprotune.core.errors import ReprotuneError
-from reprotune.core.params import load_task
-from reprotune.tasks import get_family
 
 
 def main(args: list[str]) -> str:
     (task_name,) = expect_args(args, ["task"], "stages/error_analysis.py")
-    task = load_task(task_name)
+    task = tasks.load_task(task_name, "error-analysis")
     predictions = {}
-    for method in ("baseline", "full", "lora"):
+    for method in paths.EVAL_METHODS:
         path = paths.predictions_file(task_name, method)
         if not path.exists():
             raise ReprotuneError(f"{path} is missing; run the evaluate stage for '{method}' first (dvc repro)")
         predictions[method] = pd.read_parquet(path)
-    meta = read_meta(paths.tokenized_dir(task_name))
-    family = get_family(task.type)
+    meta = tasks.parse_meta(task.type, read_meta(paths.tokenized_dir(task_name)))
+    analysis = tasks.analysis(task.type)
     with atomic_dir(paths.report_dir(task_name)) as report, atomic_dir(paths.confusion_dir(task_name)) as confusion:
-        summary = family.analyse(predictions, meta, task, report, confusion)
+        summary = analysis.analyse(predictions, meta, task, report, confusion)
     write_json(paths.error_summary_file(task_name), summary)
     return f"error-analysis {task_name}: read {paths.report_dir(task_name) / 'summary.md'} first"
 

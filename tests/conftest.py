@@ -17,3 +17,20 @@ from tiny import build_tiny_bert  # noqa: E402
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny head-less BERT encoder saved to disk, shared by the whole session."""
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The tiny profile reproduced once (`dvc repro`) in a temporary copy of the repo, with
+    bytecode writing on and every stage recording what it imported (`audit/`)."""
+    import yaml
+    from e2e import run, stage_env, tiny_profile
+    from tiny import build_tiny_bert, copy_repo, git
+
+    root = tmp_path_factory.mktemp("e2e")
+    repo = copy_repo(root / "repo")
+    profile = tiny_profile(root, build_tiny_bert(root / "tiny-model"))
+    (repo / "params.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    git(repo, "commit", "-qam", "tiny profile")
+    run(repo, "dvc", "repro", env=stage_env(root / "audit"))
+    return repo, profile

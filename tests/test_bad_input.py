@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from reprotune.core.errors import ReprotuneError
-from reprotune.core.params import load_all, load_task
+from reprotune.tasks import load_all, load_task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,9 @@ def base_task(tmp_path: Path) -> dict:
 
 def params_file(tmp_path: Path, task: dict, tasks_list: list[str] | None = None, **top: object) -> Path:
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump({"pipeline": {"tasks": tasks_list or ["t"]}, "tasks": {"t": task}, **top}))
+    names = tasks_list or ["t"]
+    pipeline = {"tasks": {name: task.get("type", "ner") for name in names}}
+    path.write_text(yaml.safe_dump({"pipeline": pipeline, "tasks": {"t": task}, **top}))
     return path
 
 
@@ -75,7 +77,28 @@ def test_task_named_in_pipeline_but_missing_from_params(tmp_path: Path) -> None:
 
 def test_stage_asked_for_a_task_without_a_section(tmp_path: Path) -> None:
     with pytest.raises(ReprotuneError, match="no section 'tasks.u'"):
-        load_task("u", params_file(tmp_path, base_task(tmp_path)))
+        load_task("u", path=params_file(tmp_path, base_task(tmp_path)))
+
+
+def test_pipeline_family_must_match_the_task_type(tmp_path: Path) -> None:
+    path = params_file(tmp_path, base_task(tmp_path))
+    path.write_text(path.read_text().replace("t: ner", "t: qa", 1))
+    with pytest.raises(ReprotuneError, match="pipeline.tasks.t is 'qa' but tasks.t.type is 'ner'"):
+        load_all(path)
+
+
+def test_old_list_form_of_pipeline_tasks_says_how_to_write_it(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"pipeline": {"tasks": ["t"]}, "tasks": {"t": base_task(tmp_path)}}))
+    with pytest.raises(ReprotuneError, match=r"write it as \{t: ner\}"):
+        load_all(path)
+
+
+def test_a_stage_reading_an_undeclared_section_fails_at_once(tmp_path: Path) -> None:
+    task = load_task("t", "tokenize", path=params_file(tmp_path, base_task(tmp_path)))
+    assert task.tokenize.max_length > 0 and task.model.name_or_path
+    with pytest.raises(ReprotuneError, match="stage 'tokenize' read 'tasks.t.download.labels'"):
+        _ = task.download.labels
 
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
@@ -189,13 +212,13 @@ def test_unknown_optimizer_is_refused_with_a_suggestion(tmp_path: Path) -> None:
 
 def test_tokens_and_tags_of_different_lengths_name_the_sentence(tmp_path: Path) -> None:
     from reprotune.core.params import validate_task
-    from reprotune.tasks.ner import FAMILY
+    from reprotune.tasks.ner.sources import load_raw
 
     data = tmp_path / "d.jsonl"
     data.write_text('{"tokens": ["a", "b"], "ner_tags": ["O", "O"]}\n{"tokens": ["c", "d"], "ner_tags": ["O"]}\n')
     task = validate_task("t", base_task(tmp_path) | {"download": {"source": "jsonl", "path": str(data)}})
     with pytest.raises(ReprotuneError, match=r"train sentence train:1: 2 tokens but 1 tags"):
-        FAMILY.load_raw(task.download)
+        load_raw(task.download)
 
 
 def test_an_empty_split_is_refused() -> None:

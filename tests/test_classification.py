@@ -15,30 +15,33 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
+from reprotune import tasks
 from reprotune.core import paths
 from reprotune.core.arrow import load_dataset_dir, save_dataset
 from reprotune.core.errors import ReprotuneError
-from reprotune.core.params import validate_task
 from reprotune.evaluation.evaluate import evaluate, load_method_model
 from reprotune.modeling.tokenizer import load_tokenizer
 from reprotune.sources.hub import rename_splits
 from reprotune.sources.splits import make_missing_splits
-from reprotune.tasks import get_family
+from reprotune.tasks import validate_task
 from reprotune.tasks.classification.analysis import (
-    analyse,
     full_against_lora,
     length_buckets,
+    write_analysis,
 )
+from reprotune.tasks.classification.family import FAMILY
 from reprotune.tasks.classification.metrics import classification_scores
-from reprotune.tasks.classification.params import ClsDownloadParams
+from reprotune.tasks.classification.params import PRETOKENIZED_INPUT, ClassificationDownloadParams, ClassificationMeta
+from reprotune.tasks.classification.preprocess import iter_labels, prepare_meta, tokenize
 from reprotune.tasks.classification.sources import (
+    SPLIT_GROUP_COLUMN,
     Collected,
     hub_rows,
-    iter_labels,
+    load_raw,
     one_source_split_each,
+    validate_raw,
 )
 
-FAMILY = get_family("classification")
 TINY = {"max_steps": 4, "batch_size": 8, "eval_batch_size": 16, "logging_steps": 1}
 
 
@@ -64,11 +67,11 @@ def section(model_dir: Path | str, download: dict[str, Any], **overrides: Any) -
 
 def load(download: dict[str, Any]) -> tuple[DatasetDict, dict[str, Any]]:
     task = validate_task("t", section("unused", download))
-    return FAMILY.load_raw(task.download)
+    return load_raw(task.download)
 
 
-def download_params(**keys: Any) -> ClsDownloadParams:
-    return ClsDownloadParams.model_validate({"source": "hub", "dataset": "demo", **keys})
+def download_params(**keys: Any) -> ClassificationDownloadParams:
+    return ClassificationDownloadParams.model_validate({"source": "hub", "dataset": "demo", **keys})
 
 
 # sources ------------------------------------------------------------------------
@@ -116,12 +119,12 @@ def test_sentence_pairs_from_jsonl_become_two_segments(tmp_path: Path, tiny_mode
     task = validate_task("t", section(tiny_model_dir, {
         "source": "jsonl", "files": {"train": str(path), "test": str(path)},
         "text_fields": ["premise", "hypothesis"], "label_field": "gold", "id_field": "premise"}))
-    raw, _ = FAMILY.load_raw(task.download)
+    raw, report = load_raw(task.download)
     assert raw["test"]["text_pair"] == ["A man rests .", "A cat sits .", "Kids play outside ."]
-    meta = FAMILY.prepare_meta(raw, task)
-    assert meta["pair"] and meta["labels"] == ["contradiction", "entailment", "neutral"]
-    features, _ = FAMILY.tokenize(DatasetDict({"train": raw["train"], "test": raw["test"]}),
-                                  load_tokenizer(task.model), task, meta)
+    meta = prepare_meta(raw, report, task)
+    assert meta.pair and meta.labels == ["contradiction", "entailment", "neutral"]
+    features, _ = tokenize(DatasetDict({"train": raw["train"], "test": raw["test"]}),
+                           load_tokenizer(task.model), task, meta)
     first = features["test"][0]
     assert 0 in first["token_type_ids"] and 1 in first["token_type_ids"], "premise and hypothesis are two segments"
     assert features["test"]["labels"] == [1, 0, 2]
@@ -129,12 +132,13 @@ def test_sentence_pairs_from_jsonl_become_two_segments(tmp_path: Path, tiny_mode
 
 def test_predict_records_for_a_pair_task_needs_text_pair(tiny_model_dir: Path) -> None:
     task = validate_task("t", section(tiny_model_dir, {"source": "hub", "text_fields": ["premise", "hypothesis"]}))
-    meta = {"labels": ["entailment", "neutral", "contradiction"], "pair": True}
+    meta = ClassificationMeta(labels=["entailment", "neutral", "contradiction"], labels_missing_from_train=[],
+                              text_fields=["premise", "hypothesis"], pair=True)
     model = FAMILY.build_model(task, meta)
     tokenizer = load_tokenizer(task.model)
     out = FAMILY.predict_records(model, tokenizer, [{"text": "A man sleeps .", "text_pair": "A man rests ."}], meta,
                                  task)
-    assert out[0]["text_pair"] == "A man rests ." and out[0]["label"] in meta["labels"]
+    assert out[0]["text_pair"] == "A man rests ." and out[0]["label"] in meta.labels
     assert sum(out[0]["probs"].values()) == pytest.approx(1, abs=1e-4)
     with pytest.raises(ReprotuneError, match="input record 2 lacks field 'text_pair'"):
         FAMILY.predict_records(model, tokenizer, [{"text": "a", "text_pair": "b"}, {"text": "c"}], meta, task)
@@ -243,16 +247,16 @@ def test_label_mapping_stays_the_same_from_train_to_test(tmp_path: Path, tiny_mo
     test = write(tmp_path / "test.csv", "text,label\nnine b,9\nten b,10\n")
     task = validate_task("t", section(tiny_model_dir, {"source": "csv", "files": {"train": str(train),
                                                                                    "test": str(test)}}))
-    raw, _ = FAMILY.load_raw(task.download)
-    meta = FAMILY.prepare_meta(raw, task)
-    assert meta["labels"] == ["2", "9", "10"], "integer labels sort as numbers"
-    features, report = FAMILY.tokenize(raw, load_tokenizer(task.model), task, meta)
+    raw, download_report = load_raw(task.download)
+    meta = prepare_meta(raw, download_report, task)
+    assert meta.labels == ["2", "9", "10"], "integer labels sort as numbers"
+    features, report = tokenize(raw, load_tokenizer(task.model), task, meta)
     assert features["train"]["labels"] == [2, 1, 0, 1]
     assert features["test"]["labels"] == [1, 2], "test rows get the ids fixed from train"
     assert report["test"]["label_counts"] == {"10": 1, "9": 1}
     ordered = task.model_copy(update={"download": task.download.model_copy(update={"labels": ["10", "9", "2"]})})
-    raw2, _ = FAMILY.load_raw(ordered.download)
-    assert FAMILY.prepare_meta(raw2, ordered)["labels"] == ["10", "9", "2"]
+    raw2, report2 = load_raw(ordered.download)
+    assert prepare_meta(raw2, report2, ordered).labels == ["10", "9", "2"]
 
 
 def test_label_unseen_in_train_names_split_and_row(tmp_path: Path) -> None:
@@ -260,9 +264,9 @@ def test_label_unseen_in_train_names_split_and_row(tmp_path: Path) -> None:
     test = write(tmp_path / "test.csv", "text,label\nc,x\nd,z\n")
     task = validate_task("t", section("m", {"source": "csv", "files": {"train": str(train), "validation": str(train),
                                                                         "test": str(test)}}))
-    raw, _ = FAMILY.load_raw(task.download)
+    raw, _ = load_raw(task.download)
     with pytest.raises(ReprotuneError, match=r"test row 2 \(id test\.csv:3\): label 'z' does not occur in train"):
-        FAMILY.validate_raw(raw, task)
+        validate_raw(raw, task)
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -371,8 +375,8 @@ def test_analyse_writes_confusion_csvs_mistakes_and_summary(tmp_path: Path) -> N
     full = predictions_frame(gold, ["a", "b", "b", "b"], [0.9, 0.6, 0.7, 0.8])
     lora = predictions_frame(gold, ["a", "b", "a", "b"], [0.5, 0.99, 0.55, 0.7])
     baseline = predictions_frame(gold, ["b", "b", "b", "b"], [0.51] * 4)
-    summary = analyse({"baseline": baseline, "full": full, "lora": lora}, ["a", "b"], 5, 2, tmp_path / "r",
-                      tmp_path / "c")
+    summary = write_analysis({"baseline": baseline, "full": full, "lora": lora}, ["a", "b"], 5, 2, tmp_path / "r",
+                             tmp_path / "c")
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["baseline.csv", "full.csv", "lora.csv"]
     assert summary["methods"]["baseline"]["accuracy"] == 0.5
     confusion = pd.read_csv(tmp_path / "c" / "lora.csv")
@@ -395,17 +399,17 @@ def run_stages(task_name: str, task: Any) -> dict[str, pd.DataFrame]:
     """What the stages do, in the current directory: download, tokenize, train, evaluate."""
     from reprotune.training.train import train
 
-    raw, _ = FAMILY.load_raw(task.download)
-    raw = make_missing_splits(raw, task.download.make_splits)
-    FAMILY.validate_raw(raw, task)
+    raw, report = load_raw(task.download)
+    raw = make_missing_splits(raw, task.download.make_splits, SPLIT_GROUP_COLUMN)
+    validate_raw(raw, task)
     save_dataset(raw, paths.raw_dir(task_name))
-    meta = FAMILY.prepare_meta(raw, task)
-    features, _ = FAMILY.tokenize(raw, load_tokenizer(task.model), task, meta)
-    save_dataset(features, paths.tokenized_dir(task_name), {"meta.json": meta})
+    meta = prepare_meta(raw, report, task)
+    features, _ = tokenize(raw, load_tokenizer(task.model, pretokenized=PRETOKENIZED_INPUT), task, meta)
+    save_dataset(features, paths.tokenized_dir(task_name), {"meta.json": meta.model_dump(mode="json")})
     for method in ("full", "lora"):
-        train(task_name, method, task, FAMILY)
+        train(task_name, method, task)
     for method in ("baseline", "full", "lora"):
-        evaluate(task_name, method, task, FAMILY)
+        evaluate(task_name, method, task)
     return {method: pd.read_parquet(paths.predictions_file(task_name, method))
             for method in ("baseline", "full", "lora")}
 
@@ -440,12 +444,13 @@ def test_train_predict_score_on_the_tiny_model(tmp_path: Path, tiny_model_dir: P
     full_cost = json.loads(paths.cost_file("toy", "full").read_text())
     lora_cost = json.loads(paths.cost_file("toy", "lora").read_text())
     assert lora_cost["trainable_params"] < full_cost["trainable_params"]
-    meta = json.loads((paths.tokenized_dir("toy") / "meta.json").read_text())
-    summary = FAMILY.analyse(predictions, meta, task, tmp_path / "report", tmp_path / "confusion")
+    meta = tasks.parse_meta("classification", json.loads((paths.tokenized_dir("toy") / "meta.json").read_text()))
+    summary = tasks.analysis("classification").analyse(predictions, meta, task, tmp_path / "report",
+                                                       tmp_path / "confusion")
     model = load_method_model("toy", "lora", task, FAMILY, meta)
     first = predictions["lora"].iloc[0]
     records = FAMILY.predict_records(model, load_tokenizer(task.model), [{"text": first["text"]}], meta, task)
     assert records[0]["label"] == first["pred"] and records[0]["confidence"] == pytest.approx(first["confidence"])
-    assert set(records[0]["probs"]) == set(meta["labels"])
+    assert set(records[0]["probs"]) == set(meta.labels)
     assert summary["full_vs_lora"]["examples"] == 30
     assert (tmp_path / "report" / "summary.md").read_text().startswith("# Classification error analysis")

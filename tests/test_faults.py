@@ -49,7 +49,7 @@ def kill_when(process: subprocess.Popen, ready: callable, timeout: float = 120) 
 
 
 def write_params(workdir: Path, task: dict) -> None:
-    (workdir / "params.yaml").write_text(yaml.safe_dump({"pipeline": {"tasks": ["t"]}, "tasks": {"t": task}}))
+    (workdir / "params.yaml").write_text(yaml.safe_dump({"pipeline": {"tasks": {"t": task["type"]}}, "tasks": {"t": task}}))
 
 
 @pytest.fixture(scope="module")

@@ -13,53 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from tiny import build_tiny_bert, copy_repo, git
+from e2e import dry_run_stages, run, set_param
+from tiny import git
 
 TESTS = Path(__file__).resolve().parent
-
-
-def tiny_profile(root: Path, model_dir: Path) -> dict:
-    """params.yaml with one tiny task per family, from every tests/tiny_<family>.py."""
-    tasks = {}
-    for module_file in sorted(TESTS.glob("tiny_*.py")):
-        family = module_file.stem.removeprefix("tiny_")
-        module = importlib.import_module(module_file.stem)
-        tasks[f"tiny_{family}"] = module.tiny_task(root / "tiny-data" / family, model_dir)
-    return {"pipeline": {"tasks": list(tasks)}, "tasks": tasks}
-
-
-def run(repo: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    result = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
-def dry_run_stages(repo: Path) -> set[str]:
-    """Stages that `dvc status` reports as changed (their own deps or params)."""
-    return set(json.loads(run(repo, "dvc", "status", "--json").stdout or "{}"))
-
-
-def set_param(repo: Path, dotted: str, value: object) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    node = params
-    *parents, last = dotted.split(".")
-    for key in parents:
-        node = node[key]
-    node[last] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-@pytest.fixture(scope="module")
-def reproduced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    root = tmp_path_factory.mktemp("e2e")
-    repo = copy_repo(root / "repo")
-    profile = tiny_profile(root, build_tiny_bert(root / "tiny-model"))
-    (repo / "params.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
-    git(repo, "commit", "-qam", "tiny profile")
-    run(repo, "dvc", "repro")
-    return repo, profile
 
 
 def test_every_task_produces_metrics_reports_and_plots(reproduced: tuple[Path, dict]) -> None:
@@ -111,7 +68,7 @@ def test_evaluate_param_change_retrains_nothing(reproduced: tuple[Path, dict]) -
         stages = dry_run_stages(repo)
     finally:
         git(repo, "checkout", "params.yaml")
-    assert stages == {"evaluate@tiny_ner-full", "evaluate@tiny_ner-lora", "baseline@tiny_ner"}
+    assert stages == {"evaluate-full@tiny_ner", "evaluate-lora@tiny_ner", "baseline@tiny_ner"}
 
 
 def test_metrics_diff_compares_full_and_lora(reproduced: tuple[Path, dict]) -> None:

@@ -1,6 +1,6 @@
 """QA family: sources and record checks, windows and labels, n-best post-processing,
-official EM/F1, SQuAD v2 null answers, eval-order recovery, analysis, and a tiny
-train -> predict -> score run through the generic training and evaluation code."""
+official EM/F1, SQuAD v2 null answers, analysis, and a tiny train -> predict -> score
+run through the generic training and evaluation code."""
 
 from __future__ import annotations
 
@@ -10,34 +10,33 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from datasets import Dataset
 from tiny_qa import tiny_task, write_squad
 
 from reprotune.core.errors import ReprotuneError
-from reprotune.core.params import MakeSplits, validate_task
+from reprotune.core.params import MakeSplits
 from reprotune.sources.splits import make_missing_splits
-from reprotune.tasks.qa import FAMILY
+from reprotune.tasks import validate_task
+from reprotune.tasks.qa import preprocess, sources
 from reprotune.tasks.qa.analysis import analyse, bucket, question_word
-from reprotune.tasks.qa.eval_order import feature_order
-from reprotune.tasks.qa.features import (
-    WindowSettings,
+from reprotune.tasks.qa.family import FAMILY, Settings, Window, best_answer
+from reprotune.tasks.qa.metrics import (
+    aggregate,
+    exact_match,
+    f1_score,
+    normalize_answer,
+    score,
+    score_one,
+)
+from reprotune.tasks.qa.params import QaDownloadParams, QaMeta, WindowSettings
+from reprotune.tasks.qa.preprocess import (
     answer_chars,
     check_settings,
     cut_questions,
     token_span,
     tokenize_batch,
 )
-from reprotune.tasks.qa.params import QaDownloadParams
-from reprotune.tasks.qa.postprocess import Settings, Window, best_answer
-from reprotune.tasks.qa.sources import GROUP_COLUMN, choose_split_by, load_records
-from reprotune.tasks.qa.squad_metrics import (
-    aggregate,
-    exact_match,
-    f1_score,
-    normalize_answer,
-    score_one,
-)
+from reprotune.tasks.qa.sources import SPLIT_GROUP_COLUMN, choose_split_by, load_records
 
 FILLER = "Some words fill the page here. " * 12
 
@@ -70,6 +69,7 @@ def squad_file(tmp_path: Path, qas: list[dict], context: str = "Paris is the cap
 
 
 SMALL = WindowSettings(max_length=40, doc_stride=8, max_question_length=10)
+META = QaMeta(version_2_with_negative=False, window=SMALL)
 
 
 # windows and labels ---------------------------------------------------------
@@ -230,8 +230,9 @@ def test_unanswerable_scoring_matches_squad_v2() -> None:
 
 # sources --------------------------------------------------------------------
 def test_malformed_answer_start_names_the_record(tmp_path: Path) -> None:
-    path = squad_file(tmp_path, [{"id": "good-1", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]},
-                                 {"id": "bad-7", "question": "What?", "answers": [{"text": "France", "answer_start": 3}]}])
+    path = squad_file(tmp_path, [
+        {"id": "good-1", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]},
+        {"id": "bad-7", "question": "What?", "answers": [{"text": "France", "answer_start": 3}]}])
     with pytest.raises(ReprotuneError, match=r"d\.json: record 'bad-7': answer_start 3 does not point at the answer "
                                              r"'France' \(the context has 'is is ' there\)"):
         load_records(QaDownloadParams(source="json", path=str(path)))
@@ -254,8 +255,9 @@ def test_malformed_jsonl_record_and_bad_line_are_named(tmp_path: Path) -> None:
 
 
 def test_unanswerable_needs_version_2_flag(tmp_path: Path) -> None:
-    path = squad_file(tmp_path, [{"id": "v2-1", "question": "Who?", "answers": [], "is_impossible": True},
-                                 {"id": "v2-2", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]}])
+    path = squad_file(tmp_path, [
+        {"id": "v2-1", "question": "Who?", "answers": [], "is_impossible": True},
+        {"id": "v2-2", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]}])
     with pytest.raises(ReprotuneError, match="record 'v2-1' has no answer.*version_2_with_negative: true"):
         load_records(QaDownloadParams(source="json", path=str(path)))
     raw, report = load_records(QaDownloadParams(source="json", path=str(path), version_2_with_negative=True))
@@ -322,21 +324,24 @@ def test_too_few_groups_to_carve_splits_names_the_keys(tmp_path: Path) -> None:
     with pytest.raises(ReprotuneError, match=r"d\.json: download\.make_splits cannot carve validation and test out "
                                              r"of train: download\.split_by \(auto -> context\) keeps each paragraph "
                                              r"\(context\) whole and train has only 1 of them \(3 needed\); give them "
-                                             r"their own files with download\.files\.validation / download\.files\.test"):
-        FAMILY.load_raw(QaDownloadParams(source="json", path=str(one)))
+                                             r"their own files with download\.files\.validation / "
+                                             r"download\.files\.test"):
+        sources.load_raw(QaDownloadParams(source="json", path=str(one)))
     article = tmp_path / "article.json"
     qa = {"question": "Who?", "answers": [{"text": "Ann", "answer_start": 0}]}
     article.write_text(json.dumps({"data": [{"title": "T", "paragraphs": [
-        {"context": "Ann met Bob.", "qas": [qa | {"id": "p1"}]}, {"context": "Ann left.", "qas": [qa | {"id": "p2"}]}]}]}))
-    with pytest.raises(ReprotuneError, match=r"article\.json: .*cannot carve validation out of train: download\.split_by "
-                                             r"\(title\) keeps each article \(title\) whole and train has only 1 of them "
+        {"context": "Ann met Bob.", "qas": [qa | {"id": "p1"}]},
+        {"context": "Ann left.", "qas": [qa | {"id": "p2"}]}]}]}))
+    with pytest.raises(ReprotuneError, match=r"article\.json: .*cannot carve validation out of train: "
+                                             r"download\.split_by \(title\) keeps each article \(title\) whole and "
+                                             r"train has only 1 of them "
                                              r"\(2 needed\); set download\.split_by: context to split by paragraph, or "
                                              r"give them their own files with download\.files\.validation$"):
-        FAMILY.load_raw(QaDownloadParams(source="json", split_by="title",
+        sources.load_raw(QaDownloadParams(source="json", split_by="title",
                                          files={"train": str(article), "test": str(one)}))
-    assert FAMILY.load_raw(QaDownloadParams(source="json", split_by="context",
+    assert sources.load_raw(QaDownloadParams(source="json", split_by="context",
                                             files={"train": str(article), "test": str(one)}))[1]["groups"]["train"] == 2
-    raw, _ = FAMILY.load_raw(QaDownloadParams(source="json", path=str(write_squad(tmp_path / "s.json"))))
+    raw, _ = sources.load_raw(QaDownloadParams(source="json", path=str(write_squad(tmp_path / "s.json"))))
     assert len(raw["train"]) == 36
 
 
@@ -360,14 +365,14 @@ def test_split_by_article_or_paragraph_keeps_groups_whole(tmp_path: Path) -> Non
     for split_by, key in (("title", "title"), ("context", "context")):
         raw, report = load_records(QaDownloadParams(source="json", path=str(path), split_by=split_by))
         assert report["split_by"] == split_by
-        splits = make_missing_splits(raw, MakeSplits(validation=0.2, test=0.2, seed=3), FAMILY.split_group_column)
+        splits = make_missing_splits(raw, MakeSplits(validation=0.2, test=0.2, seed=3), sources.SPLIT_GROUP_COLUMN)
         owners: dict[str, set[str]] = {}
         for name, data in splits.items():
             for value in data[key]:
                 owners.setdefault(value, set()).add(name)
         assert all(len(names) == 1 for names in owners.values()), f"a {key} straddles splits"
         assert all(len(splits[name]) > 0 for name in splits)
-    assert GROUP_COLUMN in raw["train"].column_names
+    assert SPLIT_GROUP_COLUMN in raw["train"].column_names
 
 
 def test_params_refuse_a_stride_without_room(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -376,30 +381,6 @@ def test_params_refuse_a_stride_without_room(tmp_path: Path, tiny_model_dir: Pat
     with pytest.raises(ReprotuneError, match="tasks.t.tokenize.*max_question_length \\+ doc_stride"):
         validate_task("t", task)
     assert validate_task("t", tiny_task(tmp_path, tiny_model_dir)).type == "qa"
-
-
-# eval order -----------------------------------------------------------------
-def test_eval_order_is_recovered_from_a_length_grouped_sampler() -> None:
-    from transformers.trainer_pt_utils import get_length_grouped_indices
-
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(10, 60, size=37)
-    starts, ends = rng.integers(0, 9, size=37), rng.integers(0, 9, size=37)
-    order = np.array(get_length_grouped_indices(lengths.tolist(), 4, generator=torch.Generator().manual_seed(7)))
-    logits = np.full((37, lengths.max()), -100.0, dtype=np.float32)
-    for row in range(0, 37, 4):
-        logits[row:row + 4, :lengths[order[row:row + 4]].max()] = 0.5
-    settings = [(4, 42, True), (4, 7, True)]
-    found = feature_order(logits, (starts[order], ends[order]), starts, ends, lengths, settings, None)
-    assert np.array_equal(found, order)
-    with pytest.raises(ReprotuneError, match="could not line the Trainer's validation predictions up"):
-        feature_order(logits, (starts[order], ends[order]), starts, ends, lengths, [(4, 1, True)], None)
-    # On a GPU the collator pads each batch to a multiple of 8; dataset order is found too.
-    padded = np.full((37, 64), -100.0, dtype=np.float32)
-    for row in range(0, 37, 4):
-        padded[row:row + 4, :-(-lengths[row:row + 4].max() // 8) * 8] = 0.5
-    found = feature_order(padded, (starts, ends), starts, ends, lengths, [(4, 42, False)], 8)
-    assert np.array_equal(found, np.arange(37))
 
 
 # analysis -------------------------------------------------------------------
@@ -411,7 +392,9 @@ def test_question_words_and_buckets() -> None:
     assert [bucket(v, (1, 2, 3, 4, 6, 11)) for v in (1, 3, 5, 10, 11)] == ["1", "3", "4-5", "6-10", "11+"]
 
 
-def test_analysis_writes_confusion_summary_and_compares_methods(tmp_path: Path) -> None:
+def test_analysis_writes_confusion_summary_and_compares_methods(tmp_path: Path, tiny_model_dir: Path) -> None:
+    task = validate_task("t", tiny_task(tmp_path, tiny_model_dir) | {"error_analysis": {"worst_n": 2}})
+
     def frame(preds: list[str]) -> pd.DataFrame:
         return pd.DataFrame({
             "id": ["a", "b", "c"], "title": ["T"] * 3, "context": ["Ann met Bob in Paris."] * 3,
@@ -421,7 +404,8 @@ def test_analysis_writes_confusion_summary_and_compares_methods(tmp_path: Path) 
         })
 
     summary = analyse({"baseline": frame(["met", "met", "met"]), "full": frame(["Ann", "Paris", ""]),
-                       "lora": frame(["Bob", "in Paris", "Bob"])}, 2, tmp_path / "report", tmp_path / "confusion")
+                       "lora": frame(["Bob", "in Paris", "Bob"])}, META, task, tmp_path / "report",
+                      tmp_path / "confusion")
     assert summary["baseline"]["outcomes"] == {"exact": 0, "partial": 0, "wrong": 3}
     assert sorted(p.name for p in (tmp_path / "confusion").iterdir()) == ["full.csv", "lora.csv"]
     assert summary["full"]["outcomes"] == {"exact": 2, "partial": 1, "wrong": 0}
@@ -438,8 +422,8 @@ def test_analysis_writes_confusion_summary_and_compares_methods(tmp_path: Path) 
 # train -> predict -> score ---------------------------------------------------
 def test_tiny_train_predict_score_through_the_generic_flow(tmp_path: Path, tiny_model_dir: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """Validation EM/F1 during training (eval batches reordered by length) must equal
-    predict + score of the saved best model on the same validation split."""
+    """Validation EM/F1 during training (evaluated in dataset order although training groups
+    by length) must equal predict + score of the saved best model on the same validation split."""
     from reprotune.core import paths
     from reprotune.core.arrow import save_dataset
     from reprotune.evaluation.evaluate import evaluate
@@ -451,20 +435,21 @@ def test_tiny_train_predict_score_through_the_generic_flow(tmp_path: Path, tiny_
     section["train_full"] |= {"eval_batch_size": 3, "max_steps": 6, "epochs": 1, "seed": 5}
     task = validate_task("tiny_qa", section)
     monkeypatch.chdir(tmp_path)
-    raw, report = FAMILY.load_raw(task.download)
-    raw = limit_samples(make_missing_splits(raw, task.download.make_splits, FAMILY.split_group_column), None, 0)
-    FAMILY.validate_raw(raw, task)
-    save_dataset(raw, paths.raw_dir("tiny_qa"))
+    raw, report = sources.load_raw(task.download)
+    raw = limit_samples(make_missing_splits(raw, task.download.make_splits, sources.SPLIT_GROUP_COLUMN), None, 0)
+    sources.validate_raw(raw, task)
+    save_dataset(raw, paths.raw_dir("tiny_qa"), {"download_report.json": report})
     tokenizer = load_tokenizer(task.model)
-    meta = FAMILY.prepare_meta(raw, task)
-    features, tokenize_report = FAMILY.tokenize(raw, tokenizer, task, meta)
+    meta = preprocess.prepare_meta(raw, report, task)
+    assert meta.window == WindowSettings(max_length=64, doc_stride=16, max_question_length=16)
+    features, tokenize_report = preprocess.tokenize(raw, tokenizer, task, meta)
     assert tokenize_report["validation"]["answer_only_in_later_window"] > 0
-    save_dataset(features, paths.tokenized_dir("tiny_qa"), {"meta.json": meta})
+    save_dataset(features, paths.tokenized_dir("tiny_qa"), {"meta.json": meta.model_dump(mode="json")})
 
     info = train("tiny_qa", "full", task, FAMILY)
     model = FAMILY.build_model(task, meta, source=str(paths.model_dir("tiny_qa", "full")))
     validation = FAMILY.predict(model, tokenizer, raw["validation"], features["validation"], meta, task)
-    scores = FAMILY.score(validation, meta, task)
+    scores = score(validation, meta, task)
     assert info["best_checkpoint_metric"] == pytest.approx(scores["f1"], abs=1e-6)
     assert len(validation) == len(raw["validation"]) and set(validation["id"]) == set(raw["validation"]["id"])
 
@@ -477,7 +462,7 @@ def test_tiny_train_predict_score_through_the_generic_flow(tmp_path: Path, tiny_
     for method in ("baseline", "full"):
         metrics = evaluate("tiny_qa", method, task, FAMILY)
         table = pd.read_parquet(paths.predictions_file("tiny_qa", method))
-        assert metrics == FAMILY.score(table, meta, task) and metrics["examples"] == len(raw["test"])
+        assert metrics == score(table, meta, task) and metrics["examples"] == len(raw["test"])
         answered = table[table["pred_text"] != ""]
         assert all(row.context[row.pred_start:row.pred_start + len(row.pred_text)] == row.pred_text
                    for row in answered.itertuples())
@@ -485,7 +470,6 @@ def test_tiny_train_predict_score_through_the_generic_flow(tmp_path: Path, tiny_
 
 def test_hub_split_mapped_to_test_is_not_also_validation(monkeypatch: pytest.MonkeyPatch) -> None:
     from reprotune.sources.hub import rename_splits
-    from reprotune.tasks.qa import sources
 
     rows = {"id": ["a", "b"], "title": ["T", "U"], "context": ["Ann met Bob."] * 2, "question": ["Who?"] * 2,
             "answers": [{"text": ["Bob"], "answer_start": [8]}] * 2}

@@ -28,7 +28,7 @@ def test_build_writes_markdown_and_pictures(tmp_path: Path) -> None:
     (curve / "loss.tsv").write_text("timestamp\tstep\tloss\n0\t1\t2.0\n0\t2\t1.5\n")
     out = tmp_path / "out"
     out.mkdir()
-    markdown = build(["t"], {"t": "ner"}, tmp_path / "metrics", out)
+    markdown = build({"t": "ner"}, tmp_path / "metrics", out)
     assert "| f1 | 0.0500 | 0.7500 | 0.7000 |" in markdown
     assert "| shipped size MB | 1.0 | 1.0 | 1.0 |" in markdown
     assert (out / "t-loss.svg").exists() and (out / "t-confusion-full.svg").exists()

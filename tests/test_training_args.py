@@ -10,12 +10,12 @@ import torch
 
 from reprotune.core.errors import ReprotuneError
 from reprotune.core.params import LoraTrainParams, TrainParams
-from reprotune.tasks import get_family
+from reprotune.tasks import family
 from reprotune.training.train import resolve_precision, training_arguments
 
 
 def args_for(tmp_path: Path, **params: object):
-    return training_arguments(TrainParams(**params), get_family("ner"), tmp_path)
+    return training_arguments(TrainParams(**params), family("ner"), tmp_path)
 
 
 def test_speed_params_map_onto_training_arguments(tmp_path: Path) -> None:

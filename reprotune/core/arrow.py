@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,29 @@ SPLITS = ("train", "validation", "test")
 
 
 def save_dataset(dataset: DatasetDict, target: Path, extra_json: dict[str, Any] | None = None) -> None:
-    """save_to_disk into a temporary directory, then rename into place."""
+    """save_to_disk into a temporary directory, then rename into place, with each split's
+    fingerprint replaced by a digest of its Arrow files (see `_pin_fingerprints`)."""
     with atomic_dir(target) as tmp:
         dataset.save_to_disk(str(tmp))
+        _pin_fingerprints(tmp)
         for name, payload in (extra_json or {}).items():
             (tmp / name).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _pin_fingerprints(saved: Path) -> None:
+    """`datasets` records a fingerprint of the transforms that made each split, which hashes
+    the tokenizer object and so differs between machines and virtual environments for
+    byte-identical data: the same inputs would give a different DVC out, and every stage
+    downstream would rerun. The digest of the Arrow files themselves is what the
+    fingerprint stands for here (caching is off), and it is the same everywhere."""
+    for state_file in sorted(saved.glob("*/state.json")):
+        digest = hashlib.sha256()
+        for arrow in sorted(state_file.parent.glob("*.arrow")):
+            digest.update(arrow.name.encode())
+            digest.update(arrow.read_bytes())
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        state["_fingerprint"] = digest.hexdigest()[:16]
+        state_file.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def load_dataset_dir(path: Path, stage_hint: str) -> DatasetDict:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from reprotune.core.errors import ReprotuneError
 
@@ -26,6 +28,33 @@ def quiet_libraries() -> None:
         pass
 
 
+AUDIT_ENV = "REPROTUNE_AUDIT_DIR"
+"""When set, each stage writes the project files it imported there (tests/test_invalidation.py
+checks them against the stage's deps in dvc.yaml)."""
+
+
+def record_imports(args: list[str]) -> None:
+    """Write the repository's Python files this process imported, relative to the repo root."""
+    target = os.environ.get(AUDIT_ENV)
+    if not target:
+        return
+    root = Path.cwd().resolve()
+    files = set()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if not file:
+            continue
+        path = Path(file).resolve()
+        if path.is_relative_to(root) and path.relative_to(root).parts[0] in ("reprotune", "stages"):
+            files.add(path.relative_to(root).as_posix())
+    script = Path(sys.argv[0]).resolve()
+    if script.is_relative_to(root):
+        files.add(script.relative_to(root).as_posix())
+    name = "-".join([Path(sys.argv[0]).stem, *args]) + ".json"
+    Path(target).mkdir(parents=True, exist_ok=True)
+    (Path(target) / name).write_text(json.dumps(sorted(files), indent=1) + "\n", encoding="utf-8")
+
+
 def run_stage(main: Callable[[list[str]], str | None], argv: list[str] | None = None) -> None:
     """Call `main(args)`; print its summary line, or `error: ...` and exit 2 on a ReprotuneError."""
     quiet_libraries()
@@ -35,6 +64,7 @@ def run_stage(main: Callable[[list[str]], str | None], argv: list[str] | None = 
     except ReprotuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    record_imports(args)
     if summary:
         print(summary)
 

@@ -5,10 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 METHODS = ("full", "lora")
+"""The trained methods; `baseline` is the pretrained encoder with an untrained head."""
+EVAL_METHODS = ("baseline", *METHODS)
+COMPARISON_DIR = Path("reports") / "comparison"
 TRAIN_INFO = "train_info.json"
 """What a train stage measured, saved inside the model directory."""
 RUN_INFO = "reprotune.json"
 """The task, method and labels a model directory was trained for (read by predict)."""
+
+
+def fingerprint_file(task: str, what: str) -> Path:
+    """`data` or `model`: content digests of what the task reads from outside the repo."""
+    return Path("data") / task / "fingerprint" / f"{what}.json"
 
 
 def raw_dir(task: str) -> Path:

@@ -9,20 +9,19 @@ from typing import Any
 
 from transformers import set_seed
 
+from reprotune import tasks
 from reprotune.core import paths
 from reprotune.core.arrow import load_dataset_dir, read_meta
 from reprotune.core.atomic import write_frame, write_json
 from reprotune.core.errors import ReprotuneError
 from reprotune.core.params import TaskParams
-from reprotune.core.paths import TRAIN_INFO
+from reprotune.core.paths import EVAL_METHODS, TRAIN_INFO
 from reprotune.modeling.model import count_parameters
 from reprotune.modeling.tokenizer import load_tokenizer
 from reprotune.tasks.base import TaskFamily
 
-EVAL_METHODS = ("baseline", "full", "lora")
 
-
-def load_method_model(task_name: str, method: str, task: TaskParams, family: TaskFamily, meta: dict) -> Any:
+def load_method_model(task_name: str, method: str, task: TaskParams, family: TaskFamily[Any, Any], meta: Any) -> Any:
     """baseline: the pretrained encoder with a fresh head; full: the checkpoint; lora: base + adapter."""
     if method == "baseline":
         set_seed(task.evaluate.seed)
@@ -38,20 +37,21 @@ def load_method_model(task_name: str, method: str, task: TaskParams, family: Tas
     return PeftModel.from_pretrained(base, str(directory))
 
 
-def evaluate(task_name: str, method: str, task: TaskParams, family: TaskFamily) -> dict[str, Any]:
+def evaluate(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
     if method not in EVAL_METHODS:
         raise ReprotuneError(f"unknown evaluation method '{method}'; allowed: {', '.join(EVAL_METHODS)}")
     tokenized_path = paths.tokenized_dir(task_name)
     features = load_dataset_dir(tokenized_path, "tokenize")["test"]
     raw = load_dataset_dir(paths.raw_dir(task_name), "download")["test"]
-    meta = read_meta(tokenized_path)
-    tokenizer = load_tokenizer(task.model, pretokenized=family.pretokenized_input)
+    family = tasks.family(task.type)
+    meta = tasks.parse_meta(task.type, read_meta(tokenized_path))
+    tokenizer = load_tokenizer(task.model, pretokenized=tasks.params_module(task.type).PRETOKENIZED_INPUT)
     model = load_method_model(task_name, method, task, family, meta)
 
     started = time.perf_counter()
     predictions = family.predict(model, tokenizer, raw, features, meta, task)
     seconds = time.perf_counter() - started
-    metrics = family.score(predictions, meta, task)
+    metrics = tasks.metrics(task.type).score(predictions, meta, task)
 
     cost: dict[str, Any] = {
         "eval_seconds": round(seconds, 2),

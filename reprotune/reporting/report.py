@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from reprotune.core.paths import EVAL_METHODS as METHODS
 from reprotune.reporting.svg import confusion_chart, line_chart
 
-METHODS = ("baseline", "full", "lora")
 COST_ROWS = (
     ("train seconds", "train_seconds", "{:.0f}"),
     ("train samples/s", "train_samples_per_second", "{:.1f}"),
@@ -65,8 +65,10 @@ def _curves(metrics_dir: Path, task: str, name: str) -> dict[str, list[tuple[flo
     return series
 
 
-def build(tasks: list[str], task_types: dict[str, str], metrics_dir: Path, out_dir: Path) -> str:
-    """Write comparison.md and its SVG pictures into out_dir; return the Markdown."""
+def build(task_types: dict[str, str], metrics_dir: Path, out_dir: Path) -> str:
+    """Write comparison.md and its SVG pictures into out_dir; return the Markdown.
+    `task_types` is pipeline.tasks: task name -> family, in report order."""
+    tasks = list(task_types)
     lines = ["# Full fine-tuning against LoRA", "",
              "Test-split metrics computed from each method's predictions; `baseline` is the pretrained encoder",
              "with an untrained head. Curves are validation metrics per epoch and training loss per logging step.", ""]

@@ -16,11 +16,13 @@ from pydantic import ValidationError
 from reprotune.core.errors import ReprotuneError, did_you_mean
 from reprotune.core.params import (
     PARAMS_FILE,
-    STAGE_SECTIONS as ALL_SECTIONS,
     PipelineParams,
     TaskParams,
     explain_validation_error,
     read_params,
+)
+from reprotune.core.params import (
+    STAGE_SECTIONS as ALL_SECTIONS,
 )
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 FAMILIES = ("ner", "classification", "qa", "mlm")
 
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "fingerprint": ("model", "download"),
     "download": ("download",),
     "tokenize": ("model", "tokenize"),
     "train-full": ("model", "train_full"),

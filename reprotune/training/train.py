@@ -16,17 +16,17 @@ from typing import Any
 
 import torch
 
+from reprotune import tasks
 from reprotune.core import paths
-from reprotune.core.paths import RUN_INFO, TRAIN_INFO
 from reprotune.core.arrow import load_dataset_dir, read_meta
 from reprotune.core.atomic import atomic_dir
 from reprotune.core.errors import ReprotuneError
 from reprotune.core.params import LoraTrainParams, TaskParams, TrainParams
+from reprotune.core.paths import RUN_INFO, TRAIN_INFO
 from reprotune.modeling.model import count_parameters
 from reprotune.modeling.tokenizer import load_tokenizer
 from reprotune.tasks.base import TaskFamily
 from reprotune.training.lora import apply_lora
-
 
 
 def method_params(task: TaskParams, method: str) -> TrainParams:
@@ -48,7 +48,7 @@ def resolve_precision(params: TrainParams) -> dict[str, bool]:
     return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
 
 
-def training_arguments(params: TrainParams, family: TaskFamily, output_dir: Path) -> Any:
+def training_arguments(params: TrainParams, family: TaskFamily[Any, Any], output_dir: Path) -> Any:
     from transformers import TrainingArguments
 
     metric = params.metric_for_best_model or family.default_metric
@@ -165,7 +165,7 @@ def ordered_eval_trainer() -> type:
     return OrderedEvalTrainer
 
 
-def train(task_name: str, method: str, task: TaskParams, family: TaskFamily) -> dict[str, Any]:
+def train(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
     """Train one method for one task; write the model out, its train info and dvclive curves."""
     from dvclive import Live
     from transformers import set_seed
@@ -176,8 +176,9 @@ def train(task_name: str, method: str, task: TaskParams, family: TaskFamily) -> 
     tokenized_path = paths.tokenized_dir(task_name)
     features = load_dataset_dir(tokenized_path, "tokenize")
     raw = load_dataset_dir(paths.raw_dir(task_name), "download")
-    meta = read_meta(tokenized_path)
-    tokenizer = load_tokenizer(task.model, pretokenized=family.pretokenized_input)
+    family = tasks.family(task.type)
+    meta = tasks.parse_meta(task.type, read_meta(tokenized_path))
+    tokenizer = load_tokenizer(task.model, pretokenized=tasks.params_module(task.type).PRETOKENIZED_INPUT)
 
     model = family.build_model(task, meta)
     if params.gradient_checkpointing:
@@ -242,7 +243,8 @@ def train(task_name: str, method: str, task: TaskParams, family: TaskFamily) -> 
         if method == "full":
             tokenizer.save_pretrained(str(out))
         (out / RUN_INFO).write_text(
-            json.dumps({"task": task_name, "method": method, "base_model": task.model.name_or_path, "meta": meta},
+            json.dumps({"task": task_name, "method": method, "base_model": task.model.name_or_path,
+                        "meta": meta.model_dump(mode="json")},
                        indent=2, sort_keys=True) + "\n",
             encoding="utf-8",
         )

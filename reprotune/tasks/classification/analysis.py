@@ -13,6 +13,7 @@ import pandas as pd
 from reprotune.core.atomic import write_frame, write_text
 from reprotune.core.tables import markdown_table
 from reprotune.tasks.classification.metrics import headline_scores, per_class_scores
+from reprotune.tasks.classification.params import ClassificationMeta, ClassificationTaskParams
 
 TEXT_PREVIEW = 160
 
@@ -129,8 +130,15 @@ def _preview(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return shown[columns]
 
 
-def analyse(predictions: dict[str, pd.DataFrame], labels: list[str], worst_n: int,
-            buckets: int | Sequence[int], report_dir: Path, confusion_dir: Path) -> dict[str, Any]:
+def analyse(predictions: dict[str, pd.DataFrame], meta: ClassificationMeta, params: ClassificationTaskParams,
+            report_dir: Path, confusion_dir: Path) -> dict[str, Any]:
+    settings = params.error_analysis
+    return write_analysis(predictions, meta.labels, settings.worst_n, settings.length_buckets, report_dir,
+                          confusion_dir)
+
+
+def write_analysis(predictions: dict[str, pd.DataFrame], labels: list[str], worst_n: int,
+                   buckets: int | Sequence[int], report_dir: Path, confusion_dir: Path) -> dict[str, Any]:
     """Scores and confusion matrices for every method (baseline included); per-class,
     length and mistake tables for the trained methods, whose errors are worth reading."""
     trained = {m: f for m, f in predictions.items() if m != "baseline"} or predictions

@@ -6,12 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
 from sklearn.metrics import (
     accuracy_score,
     f1_score,
     matthews_corrcoef,
     precision_recall_fscore_support,
 )
+
+from reprotune.tasks.classification.params import ClassificationMeta, ClassificationTaskParams
 
 HEADLINE = ("accuracy", "macro_f1", "mcc")
 """The keys `train_metrics` reports, so any of them can be `metric_for_best_model`."""
@@ -47,3 +50,7 @@ def classification_scores(gold: Sequence[str], predicted: Sequence[str], labels:
         "per_class": per_class_scores(gold, predicted, labels),
         "examples": len(gold),
     }
+
+
+def score(predictions: pd.DataFrame, meta: ClassificationMeta, params: ClassificationTaskParams) -> dict[str, Any]:
+    return classification_scores(list(predictions["gold"]), list(predictions["pred"]), meta.labels)

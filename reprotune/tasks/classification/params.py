@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from reprotune.core.params import (
     DownloadParams,
     ErrorAnalysisParams,
+    Strict,
     TaskParams,
     TokenizeParams,
 )
@@ -23,13 +24,17 @@ def label_text(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return value
+
+
 Column = str | int
 """A column by name, or by position (0-based) for files without a header."""
 
 
-class ClsDownloadParams(DownloadParams):
+class ClassificationDownloadParams(DownloadParams):
     source: Literal["hub", "csv", "tsv", "json", "jsonl", "parquet", "folders"]
-    files: dict[SplitName, str | list[str]] | None = Field(
+    # A list of files per split widens the shared `files` (one file per split): only this
+    # family's sources read it, never reprotune.sources.readers.local_files.
+    files: dict[SplitName, str | list[str]] | None = Field(  # type: ignore[assignment]
         None, description="split -> file (or folder, for source folders), or a list of them read one after another"
     )
     text_fields: list[Column] = Field(
@@ -79,19 +84,19 @@ class ClsDownloadParams(DownloadParams):
         return labels
 
     @model_validator(mode="after")
-    def _columns_need_no_header(self) -> ClsDownloadParams:
+    def _columns_need_no_header(self) -> ClassificationDownloadParams:
         if self.columns is not None and self.header:
             raise ValueError("download.columns names the columns of files without a header; set header: false")
         return self
 
 
-class ClsTokenizeParams(TokenizeParams):
+class ClassificationTokenizeParams(TokenizeParams):
     truncation: Literal["longest_first", "only_first", "only_second"] = Field(
         "longest_first", description="which text of a pair loses tokens beyond max_length"
     )
 
 
-class ClsErrorAnalysisParams(ErrorAnalysisParams):
+class ClassificationErrorAnalysisParams(ErrorAnalysisParams):
     length_buckets: int | list[int] = Field(
         4, description="accuracy by input length: N equal-count buckets of word counts, or explicit word-count edges"
     )
@@ -106,8 +111,25 @@ class ClsErrorAnalysisParams(ErrorAnalysisParams):
         return value
 
 
-class ClsTaskParams(TaskParams):
+class ClassificationTaskParams(TaskParams):
     type: Literal["classification"]
-    download: ClsDownloadParams
-    tokenize: ClsTokenizeParams
-    error_analysis: ClsErrorAnalysisParams
+    download: ClassificationDownloadParams
+    tokenize: ClassificationTokenizeParams
+    error_analysis: ClassificationErrorAnalysisParams
+
+
+class ClassificationMeta(Strict):
+    """What tokenize fixes for training, evaluation and predict (meta.json)."""
+
+    labels: list[str]
+    """The model's label order: the raw ClassLabel names (download.labels, the source's order, or sorted)."""
+    labels_missing_from_train: list[str]
+    text_fields: list[str]
+    """The source columns the text (and text_pair) came from, as the download report names them."""
+    pair: bool
+    """Sentence pairs: the raw data has a `text_pair` column."""
+
+
+PARAMS = ClassificationTaskParams
+META = ClassificationMeta
+PRETOKENIZED_INPUT = False

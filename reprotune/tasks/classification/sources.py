@@ -8,8 +8,9 @@ from; rows a source marks as unlabelled are dropped and counted, never guessed."
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,19 +28,119 @@ from reprotune.sources.readers import (
     read_text_lines,
     visible_files,
 )
-from reprotune.tasks.classification.labels import (
-    apply_label_map,
-    check_allowed,
-    integer_column,
-    is_integer_like,
-    label_value,
-    sort_labels,
+from reprotune.tasks.classification.params import (
+    ClassificationDownloadParams,
+    ClassificationTaskParams,
+    Column,
+    SplitName,
 )
-from reprotune.tasks.classification.params import ClsDownloadParams, Column
 
 Row = dict[str, str]
 FOLDER_FIELDS = ("text", "title", "body")
 csv.field_size_limit(2**31 - 1)  # news articles in one CSV cell exceed the 128 KiB default
+
+SPLIT_GROUP_COLUMN: str | None = None
+TEXT_FIELDS = ("text", "text_pair")
+
+
+def load_raw(params: ClassificationDownloadParams) -> tuple[DatasetDict, dict[str, Any]]:
+    """The labelled rows of the source as splits with a ClassLabel `label`, so the label
+    order travels with the data; the report names the text columns and the order's origin."""
+    return to_dataset(params, collect(params))
+
+
+def validate_raw(raw: DatasetDict, params: ClassificationTaskParams) -> None:
+    """Every validation and test label must occur in train."""
+    train_labels = set(class_names(raw["train"], raw["train"].unique("label")))
+    for split in ("validation", "test"):
+        rows = raw[split].select_columns(["id", "label"]).to_dict()
+        check_seen_in_train(split, rows["id"], class_names(raw[split], rows["label"]), train_labels)
+
+
+def class_names(dataset: Dataset, ids: list[int]) -> list[str]:
+    """Label ids of a split saved by `to_dataset` as their names."""
+    return list(dataset.features["label"].int2str(ids))
+
+
+# Label values -------------------------------------------------------------------
+# Normalise raw values to label names, catch bad ones with their row, and fix one
+# label order that training, evaluation and reports share.
+
+INTEGER = re.compile(r"^[+-]?\d+(\.0*)?$")
+
+
+def is_integer_like(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    if isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, str) and bool(INTEGER.match(value.strip()))
+
+
+def integer_column(values: Sequence[Any]) -> bool:
+    """A label column is numeric when most of its non-empty values are integers; then
+    a value that is not one (a typo, a shifted column) is an error, not a new class."""
+    filled = [v for v in values if v is not None and str(v).strip() != ""]
+    return bool(filled) and sum(is_integer_like(v) for v in filled) * 2 > len(filled)
+
+
+def label_value(value: Any, numeric: bool, where: str, column: str) -> str:
+    """The canonical string of one raw label value (integers as `str(int)`), or an
+    error naming `where` (file:line or split row) for an empty or unparseable value."""
+    if value is None or (isinstance(value, float) and value != value) or str(value).strip() == "":
+        raise ReprotuneError(f"{where}: empty label in column '{column}'; every row needs a label")
+    if isinstance(value, (list, dict)):
+        raise ReprotuneError(f"{where}: label in column '{column}' is a {type(value).__name__}, not a single value")
+    if numeric:
+        if not is_integer_like(value):
+            raise ReprotuneError(
+                f"{where}: label {str(value).strip()!r} in column '{column}' is not an integer like the column's "
+                "other labels; fix or remove the row"
+            )
+        return str(int(float(value)))
+    if isinstance(value, float) and not value.is_integer():
+        raise ReprotuneError(
+            f"{where}: label {value!r} in column '{column}' is a fraction; classification needs class labels"
+        )
+    return str(int(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value).strip()
+
+
+def apply_label_map(label: str, label_map: dict[str, str] | None, where: str) -> str:
+    if label_map is None:
+        return label
+    if label not in label_map:
+        raise ReprotuneError(
+            f"{where}: label '{label}' is not a key of download.label_map ({', '.join(sorted(label_map))})"
+        )
+    return label_map[label]
+
+
+def sort_labels(labels: Iterable[str]) -> list[str]:
+    """Sorted, numerically when every label is an integer (so '10' follows '9')."""
+    distinct = set(labels)
+    if distinct and all(INTEGER.match(label) for label in distinct):
+        return sorted(distinct, key=lambda label: float(label))
+    return sorted(distinct)
+
+
+def check_allowed(label: str, allowed: Sequence[str] | None, where: str) -> None:
+    if allowed is not None and label not in allowed:
+        raise ReprotuneError(f"{where}: label '{label}' is not in download.labels ({', '.join(allowed)})")
+
+
+def check_seen_in_train(split: str, ids: Sequence[str], labels: Sequence[str], train_labels: set[str]) -> None:
+    """A validation/test label the model never saw in training cannot be learned:
+    name the split and row so the user can fix the data or the split."""
+    for row, (row_id, label) in enumerate(zip(ids, labels), start=1):
+        if label not in train_labels:
+            raise ReprotuneError(
+                f"{split} row {row} (id {row_id}): label '{label}' does not occur in train "
+                f"(train labels: {', '.join(sort_labels(train_labels))}); "
+                "add training examples of it or drop those rows"
+            )
+
 
 
 @dataclass
@@ -57,7 +158,7 @@ class RowMaker:
     """Turns one record's text and label values into a Row, applying empty_text,
     skip_labels, label_map and download.labels with the record's location in errors."""
 
-    def __init__(self, params: ClsDownloadParams, collected: Collected, split: str) -> None:
+    def __init__(self, params: ClassificationDownloadParams, collected: Collected, split: str) -> None:
         self.params, self.collected, self.split = params, collected, split
         self.names = ["text", "text_pair"][: len(params.text_fields)]
 
@@ -87,10 +188,10 @@ class RowMaker:
 
 # Hub --------------------------------------------------------------------------
 
-def one_source_split_each(raw: DatasetDict, mapping: dict[str, str] | None) -> DatasetDict:
+def one_source_split_each(raw: DatasetDict, splits: dict[SplitName, str] | None) -> DatasetDict:
     """`splits: {test: validation}` also leaves the source's validation under its own
     name; drop that copy so validation is carved from train instead of equalling test."""
-    mapping = dict(mapping or {})
+    mapping: dict[str, str] = {str(ours): theirs for ours, theirs in (splits or {}).items()}
     out = dict(raw)
     for ours, dataset in raw.items():
         twins = [other for other, candidate in raw.items() if other != ours and candidate is dataset]
@@ -115,7 +216,7 @@ def hub_column(column: Column, dataset: Dataset, split: str, key: str) -> str:
     return column
 
 
-def hub_rows(dataset: Dataset, params: ClsDownloadParams, split: str, collected: Collected) -> list[Row]:
+def hub_rows(dataset: Dataset, params: ClassificationDownloadParams, split: str, collected: Collected) -> list[Row]:
     """Rows of one Hub split; ClassLabel ids become names and -1 ("no gold label",
     e.g. SNLI's unresolved pairs, GLUE's hidden test labels) drops the row."""
     text_columns = [hub_column(c, dataset, split, "text_fields") for c in params.text_fields]
@@ -123,10 +224,11 @@ def hub_rows(dataset: Dataset, params: ClsDownloadParams, split: str, collected:
     id_column = hub_column(params.id_field, dataset, split, "id_field") if params.id_field is not None else None
     feature = dataset.features[label_column]
     names = feature.names if isinstance(feature, ClassLabel) else None
-    labels = values(dataset, label_column)
+    wanted = [*text_columns, label_column, *([id_column] if id_column else [])]
+    columns = dataset.select_columns(list(dict.fromkeys(wanted))).to_dict()  # one Arrow read
+    labels = columns[label_column]
     numeric = names is None and integer_column(labels)
-    columns = {c: values(dataset, c) for c in text_columns}
-    ids = values(dataset, id_column) if id_column else None
+    ids = columns[id_column] if id_column else None
     maker = RowMaker(params, collected, split)
     rows = []
     for index, label in enumerate(labels):
@@ -150,7 +252,8 @@ def hub_rows(dataset: Dataset, params: ClsDownloadParams, split: str, collected:
     return rows
 
 
-def remember_class_order(names: list[str], params: ClsDownloadParams, collected: Collected, where: str) -> None:
+def remember_class_order(names: list[str], params: ClassificationDownloadParams, collected: Collected,
+                         where: str) -> None:
     """The first ClassLabel seen fixes the label order (after skip_labels and label_map)."""
     if collected.source_order is None:
         kept = [name for name in names if name not in params.skip_labels]
@@ -158,7 +261,7 @@ def remember_class_order(names: list[str], params: ClsDownloadParams, collected:
         collected.source_order = list(dict.fromkeys(order))
 
 
-def collect_hub(params: ClsDownloadParams, collected: Collected) -> None:
+def collect_hub(params: ClassificationDownloadParams, collected: Collected) -> None:
     raw = one_source_split_each(load_hub(params), params.splits)
     for split, dataset in raw.items():
         collected.rows[split] = hub_rows(dataset, params, split, collected)
@@ -166,7 +269,7 @@ def collect_hub(params: ClsDownloadParams, collected: Collected) -> None:
 
 # Local tables -------------------------------------------------------------------
 
-def split_paths(params: ClsDownloadParams) -> dict[str, list[Path]]:
+def split_paths(params: ClassificationDownloadParams) -> dict[str, list[Path]]:
     """download.files (a path or a list per split) or download.path as train."""
     if params.files:
         out: dict[str, list[Path]] = {}
@@ -185,7 +288,8 @@ Record = tuple[str, int, list[Any] | dict[str, Any]]
 """(where, line or row number, values) of one data row."""
 
 
-def delimited_records(path: Path, fmt: str, params: ClsDownloadParams) -> tuple[list[str] | None, list[Record]]:
+def delimited_records(path: Path, fmt: str,
+                      params: ClassificationDownloadParams) -> tuple[list[str] | None, list[Record]]:
     """CSV/TSV rows with their first line number; TSV is read without quoting unless
     `tsv_quoting: csv` (the raw CoLA file has bare quote marks). Every row must have as
     many columns as the first."""
@@ -293,14 +397,14 @@ def check_header_is_not_data(path: Path, header: list[str] | None, labels: list[
         )
 
 
-def table_rows(path: Path, params: ClsDownloadParams, split: str, collected: Collected) -> list[Row]:
+def table_rows(path: Path, params: ClassificationDownloadParams, split: str, collected: Collected) -> list[Row]:
     fmt = params.source
     positional = fmt in ("csv", "tsv")
     if positional:
         names, records = delimited_records(path, fmt, params)
     else:
         records = object_records(path, fmt)
-        names = list(dict.fromkeys(k for _, _, r in records for k in r))  # type: ignore[union-attr]
+        names = list(dict.fromkeys(k for _, _, r in records for k in r))
     if not records:
         raise ReprotuneError(f"{path}: no data rows")
     width = len(records[0][2]) if positional else None
@@ -365,7 +469,7 @@ def class_folders(root: Path) -> list[Path]:
     return folders
 
 
-def folder_rows(root: Path, params: ClsDownloadParams, split: str, collected: Collected) -> list[Row]:
+def folder_rows(root: Path, params: ClassificationDownloadParams, split: str, collected: Collected) -> list[Row]:
     """One row per file under root/<class>/ matching download.pattern; the folder is the label."""
     for column in params.text_fields:
         if column not in FOLDER_FIELDS:
@@ -393,7 +497,7 @@ def folder_rows(root: Path, params: ClsDownloadParams, split: str, collected: Co
 
 # Together -------------------------------------------------------------------------
 
-def collect(params: ClsDownloadParams) -> Collected:
+def collect(params: ClassificationDownloadParams) -> Collected:
     collected = Collected()
     if params.source == "hub":
         collect_hub(params, collected)
@@ -418,7 +522,7 @@ def check_unique_ids(rows: dict[str, list[Row]]) -> None:
             seen.add(row["id"])
 
 
-def label_order(params: ClsDownloadParams, collected: Collected) -> tuple[list[str], str]:
+def label_order(params: ClassificationDownloadParams, collected: Collected) -> tuple[list[str], str]:
     """download.labels, else the source's ClassLabel order, else every label seen, sorted."""
     if params.labels:
         return list(params.labels), "download.labels"
@@ -428,7 +532,7 @@ def label_order(params: ClsDownloadParams, collected: Collected) -> tuple[list[s
     return sort_labels(seen), "sorted"
 
 
-def to_dataset(params: ClsDownloadParams, collected: Collected) -> tuple[DatasetDict, dict[str, Any]]:
+def to_dataset(params: ClassificationDownloadParams, collected: Collected) -> tuple[DatasetDict, dict[str, Any]]:
     """Arrow splits with a ClassLabel `label` column, so the order travels with the data."""
     names, order_from = label_order(params, collected)
     if len(names) < 2:
@@ -452,13 +556,3 @@ def to_dataset(params: ClsDownloadParams, collected: Collected) -> tuple[Dataset
     }
     return DatasetDict(out), report
 
-
-def values(dataset: Dataset, column: str) -> list[Any]:
-    """A column as a list in one Arrow read (indexing a datasets Column item by item is slow)."""
-    return dataset[column][:]
-
-
-def iter_labels(dataset: Dataset) -> Iterator[str]:
-    """Label names of a split saved by `to_dataset`."""
-    names = dataset.features["label"].names
-    return (names[i] for i in values(dataset, "label"))

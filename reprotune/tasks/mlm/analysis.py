@@ -18,7 +18,8 @@ import pandas as pd
 from reprotune.core.atomic import write_frame, write_text
 from reprotune.core.errors import ReprotuneError
 from reprotune.core.tables import markdown_table
-from reprotune.tasks.mlm.perplexity import perplexity
+from reprotune.tasks.mlm.metrics import perplexity
+from reprotune.tasks.mlm.params import MlmMeta, MlmTaskParams
 
 ORDER = ("baseline", "full", "lora")
 
@@ -102,8 +103,10 @@ def comparisons(methods: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def analyse(predictions: dict[str, pd.DataFrame], edges: list[int], worst_n: int, min_count: int,
+def analyse(predictions: dict[str, pd.DataFrame], meta: MlmMeta, params: MlmTaskParams,
             report_dir: Path, confusion_dir: Path) -> dict[str, Any]:
+    settings = params.error_analysis
+    edges, worst_n, min_count = settings.frequency_edges, settings.worst_n, settings.min_token_count
     methods = [m for m in ORDER if m in predictions] + sorted(set(predictions) - set(ORDER))
     summary: dict[str, Any] = {"methods": {}, "comparisons": {}}
     buckets = []
@@ -151,6 +154,7 @@ def analyse(predictions: dict[str, pd.DataFrame], edges: list[int], worst_n: int
             "newly_wrong": int((pairs["correct_before"] & ~pairs["correct_after"]).sum()),
         }
         shown = ["label", "occurrences", "train_count", "loss_before", "loss_after", "loss_change"]
+        rose = table.sort_values(["loss_change", "label"], ascending=[False, True])
         lines += [f"## {after} against {before}: loss change per gold token", "",
                   f"loss_change = mean loss with {after} minus with {before}, over tokens masked at least "
                   f"{min_count} times. Per masked token: {summary['comparisons'][name]['tokens_lower_loss']} lower, "
@@ -158,7 +162,7 @@ def analyse(predictions: dict[str, pd.DataFrame], edges: list[int], worst_n: int
                   f"### {worst_n} tokens whose loss dropped most", "",
                   markdown_table(table.sort_values(["loss_change", "label"]).head(worst_n)[shown]), "",
                   f"### {worst_n} tokens whose loss rose most", "",
-                  markdown_table(table.sort_values(["loss_change", "label"], ascending=[False, True]).head(worst_n)[shown]),
+                  markdown_table(rose.head(worst_n)[shown]),
                   ""]
     if changes:
         write_frame(report_dir / "token_loss_changes.csv", pd.concat(changes, ignore_index=True))

@@ -10,6 +10,7 @@ from reprotune.core.params import (
     DownloadParams,
     ErrorAnalysisParams,
     EvaluateParams,
+    Strict,
     TaskParams,
     TokenizeParams,
 )
@@ -90,3 +91,25 @@ class MlmTaskParams(TaskParams):
     tokenize: MlmTokenizeParams
     evaluate: MlmEvaluateParams
     error_analysis: MlmErrorAnalysisParams
+
+
+class MaskSettings(Strict):
+    """How positions are chosen and replaced: fixed at tokenize time, so the train
+    collator (fresh masks per batch) follows the rules the fixed eval masks were drawn by."""
+
+    strategy: Literal["token", "whole_word"]
+    probability: float = Field(gt=0, lt=1)
+    mask_replace_prob: float = Field(0.8, ge=0, le=1)
+    random_replace_prob: float = Field(0.1, ge=0, le=1)
+
+
+class MlmMeta(Strict):
+    """meta.json: what train (the collator) needs from the tokenize section, which it may not read."""
+
+    masking: MaskSettings
+    chunk_size: int
+
+
+PARAMS = MlmTaskParams
+META = MlmMeta
+PRETOKENIZED_INPUT = False

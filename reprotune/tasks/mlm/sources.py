@@ -18,9 +18,13 @@ from reprotune.sources.readers import (
     read_text_lines,
     visible_files,
 )
-from reprotune.tasks.mlm.params import MlmDownloadParams
+from reprotune.tasks.mlm.params import MlmDownloadParams, MlmTaskParams
 
 Document = dict[str, str]
+
+SPLIT_GROUP_COLUMN: str | None = None
+"""Documents are independent, so carved splits need no grouping."""
+TEXT_FIELDS: tuple[str, ...] = ("text",)
 
 
 def read_lines(file: Path, invalid_utf8: str) -> tuple[list[tuple[int, str]], bool]:
@@ -147,3 +151,16 @@ def clean(splits: dict[str, list[Document]], deduplicate: bool) -> tuple[Dataset
         report["duplicate_documents"][split] = repeated
         out[split] = Dataset.from_list(kept) if kept else Dataset.from_dict({"id": [], "text": []})
     return DatasetDict(out), report
+
+
+def load_raw(params: MlmDownloadParams) -> tuple[DatasetDict, dict[str, Any]]:
+    """The documents of every split, cleaned; the report counts what was dropped and
+    names the files that were not UTF-8."""
+    not_utf8: list[str] = []
+    raw, report = clean(load_documents(params, not_utf8), params.deduplicate)
+    report["files_not_utf8"] = {"action": params.invalid_utf8, "files": not_utf8}
+    return raw, report
+
+
+def validate_raw(raw: DatasetDict, params: MlmTaskParams) -> None:
+    """Nothing to check: any text is valid masked-LM input (tokenize refuses splits too short to chunk)."""

@@ -11,7 +11,8 @@ import pandas as pd
 
 from reprotune.core.atomic import write_frame, write_text
 from reprotune.core.tables import markdown_table
-from reprotune.tasks.ner.tags import Entity, entities
+from reprotune.tasks.ner.metrics import Entity, entities
+from reprotune.tasks.ner.params import NerMeta, NerTaskParams
 
 ERROR_KINDS = ("missed", "spurious", "wrong_type", "wrong_boundary", "wrong_type_and_boundary")
 NONE = "(none)"
@@ -81,7 +82,12 @@ def error_table(predictions: pd.DataFrame, method: str) -> tuple[pd.DataFrame, p
         "method", "id", "kind", "gold_type", "gold_text", "pred_type", "pred_text"]), pairs
 
 
-def analyse(predictions: dict[str, pd.DataFrame], worst_n: int, report_dir: Path, confusion_dir: Path) -> dict[str, Any]:
+def analyse(predictions: dict[str, pd.DataFrame], meta: NerMeta, params: NerTaskParams, report_dir: Path,
+            confusion_dir: Path) -> dict[str, Any]:
+    """Error tables, confusion CSVs and summary.md for the trained methods (the baseline's
+    untrained head predicts noise, so its errors would tell nothing about the data)."""
+    predictions = {method: frame for method, frame in predictions.items() if method in ("full", "lora")}
+    worst_n = params.error_analysis.worst_n
     sentences, errors, counts = [], [], {}
     for method, frame in predictions.items():
         per_sentence, per_error, pairs = error_table(frame, method)
@@ -100,7 +106,8 @@ def analyse(predictions: dict[str, pd.DataFrame], worst_n: int, report_dir: Path
     write_frame(report_dir / "errors.csv", all_errors)
 
     lines = ["# NER error analysis", "", "Errors per kind (test split; strict IOB2 entities):", ""]
-    lines.append(markdown_table(pd.DataFrame({m: c["by_kind"] for m, c in counts.items()}).rename_axis("kind").reset_index()))
+    by_kind = pd.DataFrame({m: c["by_kind"] for m, c in counts.items()})
+    lines.append(markdown_table(by_kind.rename_axis("kind").reset_index()))
     lines += ["", "Errors per gold entity type:", ""]
     lines.append(markdown_table(pd.DataFrame({m: c["by_gold_type"] for m, c in counts.items()}).fillna(0).astype(int)
                            .rename_axis("type").reset_index()))

@@ -1,4 +1,4 @@
-"""params.yaml keys specific to token classification (NER)."""
+"""params.yaml keys specific to token classification (NER), and the meta tokenize fixes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pydantic import Field
 from reprotune.core.params import (
     DownloadParams,
     ErrorAnalysisParams,
+    Strict,
     TaskParams,
     TokenizeParams,
 )
@@ -25,7 +26,7 @@ class NerDownloadParams(DownloadParams):
     separator: str | None = Field("\t", description="column separator; null splits on any white space")
     token_prefix: str | None = Field(None, description="stripped from each token, e.g. WikiANN's 'en:'")
     invalid_iob: Literal["repair", "fail"] = "repair"
-    labels: list[str] | None = Field(None, description="the full tag set; default: the tags seen in train")
+    labels: list[str] | None = Field(None, description="the full tag set; default: the tags seen in the splits")
 
 
 class NerTokenizeParams(TokenizeParams):
@@ -41,3 +42,15 @@ class NerTaskParams(TaskParams):
     download: NerDownloadParams
     tokenize: NerTokenizeParams
     error_analysis: NerErrorAnalysisParams
+
+
+class NerMeta(Strict):
+    """meta.json: the model's label order, and entity types no training sentence shows."""
+
+    labels: list[str]
+    types_missing_from_train: list[str]
+
+
+PARAMS = NerTaskParams
+META = NerMeta
+PRETOKENIZED_INPUT = True

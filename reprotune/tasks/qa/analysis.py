@@ -12,7 +12,8 @@ import pandas as pd
 
 from reprotune.core.atomic import write_frame, write_text
 from reprotune.core.tables import markdown_table
-from reprotune.tasks.qa.squad_metrics import gold_answers, score_one
+from reprotune.tasks.qa.metrics import gold_answers, score_one
+from reprotune.tasks.qa.params import QaMeta, QaTaskParams
 
 QUESTION_WORDS = ("what", "who", "when", "where", "which", "how", "why")
 OUTCOMES = ("exact", "partial", "wrong")
@@ -99,7 +100,8 @@ def _wide(table: pd.DataFrame, facet: str) -> pd.DataFrame:
     wide = table.pivot(index=facet, columns="method", values=["exact_match", "f1", "examples"])
     wide = wide.reindex([value for value in FACET_ORDER[facet] if value in wide.index])
     wide["examples"] = wide["examples"].fillna(0).astype(int)
-    wide.columns = [f"{method} {dict(exact_match='EM', f1='F1', examples='n')[value]}" for value, method in wide.columns]
+    short = {"exact_match": "EM", "f1": "F1", "examples": "n"}
+    wide.columns = [f"{method} {short[value]}" for value, method in wide.columns]
     return wide.reset_index()
 
 
@@ -141,9 +143,11 @@ FACETS = (
 )
 
 
-def analyse(predictions: dict[str, pd.DataFrame], worst_n: int, report_dir: Path, confusion_dir: Path) -> dict[str, Any]:
+def analyse(predictions: dict[str, pd.DataFrame], meta: QaMeta, params: QaTaskParams, report_dir: Path,
+            confusion_dir: Path) -> dict[str, Any]:
     """`predictions` by method; the baseline (untrained head) appears as a reference row in
     the tables, while worst examples, confusion tables and facet figures cover the trained methods."""
+    worst_n = params.error_analysis.worst_n
     examples = pd.concat([example_table(frame, method) for method, frame in predictions.items()], ignore_index=True)
     write_frame(report_dir / "examples.parquet", examples)
     trained = [method for method in predictions if method != "baseline"]
@@ -157,8 +161,9 @@ def analyse(predictions: dict[str, pd.DataFrame], worst_n: int, report_dir: Path
         }
     for method in trained:
         own = examples[examples["method"] == method]
-        write_frame(confusion_dir / f"{method}.csv",
-                    own[["question_word", "outcome"]].rename(columns={"question_word": "actual", "outcome": "predicted"}))
+        confusion = own[["question_word", "outcome"]].rename(
+            columns={"question_word": "actual", "outcome": "predicted"})
+        write_frame(confusion_dir / f"{method}.csv", confusion)
 
     lines = ["# QA error analysis", "",
              "Test split; EM/F1 with the official SQuAD normalisation, the best over the gold answers; "

@@ -10,6 +10,7 @@ from reprotune.core.params import (
     DownloadParams,
     ErrorAnalysisParams,
     EvaluateParams,
+    Strict,
     TaskParams,
     TokenizeParams,
 )
@@ -63,3 +64,24 @@ class QaTaskParams(TaskParams):
     tokenize: QaTokenizeParams
     evaluate: QaEvaluateParams
     error_analysis: QaErrorAnalysisParams
+
+
+class WindowSettings(Strict):
+    """How questions and contexts were cut into windows: evaluate and predict must cut theirs alike."""
+
+    max_length: int
+    doc_stride: int
+    max_question_length: int
+
+
+class QaMeta(Strict):
+    """Fixed at tokenize time (meta.json); the later stages read no download or tokenize key."""
+
+    version_2_with_negative: bool
+    """Unanswerable questions are allowed: post-processing may answer nothing."""
+    window: WindowSettings
+
+
+PARAMS = QaTaskParams
+META = QaMeta
+PRETOKENIZED_INPUT = False

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from reprotune.sources.readers import (
     read_json_file,
     read_json_lines,
 )
-from reprotune.tasks.qa.params import QaDownloadParams
+from reprotune.tasks.qa.params import QaDownloadParams, QaTaskParams
 
 Record = dict[str, Any]
 
@@ -36,7 +37,9 @@ FEATURES = Features({
     "answers": {"text": List(Value("string")), "answer_start": List(Value("int32"))},
     "group": Value("string"),
 })
-GROUP_COLUMN = "group"
+SPLIT_GROUP_COLUMN = "group"
+"""Article or paragraph (download.split_by): carved splits never share one, so no context leaks."""
+TEXT_FIELDS = ("question", "context")
 SURROGATE = re.compile("[\ud800-\udfff]")
 MIN_TITLE_GROUPS = 10
 """`split_by: auto` trusts titles only when train has this many: the SQuAD train subset
@@ -78,7 +81,8 @@ def check_record(record: Record, where: str, allow_unanswerable: bool) -> None:
         if not isinstance(text, str) or not text.strip():
             raise ReprotuneError(f"{where}: record '{rid}' has an empty answer text")
         if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-            raise ReprotuneError(f"{where}: record '{rid}': answer_start must be a non-negative integer (got {start!r})")
+            raise ReprotuneError(
+                f"{where}: record '{rid}': answer_start must be a non-negative integer (got {start!r})")
         found = context[start:start + len(text)]
         if found != text:
             raise ReprotuneError(
@@ -179,11 +183,11 @@ def hub_records(dataset: Dataset, where: str) -> list[Record]:
             for row in dataset]
 
 
-def drop_reused_splits(hub: DatasetDict, mapping: dict[str, str] | None) -> DatasetDict:
+def drop_reused_splits(hub: DatasetDict, mapping: Iterable[str] | None) -> DatasetDict:
     """With `splits: {test: validation}` the source's validation is the test set: it must
     not also serve as our validation (checkpoint choice on test), so that one is carved
-    out of train instead."""
-    mapped = [ours for ours in (mapping or {}) if ours in hub]
+    out of train instead. `mapping`: our split names that download.splits maps."""
+    mapped = [ours for ours in (mapping or ()) if ours in hub]
     return DatasetDict({ours: data for ours, data in hub.items()
                         if ours in mapped or not any(data is hub[other] for other in mapped)})
 
@@ -284,3 +288,16 @@ def load_records(params: QaDownloadParams) -> tuple[DatasetDict, dict[str, Any]]
         report["groups"][split] = len({r["group"] for r in records})
         out[split] = Dataset.from_list(records, features=FEATURES)
     return DatasetDict(out), report
+
+
+def load_raw(params: QaDownloadParams) -> tuple[DatasetDict, dict[str, Any]]:
+    """The checked splits; the report carries version_2_with_negative on to tokenize (meta)."""
+    # Checked here, not in load_records: the generic carving that follows would only
+    # say "cannot split by 'group'", while this check names the split_by/files keys.
+    raw, report = load_records(params)
+    check_splittable(report, params)
+    return raw, report
+
+
+def validate_raw(raw: DatasetDict, params: QaTaskParams) -> None:
+    """Nothing left to check: every record was checked as it was read (`check_record`)."""

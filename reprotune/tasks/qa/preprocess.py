@@ -1,4 +1,4 @@
-"""Question + context into overlapping windows with start/end token labels.
+"""tokenize: question + context into overlapping windows with start/end token labels.
 
 Long contexts are never cut off: truncation touches only the context, and with
 `return_overflowing_tokens` every part of it lands in some window, consecutive
@@ -10,20 +10,16 @@ spans can be mapped back to the original context text."""
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
 from typing import Any
 
+from datasets import Dataset, DatasetDict
+
 from reprotune.core.errors import ReprotuneError
+from reprotune.tasks.qa.params import QaMeta, QaTaskParams, WindowSettings
 
 # Above this, tokenizers store "no limit" (1e30) as model_max_length.
 _NO_LIMIT = 10**6
-
-
-@dataclass(frozen=True)
-class WindowSettings:
-    max_length: int
-    doc_stride: int
-    max_question_length: int
+SPLITS = ("train", "validation", "test")
 
 
 def check_settings(tokenizer: Any, settings: WindowSettings) -> None:
@@ -60,7 +56,7 @@ def answer_chars(context: str, text: str, start: int) -> tuple[int, int]:
     """Character span of an answer with white space at either end trimmed off, and
     combining marks at its end: uncased tokenizers strip accents, so the last token of
     a decomposed (NFD) "café" ends before its U+0301 and the full span would fit no window.
-    Post-processing puts the marks back (`postprocess.past_marks`)."""
+    Post-processing puts the marks back (`family.past_marks`)."""
     end = start + len(text)
     while start < end and context[start].isspace():
         start += 1
@@ -73,20 +69,20 @@ def token_span(offsets: list[tuple[int, int] | None], start_char: int, end_char:
     """Token positions of the answer if this window holds all of it, else None.
 
     `offsets` is None for every token outside the context (question, special tokens)."""
-    context_tokens = [i for i, span in enumerate(offsets) if span is not None]
-    if not context_tokens:
+    context = [(i, span) for i, span in enumerate(offsets) if span is not None]
+    if not context:
         return None
-    first, last = context_tokens[0], context_tokens[-1]
-    if offsets[first][0] > start_char or offsets[last][1] < end_char:
+    if context[0][1][0] > start_char or context[-1][1][1] < end_char:
         return None
-    start = next((i for i in context_tokens if offsets[i][1] > start_char), None)
-    end = next((i for i in reversed(context_tokens) if offsets[i][0] < end_char), None)
+    start = next((i for i, span in context if span[1] > start_char), None)
+    end = next((i for i, span in reversed(context) if span[0] < end_char), None)
     if start is None or end is None or end < start:
         return None
     return start, end
 
 
-def tokenize_batch(batch: dict[str, list], tokenizer: Any, settings: WindowSettings, keep_offsets: bool) -> dict[str, list]:
+def tokenize_batch(batch: dict[str, list], tokenizer: Any, settings: WindowSettings,
+                   keep_offsets: bool) -> dict[str, list]:
     """Batched `map` function: one output row per window of each example."""
     pad_on_right = tokenizer.padding_side == "right"
     questions, cut = cut_questions(batch["question"], tokenizer, settings.max_question_length)
@@ -114,11 +110,13 @@ def tokenize_batch(batch: dict[str, list], tokenizer: Any, settings: WindowSetti
         ids = encoded["input_ids"][feature]
         cls = ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in ids else 0
         sequence_ids = encoded.sequence_ids(feature)
-        offsets = [tuple(span) if sequence_ids[i] == context_index else None for i, span in enumerate(all_offsets[feature])]
+        offsets = [tuple(span) if sequence_ids[i] == context_index else None
+                   for i, span in enumerate(all_offsets[feature])]
         answers = batch["answers"][example]
         span = None
         if answers["text"]:
-            start_char, end_char = answer_chars(batch["context"][example], answers["text"][0], answers["answer_start"][0])
+            start_char, end_char = answer_chars(batch["context"][example], answers["text"][0],
+                                                answers["answer_start"][0])
             span = token_span(offsets, start_char, end_char)
         out["start_positions"].append(span[0] if span else cls)
         out["end_positions"].append(span[1] if span else cls)
@@ -156,3 +154,35 @@ def window_report(features: Any, raw: Any) -> dict[str, Any]:
         "unanswerable": len(raw) - len(answerable),
         "questions_cut": len(cut),
     }
+
+
+def prepare_meta(raw: DatasetDict, download_report: dict[str, Any], params: QaTaskParams) -> QaMeta:
+    """The null-answer flag (from the download report) and the window settings, which
+    evaluate and predict need but may not read from the tokenize section."""
+    return QaMeta(
+        version_2_with_negative=bool(download_report["version_2_with_negative"]),
+        window=WindowSettings(max_length=params.tokenize.max_length, doc_stride=params.tokenize.doc_stride,
+                              max_question_length=params.tokenize.max_question_length),
+    )
+
+
+def tokenize(raw: DatasetDict, tokenizer: Any, params: QaTaskParams,
+             meta: QaMeta) -> tuple[DatasetDict, dict[str, Any]]:
+    """Windows for every split; validation and test keep offsets and example ids for post-processing."""
+    settings = meta.window
+    check_settings(tokenizer, settings)
+    features: dict[str, Dataset] = {}
+    report: dict[str, Any] = {"max_length": settings.max_length, "doc_stride": settings.doc_stride,
+                              "max_question_length": settings.max_question_length}
+    for split in SPLITS:
+        features[split] = raw[split].map(
+            tokenize_batch,
+            batched=True,
+            batch_size=params.tokenize.batch_size,
+            num_proc=params.tokenize.num_proc,
+            fn_kwargs={"tokenizer": tokenizer, "settings": settings, "keep_offsets": split != "train"},
+            remove_columns=raw[split].column_names,
+            desc=f"windows for {split}",
+        )
+        report[split] = window_report(features[split], raw[split])
+    return DatasetDict(features), report

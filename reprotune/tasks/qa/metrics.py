@@ -13,6 +13,10 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+import pandas as pd
+
+from reprotune.tasks.qa.params import QaMeta, QaTaskParams
+
 _PUNCTUATION = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 
@@ -77,3 +81,9 @@ def aggregate(predictions: list[str], golds: list[list[str]], with_negative: boo
             "no_answer_examples": len(no),
         }
     return out
+
+
+def score(predictions: pd.DataFrame, meta: QaMeta, params: QaTaskParams) -> dict[str, Any]:
+    """EM/F1 of the predictions table (`pred_text` against `gold_texts`)."""
+    return aggregate(list(predictions["pred_text"]), [list(g) for g in predictions["gold_texts"]],
+                     meta.version_2_with_negative)

@@ -1,4 +1,4 @@
-"""Tokenize words into sub-tokens and align word tags to them.
+"""Tokenize stage for NER: words into sub-tokens, word tags aligned to them.
 
 The first sub-token of a word carries the word's tag; later sub-tokens and special
 tokens get -100 (ignored by the loss), or with `label_all_tokens` the word's tag
@@ -8,6 +8,10 @@ tokens get -100 (ignored by the loss), or with `label_all_tokens` the word's tag
 from __future__ import annotations
 
 from typing import Any
+
+from datasets import DatasetDict
+
+from reprotune.tasks.ner.params import NerMeta, NerTaskParams
 
 IGNORE = -100
 
@@ -58,12 +62,38 @@ def tokenize_batch(batch: dict[str, list], tokenizer: Any, labels: list[str], ma
     return encoded
 
 
-def word_predictions(word_ids: list[int], token_predictions: list[int], n_words: int) -> list[int | None]:
-    """The prediction of each word's first sub-token; None for words with no sub-token."""
-    out: list[int | None] = [None] * n_words
-    previous = -1
-    for word, prediction in zip(word_ids, token_predictions):
-        if word >= 0 and word != previous and word < n_words:
-            out[word] = prediction
-        previous = word
-    return out
+def prepare_meta(raw: DatasetDict, download_report: dict[str, Any], params: NerTaskParams) -> NerMeta:
+    """The label order fixed at download, and the entity types seen in some split but not in train."""
+    def types(split: str) -> set[str]:
+        return {tag[2:] for tags in raw[split]["tags"] for tag in tags if tag != "O"}
+
+    seen = set().union(*(types(split) for split in raw))
+    return NerMeta(labels=download_report["labels"], types_missing_from_train=sorted(seen - types("train")))
+
+
+def tokenize(raw: DatasetDict, tokenizer: Any, params: NerTaskParams,
+             meta: NerMeta) -> tuple[DatasetDict, dict[str, Any]]:
+    """Sub-token features for every split, and how many words each split lost to the tokenizer or truncation."""
+    settings = params.tokenize
+    features = raw.map(
+        tokenize_batch,
+        batched=True,
+        batch_size=settings.batch_size,
+        num_proc=settings.num_proc,
+        fn_kwargs={"tokenizer": tokenizer, "labels": meta.labels, "max_length": settings.max_length,
+                   "label_all_tokens": settings.label_all_tokens},
+        remove_columns=["tokens", "tags"],
+        desc="tokenize and align",
+    )
+    report: dict[str, Any] = {
+        split: {
+            "sentences": len(features[split]),
+            "words": sum(len(t) for t in raw[split]["tokens"]),
+            "words_dropped_by_tokenizer": int(sum(features[split]["words_dropped"])),
+            "words_cut_by_truncation": int(sum(features[split]["words_cut"])),
+            "sentences_truncated": int(sum(1 for c in features[split]["words_cut"] if c)),
+        }
+        for split in features
+    }
+    report["types_missing_from_train"] = meta.types_missing_from_train
+    return features, report

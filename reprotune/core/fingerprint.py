@@ -1,0 +1,113 @@
+"""Content fingerprints of what a task reads from outside the repository.
+
+DVC can only depend on paths written in dvc.yaml, but a task's data and model are
+named in params.yaml (`download.path`, `download.files`, `model.name_or_path`) and
+may sit outside the repo or inside an installed package. The `fingerprint` stage
+hashes their content into small JSON files under data/<task>/fingerprint/ that the
+download, tokenize, train and evaluate stages depend on; the file only changes when
+the content does, so nothing reruns for a touched-but-unchanged file.
+
+Only names as written in params.yaml, sizes and SHA-256 digests go in, never
+absolute paths, so two machines with the same files write the same bytes. Hashes are
+cached by (path, size, mtime) in .dvc/tmp so a no-op `dvc repro` stays fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from reprotune.core.assets import PACKAGE_PREFIX, is_local_ref, resolve_path
+
+CACHE_FILE = Path(".dvc") / "tmp" / "reprotune-fingerprints.json"
+CHUNK = 1 << 20
+
+
+class HashCache:
+    """SHA-256 of files keyed by (absolute path, size, mtime_ns), like DVC's own state."""
+
+    def __init__(self, path: Path = CACHE_FILE) -> None:
+        self.path = path
+        try:
+            self.entries: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.entries = {}
+        self.dirty = False
+
+    def digest(self, file: Path) -> str:
+        stat = file.stat()
+        key = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        if key not in self.entries:
+            sha = hashlib.sha256()
+            with open(file, "rb") as handle:
+                while block := handle.read(CHUNK):
+                    sha.update(block)
+            self.entries[key] = sha.hexdigest()
+            self.dirty = True
+        return self.entries[key]
+
+    def save(self) -> None:
+        if not self.dirty or not self.path.parent.is_dir():
+            return
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.entries, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def _visible(root: Path) -> list[Path]:
+    """Files below root, hidden files and folders left out (loaders never read them)."""
+    return sorted(
+        path for path in root.rglob("*")
+        if path.is_file() and not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
+    )
+
+
+def path_fingerprint(ref: str, cache: HashCache) -> dict[str, Any]:
+    """Size and digest of a file, or of every visible file of a folder, under the name `ref`."""
+    path = resolve_path(ref, "source")
+    entry: dict[str, Any] = {"ref": ref}
+    if ref.startswith(PACKAGE_PREFIX):
+        package = ref[len(PACKAGE_PREFIX):].strip("/").split("/")[0]
+        entry["package"] = package
+        entry["version"] = package_version(package)
+    if path.is_file():
+        entry.update(size=path.stat().st_size, sha256=cache.digest(path))
+        return entry
+    files = {file.relative_to(path).as_posix(): cache.digest(file) for file in _visible(path)}
+    entry["files"] = len(files)
+    entry["sha256"] = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    return entry
+
+
+def package_version(module: str) -> str | None:
+    """The installed distribution's version for an importable module name, if known."""
+    for dist in importlib.metadata.packages_distributions().get(module, []) or [module]:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def data_fingerprint(download: dict[str, Any], cache: HashCache) -> dict[str, Any]:
+    """What `download` reads: local files and folders by content, Hub datasets by id and revision."""
+    if download.get("source") == "hub":
+        return {key: download.get(key) for key in ("source", "dataset", "config", "revision")}
+    refs: dict[str, str] = {}
+    if download.get("path"):
+        refs["path"] = str(download["path"])
+    for split, ref in sorted((download.get("files") or {}).items()):
+        refs[f"files.{split}"] = str(ref)
+    return {"source": download.get("source"), **{key: path_fingerprint(ref, cache) for key, ref in refs.items()}}
+
+
+def model_fingerprint(model: dict[str, Any], cache: HashCache) -> dict[str, Any]:
+    """A local or package model directory by content; a Hub model by id and revision."""
+    ref = str(model.get("name_or_path", ""))
+    if ref and is_local_ref(ref):
+        return {"local": path_fingerprint(ref, cache)}
+    return {"hub": ref, "revision": model.get("revision")}
