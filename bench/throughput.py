@@ -126,7 +126,7 @@ def training_features(data_dir: Path, tokenizer: Any, count: int, split: str) ->
     from throughput_train import synthetic_features
 
     from datasets import Dataset
-    from reprotune.tasks.ner.tags import label_list
+    from reprotune.tasks.ner.sources import label_list
 
     if not (data_dir / WIKIANN / split).exists():
         return synthetic_features(count), "synthetic (seeded, 20-40 tokens)"

@@ -23,11 +23,10 @@ from datasets import Dataset
 
 from reprotune.tasks.mlm import chunking
 from reprotune.tasks.mlm.sources import text_documents
-from reprotune.tasks.ner.align import tokenize_batch as ner_tokenize_batch
-from reprotune.tasks.ner.conll import read_conll
-from reprotune.tasks.ner.tags import label_list
-from reprotune.tasks.qa.features import WindowSettings
-from reprotune.tasks.qa.features import tokenize_batch as qa_tokenize_batch
+from reprotune.tasks.ner.preprocess import tokenize_batch as ner_tokenize_batch
+from reprotune.tasks.ner.sources import label_list, read_conll
+from reprotune.tasks.qa.params import WindowSettings
+from reprotune.tasks.qa.preprocess import tokenize_batch as qa_tokenize_batch
 from reprotune.tasks.qa.sources import read_squad_json
 
 IGNORE = -100

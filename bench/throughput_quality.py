@@ -19,7 +19,8 @@ from datasets import Dataset, DatasetDict
 
 from reprotune.sources.splits import limit_samples
 from reprotune.modeling.tokenizer import load_tokenizer
-from reprotune.core.params import read_params, validate_task
+from reprotune.core.params import read_params
+from reprotune.tasks import validate_task
 from reprotune.training.train import ordered_eval_trainer, training_arguments
 from throughput_align import wikiann
 from throughput_device import MemoryMeter, PrecisionFlags, cuda
@@ -57,8 +58,10 @@ def seed_style_arguments(params: Any, output_dir: Path) -> Any:
 
 
 def train_and_score(style: str, task: Any, family: Any, tokenizer: Any, raw: DatasetDict, features: DatasetDict,
-                    meta: dict, flags: PrecisionFlags) -> dict[str, Any]:
+                    meta: Any, flags: PrecisionFlags) -> dict[str, Any]:
     from transformers import DataCollatorForTokenClassification, set_seed
+
+    from reprotune.tasks.ner import metrics
 
     flags.restore()
     output_dir = Path(tempfile.mkdtemp(prefix="reprotune-quality-"))
@@ -88,7 +91,7 @@ def train_and_score(style: str, task: Any, family: Any, tokenizer: Any, raw: Dat
             result = trainer.train()
             seconds = time.perf_counter() - started
         flags.restore()  # predict in the pipeline's evaluate-stage numerics (fp32, TF32 as at start)
-        scores = family.score(family.predict(trainer.model, tokenizer, raw["test"], features["test"], meta, task),
+        scores = metrics.score(family.predict(trainer.model, tokenizer, raw["test"], features["test"], meta, task),
                               meta, task)
         return {
             "f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"],
@@ -106,14 +109,18 @@ def train_and_score(style: str, task: Any, family: Any, tokenizer: Any, raw: Dat
 def run_quality(repo: Path, data_dir: Path, model_ref: str, sizes: dict[str, int], epochs: float | None,
                 tolerance: float) -> dict[str, Any]:
     from reprotune.tasks import family as get_family
+    from reprotune.tasks.ner import preprocess
+    from reprotune.tasks.ner.params import PRETOKENIZED_INPUT
+    from reprotune.tasks.ner.sources import label_list
 
     family = get_family("ner")
     task = task_params(repo, model_ref, sizes, epochs)
     splits = {split: Dataset.from_list(wikiann(data_dir, name, None)) for split, name in SPLIT_FILES.items()}
     raw = limit_samples(DatasetDict(splits), sizes, task.download.sample_seed)
-    meta = family.prepare_meta(raw, task)
-    tokenizer = load_tokenizer(task.model, pretokenized=family.pretokenized_input)
-    features, _ = family.tokenize(raw, tokenizer, task, meta)
+    labels = label_list({tag for split in raw.values() for tags in split["tags"] for tag in tags})
+    meta = preprocess.prepare_meta(raw, {"labels": labels}, task)
+    tokenizer = load_tokenizer(task.model, pretokenized=PRETOKENIZED_INPUT)
+    features, _ = preprocess.tokenize(raw, tokenizer, task, meta)
     flags = PrecisionFlags()
     results = {style: train_and_score(style, task, family, tokenizer, raw, features, meta, flags)
                for style in ("seed", "fast")}

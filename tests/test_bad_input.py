@@ -211,7 +211,7 @@ def test_unknown_optimizer_is_refused_with_a_suggestion(tmp_path: Path) -> None:
 
 
 def test_tokens_and_tags_of_different_lengths_name_the_sentence(tmp_path: Path) -> None:
-    from reprotune.core.params import validate_task
+    from reprotune.tasks import validate_task
     from reprotune.tasks.ner.sources import load_raw
 
     data = tmp_path / "d.jsonl"

@@ -429,12 +429,16 @@ def test_tiny_train_predict_score_through_the_generic_flow(tmp_path: Path, tiny_
     from reprotune.evaluation.evaluate import evaluate
     from reprotune.modeling.tokenizer import load_tokenizer
     from reprotune.sources.splits import limit_samples
+    from reprotune.tasks import load_task
     from reprotune.training.train import train
 
     section = tiny_task(tmp_path / "data-src", tiny_model_dir)
     section["train_full"] |= {"eval_batch_size": 3, "max_steps": 6, "epochs": 1, "seed": 5}
     task = validate_task("tiny_qa", section)
     monkeypatch.chdir(tmp_path)
+    # Train and evaluate see only their own sections, as in the stages.
+    (tmp_path / "params.yaml").write_text(json.dumps({"pipeline": {"tasks": {"tiny_qa": "qa"}},
+                                                      "tasks": {"tiny_qa": section}}), encoding="utf-8")
     raw, report = sources.load_raw(task.download)
     raw = limit_samples(make_missing_splits(raw, task.download.make_splits, sources.SPLIT_GROUP_COLUMN), None, 0)
     sources.validate_raw(raw, task)
@@ -446,7 +450,7 @@ def test_tiny_train_predict_score_through_the_generic_flow(tmp_path: Path, tiny_
     assert tokenize_report["validation"]["answer_only_in_later_window"] > 0
     save_dataset(features, paths.tokenized_dir("tiny_qa"), {"meta.json": meta.model_dump(mode="json")})
 
-    info = train("tiny_qa", "full", task, FAMILY)
+    info = train("tiny_qa", "full", load_task("tiny_qa", "train-full"))
     model = FAMILY.build_model(task, meta, source=str(paths.model_dir("tiny_qa", "full")))
     validation = FAMILY.predict(model, tokenizer, raw["validation"], features["validation"], meta, task)
     scores = score(validation, meta, task)
@@ -459,8 +463,8 @@ def test_tiny_train_predict_score_through_the_generic_flow(tmp_path: Path, tiny_
     with pytest.raises(ReprotuneError, match="input record 1: 'context' must be a non-empty string"):
         FAMILY.predict_records(model, tokenizer, [{"question": "Who?", "context": " "}], meta, task)
 
-    for method in ("baseline", "full"):
-        metrics = evaluate("tiny_qa", method, task, FAMILY)
+    for method, stage in (("baseline", "baseline"), ("full", "evaluate-full")):
+        metrics = evaluate("tiny_qa", method, load_task("tiny_qa", stage))
         table = pd.read_parquet(paths.predictions_file("tiny_qa", method))
         assert metrics == score(table, meta, task) and metrics["examples"] == len(raw["test"])
         answered = table[table["pred_text"] != ""]

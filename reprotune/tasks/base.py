@@ -36,9 +36,14 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class ParamsModule(Protocol):
-    PARAMS: type[TaskParams]
-    META: type[BaseModel]
-    """Facts fixed at tokenize time (label list, ...), saved as meta.json."""
+    @property
+    def PARAMS(self) -> type[TaskParams]: ...  # noqa: N802 (module constants)
+
+    @property
+    def META(self) -> type[BaseModel]:  # noqa: N802
+        """Facts fixed at tokenize time (label list, ...), saved as meta.json."""
+        ...
+
     PRETOKENIZED_INPUT: bool
     """Inputs are lists of words (byte-level BPE tokenizers then need add_prefix_space)."""
 

@@ -37,9 +37,9 @@ FEATURES = Features({
     "answers": {"text": List(Value("string")), "answer_start": List(Value("int32"))},
     "group": Value("string"),
 })
-SPLIT_GROUP_COLUMN = "group"
+SPLIT_GROUP_COLUMN: str | None = "group"
 """Article or paragraph (download.split_by): carved splits never share one, so no context leaks."""
-TEXT_FIELDS = ("question", "context")
+TEXT_FIELDS: tuple[str, ...] = ("question", "context")
 SURROGATE = re.compile("[\ud800-\udfff]")
 MIN_TITLE_GROUPS = 10
 """`split_by: auto` trusts titles only when train has this many: the SQuAD train subset
