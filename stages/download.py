@@ -4,6 +4,7 @@ from reprotune import tasks
 from reprotune.core import paths
 from reprotune.core.arrow import save_dataset
 from reprotune.core.cli import expect_args, run_stage
+from reprotune.sources.hub import resolved_revision
 from reprotune.sources.splits import check_not_empty, limit_samples, make_missing_splits
 
 
@@ -17,6 +18,9 @@ def main(args: list[str]) -> str:
     check_not_empty(raw)
     sources.validate_raw(raw, task)
     report["examples"] = {split: len(dataset) for split, dataset in raw.items()}
+    if task.download.source == "hub":
+        report["hub"] = {"dataset": task.download.dataset, "config": task.download.config,
+                         "revision_requested": task.download.revision, "revision_resolved": resolved_revision(task.download)}
     save_dataset(raw, paths.raw_dir(task_name), {"download_report.json": report})
     sizes = ", ".join(f"{split} {len(dataset)}" for split, dataset in raw.items())
     return f"download {task_name}: {sizes} -> {paths.raw_dir(task_name)}"

@@ -53,7 +53,7 @@ class DownloadParams(Strict):
     splits: dict[Literal["train", "validation", "test"], str] | None = Field(
         None, description="our split name -> the source's split name (e.g. test: validation)"
     )
-    make_splits: MakeSplits = MakeSplits()
+    make_splits: MakeSplits = Field(default_factory=MakeSplits)
     max_samples: dict[Literal["train", "validation", "test"], int] | None = None
     sample_seed: int = 42
 

@@ -69,7 +69,7 @@ def confusion_chart(pairs: list[tuple[str, str]], title: str, cell: int = 26) ->
             if count:
                 parts.append(f'<text x="{x + cell / 2}" y="{y + cell / 2 + 3}" text-anchor="middle">{count}</text>')
     for col, predicted in enumerate(labels):
-        x = margin + col * cell + cell / 2
-        parts.append(f'<text transform="translate({x},{24 + margin - 4}) rotate(-60)">{escape(predicted)}</text>')
+        centre = margin + col * cell + cell / 2
+        parts.append(f'<text transform="translate({centre},{24 + margin - 4}) rotate(-60)">{escape(predicted)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from datasets import Dataset, DatasetDict
 
 from reprotune.core.arrow import SPLITS
@@ -27,7 +29,7 @@ def load_hub(params: DownloadParams) -> DatasetDict:
     return rename_splits(DatasetDict(loaded), params.splits)
 
 
-def rename_splits(raw: DatasetDict, mapping: dict[str, str] | None) -> DatasetDict:
+def rename_splits(raw: DatasetDict, mapping: Mapping[str, str] | None) -> DatasetDict:
     """Map the source's split names onto train/validation/test (e.g. wikiann's names pass through)."""
     mapping = dict(mapping or {})
     claimed = set(mapping.values())
@@ -51,3 +53,14 @@ def rename_splits(raw: DatasetDict, mapping: dict[str, str] | None) -> DatasetDi
     if "train" not in out:
         raise ReprotuneError(f"source has no 'train' split (it has {', '.join(raw)}); map one with download.splits")
     return DatasetDict(out)
+
+
+def resolved_revision(params: DownloadParams) -> str | None:
+    """The commit the Hub resolves `download.dataset` at `download.revision` to, for
+    download_report.json; None when the Hub cannot say (offline, served from HF's cache)."""
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(str(params.dataset), revision=params.revision).sha
+    except Exception:  # offline, gated or unknown: the report says so with None
+        return None

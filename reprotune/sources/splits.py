@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from datasets import DatasetDict
 
 from reprotune.core.arrow import SPLITS
@@ -48,7 +50,7 @@ def make_missing_splits(raw: DatasetDict, sizes: MakeSplits, group_column: str |
     return DatasetDict({split: out[split] for split in SPLITS})
 
 
-def limit_samples(raw: DatasetDict, limits: dict[str, int] | None, seed: int) -> DatasetDict:
+def limit_samples(raw: DatasetDict, limits: Mapping[str, int] | None, seed: int) -> DatasetDict:
     """Keep a seeded random subset of each split named in `download.max_samples`."""
     if not limits:
         return raw

@@ -62,7 +62,7 @@ def apply_lora(model: torch.nn.Module, params: LoraTrainParams, task_type: str |
     config = LoraConfig(
         task_type=task_type,
         r=params.r,
-        lora_alpha=params.alpha,
+        lora_alpha=params.alpha,  # type: ignore[arg-type]  # peft annotates int, uses it as a float scale
         lora_dropout=params.dropout,
         bias=params.bias,
         target_modules=resolve_target_modules(model, params.target_modules, head_modules),
