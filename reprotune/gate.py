@@ -53,29 +53,15 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from reprotune.core.errors import ReprotuneError, did_you_mean
+from reprotune.core.params import GateRule
 
-
-class GateRule(BaseModel):
-    """How far one metric may drop before the gate fails (`tasks.<task>.gate.<metric>`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_drop: Annotated[float, Field(ge=0)] | None = Field(
-        description="largest allowed drop; null reports the metric but never gates it"
-    )
-    relative: bool = Field(False, description="max_drop is a fraction of the old value")
-    lower_is_better: bool | None = Field(
-        None, description="None: inferred from the name (loss, perplexity are lower-is-better)"
-    )
-
-
-BUILTIN_DEFAULT = GateRule(max_drop=0.01)
+BUILTIN_DEFAULT = GateRule(max_drop=0.01, relative=False, lower_is_better=None)
 GATE_RULES = TypeAdapter(dict[str, GateRule])
 
 AUX_FILES = ("tokenize", "error_summary")
@@ -179,7 +165,8 @@ def read_rules(params_path: Path) -> dict[str, dict[str, GateRule]]:
         try:
             rules[task] = GATE_RULES.validate_python(raw)
         except ValidationError as exc:
-            err = exc.errors()[0]
+            errors = exc.errors()
+            err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
             where = ".".join(str(p) for p in (f"tasks.{task}.gate", *err["loc"]))
             if err["type"] == "extra_forbidden":
                 msg = f"unknown key{did_you_mean(str(err['loc'][-1]), GateRule.model_fields)}; allowed keys: " + (
@@ -320,7 +307,8 @@ def compare(
     new_tasks = {task for task, _ in new_files}
     for task in sorted(old_tasks | new_tasks):
         task_rules = rules.get(task, {})
-        known = {metric for (t, _), values in (*old_files.items(), *new_files.items()) if t == task for metric in values}
+        both = (*old_files.items(), *new_files.items())
+        known = {metric for (t, _), values in both if t == task for metric in values}
         methods = {m for t, m in (*old_files, *new_files) if t == task}
         for key in task_rules:
             if key == "default":
@@ -347,7 +335,8 @@ def compare(
                     continue
                 if metric not in old or metric not in new:
                     report.rows.append(
-                        Row(task, method, metric, old.get(metric), new.get(metric), "new" if metric not in old else "removed")
+                        Row(task, method, metric, old.get(metric), new.get(metric),
+                            "new" if metric not in old else "removed")
                     )
                     continue
                 row = compare_metric(
@@ -376,8 +365,9 @@ def to_markdown(report: Report) -> str:
     head = f"**reprotune-check** against `{report.rev}`: "
     if not report.rows:
         return head + "no metric moved.\n"
-    head += f"{len(report.rows)} moved, " + (f"**{failures} failed**" if failures else "none failed") + ".\n"
-    lines = [head, "| task | method | metric | old | new | change | verdict |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    moved = sum(row.verdict != "unchanged" for row in report.rows)
+    head += f"{moved} moved, " + (f"**{failures} failed**" if failures else "none failed") + ".\n"
+    lines = [head, "| task | method | metric | old | new | change | verdict |", "|" + " --- |" * 7]
     for row in report.rows:
         lines.append(
             f"| {row.task} | {row.method} | {row.metric} | {_with_ci(row.old, row.old_ci)} | "
@@ -404,9 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--all", action="store_true", help="list unchanged metrics too")
     parser.add_argument(
         "--include-cost", action="store_true",
-        help="also compare cost, training-curve, tokenize and error-summary metrics (they gate only when named in gate)",
+        help="also compare cost, training-curve, tokenize and error-summary metrics "
+        "(they gate only when named in gate)",
     )
-    parser.add_argument("--params", default="params.yaml", help="params file with tasks.<task>.gate (default: params.yaml)")
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file with tasks.<task>.gate (default: params.yaml)"
+    )
     parser.add_argument("--metrics-dir", default="metrics", help="metrics folder (default: metrics)")
     return parser
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from reprotune.core.errors import ReprotuneError, did_you_mean
 
 PARAMS_FILE = "params.yaml"
+SplitName = Literal["train", "validation", "test"]
 
 
 class Strict(BaseModel):
@@ -49,12 +50,12 @@ class DownloadParams(Strict):
     config: str | None = None
     revision: str | None = None
     path: str | None = None
-    files: dict[Literal["train", "validation", "test"], str] | None = None
-    splits: dict[Literal["train", "validation", "test"], str] | None = Field(
+    files: dict[SplitName, str] | None = None
+    splits: dict[SplitName, str] | None = Field(
         None, description="our split name -> the source's split name (e.g. test: validation)"
     )
-    make_splits: MakeSplits = Field(default_factory=MakeSplits)
-    max_samples: dict[Literal["train", "validation", "test"], int] | None = None
+    make_splits: MakeSplits = MakeSplits()
+    max_samples: dict[SplitName, int] | None = None
     sample_seed: int = 42
 
 
@@ -122,6 +123,18 @@ class ErrorAnalysisParams(Strict):
     worst_n: int = Field(20, gt=0)
 
 
+class GateRule(Strict):
+    """How far one metric may drop before the gate fails (`tasks.<task>.gate.<metric>`)."""
+
+    max_drop: float | None = Field(
+        ge=0, description="largest allowed drop; null reports the metric but never gates it"
+    )
+    relative: bool = Field(False, description="max_drop is a fraction of the old value")
+    lower_is_better: bool | None = Field(
+        None, description="None: inferred from the name (loss, perplexity are lower-is-better)"
+    )
+
+
 class TaskParams(Strict):
     """The common shape of `tasks.<name>`; families narrow `type` and extend the sections."""
 
@@ -133,6 +146,9 @@ class TaskParams(Strict):
     train_lora: LoraTrainParams
     evaluate: EvaluateParams
     error_analysis: ErrorAnalysisParams
+    gate: dict[str, GateRule] = Field(
+        default_factory=dict, description="metric -> allowed drop, for reprotune-check; read by no stage"
+    )
 
 
 class PipelineParams(Strict):
