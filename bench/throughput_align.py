@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
-from reprotune.tasks.mlm import chunking
+from reprotune.tasks.mlm import preprocess as mlm_preprocess
 from reprotune.tasks.mlm.sources import text_documents
 from reprotune.tasks.ner.preprocess import tokenize_batch as ner_tokenize_batch
 from reprotune.tasks.ner.sources import label_list, read_conll
@@ -189,12 +189,12 @@ def qa_fast(dataset: Dataset, tokenizer: Any, settings: WindowSettings, num_proc
 
 
 def mlm_fast(dataset: Dataset, tokenizer: Any, chunk_size: int, num_proc: int | None = None) -> Dataset:
-    """MlmFamily.tokenize's steps for one split: map, concatenate, cut into blocks."""
-    tokenized = dataset.map(chunking.tokenize_documents, batched=True, batch_size=MAP_BATCH, num_proc=num_proc,
+    """reprotune.tasks.mlm.preprocess.tokenize's steps for one split: map, concatenate, cut into blocks."""
+    tokenized = dataset.map(mlm_preprocess.tokenize_documents, batched=True, batch_size=MAP_BATCH, num_proc=num_proc,
                             fn_kwargs={"tokenizer": tokenizer}, remove_columns=dataset.column_names)
-    stream = chunking.concatenate(tokenized)
-    bounds = chunking.chunk_bounds(len(stream.input_ids), chunk_size, "keep")
-    ids, words = chunking.blocks(stream, bounds, np.arange(len(bounds)))
+    stream = mlm_preprocess.concatenate(tokenized)
+    bounds = mlm_preprocess.chunk_bounds(len(stream.input_ids), chunk_size, "keep")
+    ids, words = mlm_preprocess.blocks(stream, bounds, np.arange(len(bounds)))
     return Dataset.from_dict({"input_ids": ids, "word_ids": words})
 
 

@@ -1,7 +1,7 @@
 """Masked-LM training throughput: the seed notebook's setup (HF's dense head, which
 projects every position onto the vocabulary, DataCollatorForLanguageModeling, fp32,
 batch 16) against the train stage's (the project's TrainingArguments and MlmCollator)
-with the dense head and with the head on masked positions only (sparse_head), side by
+with the dense head and with the head on masked positions only (family.masked_only_trainer), side by
 side in one process on the same 128-token blocks of real text. Random weights of the
 real architectures; full fine-tuning, as domain adaptation usually is."""
 
@@ -15,15 +15,16 @@ from typing import Any
 import torch
 from datasets import Dataset
 
-from reprotune.tasks.mlm.masking import MaskSettings, MlmCollator, Vocab
-from reprotune.tasks.mlm.sparse_head import masked_only_trainer
+from reprotune.tasks.mlm.family import masked_only_trainer
+from reprotune.tasks.mlm.params import MaskSettings
+from reprotune.tasks.mlm.preprocess import MlmCollator, Vocab
 from reprotune.training.train import ordered_eval_trainer
 from throughput_align import MLM_CHUNK, mlm_documents, mlm_fast
 from throughput_device import PrecisionFlags, cuda, release_memory
 from throughput_train import SEED, ModelSpec, RunConfig, fast_arguments, repeat_to, seed_arguments, timed_training
 
 STYLES = ("seed", "fast dense head", "fast")
-"""seed: the notebook; fast dense head: the train stage without sparse_head; fast: the train stage."""
+"""seed: the notebook; fast dense head: the train stage without the masked-only head; fast: the train stage."""
 
 
 def build_mlm_model(spec: ModelSpec) -> torch.nn.Module:
@@ -48,7 +49,8 @@ def collator(tokenizer: Any, style: str) -> Any:
 
     if style == "seed":
         return DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
-    return MlmCollator(Vocab.from_tokenizer(tokenizer), MaskSettings("token", 0.15), 8 if cuda() else None)
+    settings = MaskSettings(strategy="token", probability=0.15)
+    return MlmCollator(Vocab.from_tokenizer(tokenizer), settings, 8 if cuda() else None)
 
 
 def mlm_row(spec: ModelSpec, style: str, batch_size: int, blocks: Dataset, tokenizer: Any, warmup: int, steps: int,

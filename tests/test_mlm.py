@@ -19,20 +19,25 @@ from tiny_mlm import tiny_task
 from reprotune.core import paths
 from reprotune.core.arrow import save_dataset
 from reprotune.core.errors import ReprotuneError
-from reprotune.core.params import ModelParams, validate_task
+from reprotune.core.params import ModelParams
 from reprotune.modeling.tokenizer import load_tokenizer
 from reprotune.sources.splits import make_missing_splits
-from reprotune.tasks import get_family
-from reprotune.tasks.mlm.chunking import chunk_bounds, sample_indices
-from reprotune.tasks.mlm.masking import (
+from reprotune.tasks import validate_task
+from reprotune.tasks.mlm import analysis, preprocess, sources
+from reprotune.tasks.mlm.family import FAMILY
+from reprotune.tasks.mlm.metrics import masked_token_loss, perplexity, score
+from reprotune.tasks.mlm.params import MaskSettings, MlmMeta
+from reprotune.tasks.mlm.preprocess import (
     IGNORE,
-    MaskSettings,
     MlmCollator,
     Vocab,
+    chunk_bounds,
     mask_batch,
+    sample_indices,
 )
 
-FAMILY = get_family("mlm")
+META = MlmMeta(masking=MaskSettings(strategy="token", probability=0.15), chunk_size=16)
+"""For building a model, which needs no tokenize-time facts."""
 
 WORDS = ("the hyperparameters of tokenization were unbelievably important for photosynthesis "
          "in antidisestablishmentarianism , said the quick brown fox .").split()
@@ -62,12 +67,12 @@ def section(model_dir: Path, data: Path, **tokenize: object) -> dict:
     }
 
 
-def tokenized(model_dir: Path, tmp_path: Path, **tokenize: object) -> tuple[DatasetDict, dict, dict]:
+def tokenized(model_dir: Path, tmp_path: Path, **tokenize: object) -> tuple[DatasetDict, dict, MlmMeta]:
     task = validate_task("t", section(model_dir, tmp_path, **tokenize))
-    raw, _ = FAMILY.load_raw(task.download)
+    raw, download_report = sources.load_raw(task.download)
     tokenizer = load_tokenizer(task.model)
-    meta = FAMILY.prepare_meta(raw, task)
-    features, report = FAMILY.tokenize(raw, tokenizer, task, meta)
+    meta = preprocess.prepare_meta(raw, download_report, task)
+    features, report = preprocess.tokenize(raw, tokenizer, task, meta)
     return features, report, meta
 
 
@@ -120,7 +125,7 @@ def test_whole_word_masking_masks_all_subtokens_of_chosen_words_only(tiny_model_
     tokenizer = load_tokenizer(ModelParams(name_or_path=str(tiny_model_dir)))
     ids, words, attention = word_batch(tokenizer)
     assert (torch.bincount(words[0][words[0] >= 0]) > 1).any(), "the sentence must hold multi-token words"
-    settings = MaskSettings("whole_word", 0.3)
+    settings = MaskSettings(strategy="whole_word", probability=0.3)
     masked, labels = mask_batch(ids, words, attention, settings, Vocab.from_tokenizer(tokenizer),
                                 torch.Generator().manual_seed(0))
     chosen = labels != IGNORE
@@ -144,7 +149,7 @@ def test_token_masking_rates_and_80_10_10(tiny_model_dir: Path) -> None:
     tokenizer = load_tokenizer(ModelParams(name_or_path=str(tiny_model_dir)))
     ids = torch.randint(1000, 20000, (400, 128))
     attention = torch.ones_like(ids)
-    masked, labels = mask_batch(ids, None, attention, MaskSettings("token", 0.15),
+    masked, labels = mask_batch(ids, None, attention, MaskSettings(strategy="token", probability=0.15),
                                 Vocab.from_tokenizer(tokenizer), torch.Generator().manual_seed(1))
     chosen = labels != IGNORE
     assert abs(chosen.float().mean().item() - 0.15) < 0.01
@@ -156,7 +161,7 @@ def test_token_masking_rates_and_80_10_10(tiny_model_dir: Path) -> None:
 def test_every_block_gets_at_least_one_masked_token(tiny_model_dir: Path) -> None:
     tokenizer = load_tokenizer(ModelParams(name_or_path=str(tiny_model_dir)))
     ids = torch.tensor([[101, 2023, 2003, 102]] * 50)
-    _, labels = mask_batch(ids, None, torch.ones_like(ids), MaskSettings("token", 0.01),
+    _, labels = mask_batch(ids, None, torch.ones_like(ids), MaskSettings(strategy="token", probability=0.01),
                            Vocab.from_tokenizer(tokenizer), torch.Generator().manual_seed(0))
     assert ((labels != IGNORE).sum(dim=1) >= 1).all()
     assert (labels[:, [0, 3]] == IGNORE).all()
@@ -164,7 +169,7 @@ def test_every_block_gets_at_least_one_masked_token(tiny_model_dir: Path) -> Non
 
 def test_collator_masks_train_batches_and_leaves_eval_batches(tiny_model_dir: Path) -> None:
     tokenizer = load_tokenizer(ModelParams(name_or_path=str(tiny_model_dir)))
-    collate = MlmCollator(Vocab.from_tokenizer(tokenizer), MaskSettings("token", 0.5))
+    collate = MlmCollator(Vocab.from_tokenizer(tokenizer), MaskSettings(strategy="token", probability=0.5))
     train = collate([{"input_ids": [101, 2023, 2003, 1037, 3231, 102]}, {"input_ids": [101, 2023, 102]}])
     assert (train["labels"] != IGNORE).any() and train["attention_mask"][1].tolist() == [1, 1, 1, 0, 0, 0]
     assert train["input_ids"][1, 3:].tolist() == [tokenizer.pad_token_id] * 3
@@ -197,15 +202,15 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path)
     section_dict["train_lora"]["max_steps"] = 3
     task = validate_task("tiny_mlm", section_dict)
     with working_dir(root):
-        raw, _ = FAMILY.load_raw(task.download)
-        raw = make_missing_splits(raw, task.download.make_splits)
-        save_dataset(raw, paths.raw_dir("tiny_mlm"))
+        raw, download_report = sources.load_raw(task.download)
+        raw = make_missing_splits(raw, task.download.make_splits, sources.SPLIT_GROUP_COLUMN)
+        save_dataset(raw, paths.raw_dir("tiny_mlm"), {"download_report.json": download_report})
         tokenizer = load_tokenizer(task.model)
-        meta = FAMILY.prepare_meta(raw, task)
-        features, _ = FAMILY.tokenize(raw, tokenizer, task, meta)
-        save_dataset(features, paths.tokenized_dir("tiny_mlm"), {"meta.json": meta})
-        info = {method: train("tiny_mlm", method, task, FAMILY) for method in ("full", "lora")}
-        metrics = {method: evaluate("tiny_mlm", method, task, FAMILY) for method in ("baseline", "full", "lora")}
+        meta = preprocess.prepare_meta(raw, download_report, task)
+        features, _ = preprocess.tokenize(raw, tokenizer, task, meta)
+        save_dataset(features, paths.tokenized_dir("tiny_mlm"), {"meta.json": meta.model_dump(mode="json")})
+        info = {method: train("tiny_mlm", method, task) for method in ("full", "lora")}
+        metrics = {method: evaluate("tiny_mlm", method, task) for method in ("baseline", "full", "lora")}
         predictions = {method: pd.read_parquet(paths.predictions_file("tiny_mlm", method))
                        for method in ("baseline", "full", "lora")}
     return {"root": root, "task": task, "info": info, "metrics": metrics, "predictions": predictions,
@@ -216,29 +221,29 @@ def test_fixed_eval_masks_give_identical_perplexity_twice(pipeline_run: dict, ti
                                                           tmp_path: Path) -> None:
     run = pipeline_run
     task, features, meta, tokenizer = run["task"], run["features"], run["meta"], run["tokenizer"]
-    again, _ = FAMILY.tokenize(run["raw"], tokenizer, task, meta)
+    again, _ = preprocess.tokenize(run["raw"], tokenizer, task, meta)
     for split in ("validation", "test"):
         assert again[split]["input_ids"] == features[split]["input_ids"]
         assert again[split]["labels"] == features[split]["labels"]
     with working_dir(run["root"]):
         model = FAMILY.build_model(task, meta, source=str(paths.model_dir("tiny_mlm", "full")))
-    first = FAMILY.score(FAMILY.predict(model, tokenizer, run["raw"]["test"], features["test"], meta, task), meta, task)
-    second = FAMILY.score(FAMILY.predict(model, tokenizer, run["raw"]["test"], again["test"], meta, task), meta, task)
+    first = score(FAMILY.predict(model, tokenizer, run["raw"]["test"], features["test"], meta, task), meta, task)
+    second = score(FAMILY.predict(model, tokenizer, run["raw"]["test"], again["test"], meta, task), meta, task)
     assert first == second
     assert first["perplexity"] == run["metrics"]["full"]["perplexity"]
 
 
 def test_headless_checkpoint_gets_a_tied_head_and_a_warning(tiny_model_dir: Path, capsys: pytest.CaptureFixture,
                                                              tmp_path: Path) -> None:
-    from reprotune.tasks.mlm import head
+    from reprotune.tasks.mlm import family
 
-    head._warned.discard(str(tiny_model_dir))
+    family._warned.discard(str(tiny_model_dir))
     task = validate_task("t", section(tiny_model_dir, tmp_path))
-    model = FAMILY.build_model(task, {})
+    model = FAMILY.build_model(task, META)
     assert model.reprotune_new_head and all(k.startswith("cls.") for k in model.reprotune_new_head)
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
     assert "baseline perplexity therefore measures an untrained head" in capsys.readouterr().err
-    FAMILY.build_model(task, {})
+    FAMILY.build_model(task, META)
     assert "untrained head" not in capsys.readouterr().err, "the warning is printed once"
 
 
@@ -269,12 +274,12 @@ def test_lora_head_training_cuts_the_loss(tiny_model_dir: Path, tmp_path: Path) 
 
     task = validate_task("t", section(tiny_model_dir, tmp_path))
     torch.manual_seed(0)
-    model = apply_lora(FAMILY.build_model(task, {}), LoraTrainParams(r=4, alpha=8, bias="all"),
+    model = apply_lora(FAMILY.build_model(task, META), LoraTrainParams(r=4, alpha=8, bias="all"),
                        FAMILY.peft_task_type, FAMILY.head_modules)
     head = model.base_model.model.cls.predictions.transform.modules_to_save["default"].dense.weight
     start = head.detach().clone()
     tokenizer = load_tokenizer(task.model)
-    batch = MlmCollator(Vocab.from_tokenizer(tokenizer), MaskSettings("token", 0.3))(
+    batch = MlmCollator(Vocab.from_tokenizer(tokenizer), MaskSettings(strategy="token", probability=0.3))(
         [{"input_ids": ids} for ids in tokenizer(DOCS)["input_ids"]])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-2)
     model.train()
@@ -303,10 +308,64 @@ def test_metrics_are_computed_from_predictions(pipeline_run: dict) -> None:
     assert (pipeline_run["predictions"]["full"]["train_count"] >= 0).all()
 
 
+def test_token_weighted_loss_differs_from_batch_means_on_uneven_batches() -> None:
+    """Five blocks with 3, 1, 4, 2 and 6 masked tokens, batches of two: the last batch
+    holds one block, so averaging batch means over-weights it; weighting by token does not."""
+    losses = [[1.0, 2.0, 3.0], [9.0], [1.0, 1.0, 2.0, 2.0], [4.0, 6.0], [0.5] * 6]
+    stats = [[sum(block), len(block)] for block in losses]
+    batches = [stats[0:2], stats[2:4], stats[4:5]]
+    batch_mean = sum(sum(s for s, _ in b) / sum(n for _, n in b) for b in batches) / len(batches)
+    every_token = [loss for block in losses for loss in block]
+    weighted = masked_token_loss(torch.tensor(stats).numpy())
+    assert weighted == pytest.approx(sum(every_token) / len(every_token))
+    assert weighted == pytest.approx(math.log(perplexity(pd.Series(every_token))))
+    assert abs(batch_mean - weighted) > 0.1
+
+
+def test_checkpoint_metric_is_the_log_of_the_test_style_perplexity(pipeline_run: dict, tmp_path: Path) -> None:
+    """The Trainer's validation through train_metrics gives the token-weighted loss, i.e.
+    log(perplexity) as `predict` + `score` compute it on the same blocks; its eval_loss
+    (batch means) does not, on an eval set whose last batch is short."""
+    from transformers import TrainingArguments
+
+    from reprotune.training.train import ordered_eval_trainer, training_arguments
+
+    run = pipeline_run
+    task, meta, tokenizer, raw = run["task"], run["meta"], run["tokenizer"], run["raw"]["validation"]
+    validation = run["features"]["validation"]
+    batch_size = 5
+    assert len(validation) % batch_size, "the last batch must be short for this test"
+    assert FAMILY.default_metric == "masked_token_loss" and not FAMILY.greater_is_better
+    chosen = training_arguments(task.train_full, FAMILY, tmp_path / "args")
+    assert chosen.metric_for_best_model == "masked_token_loss" and chosen.greater_is_better is False
+    with working_dir(run["root"]):
+        model = FAMILY.build_model(task, meta, source=str(paths.model_dir("tiny_mlm", "full")))
+    args = TrainingArguments(output_dir=str(tmp_path / "eval"), per_device_eval_batch_size=batch_size,
+                             report_to="none", use_cpu=True, disable_tqdm=True, remove_unused_columns=False)
+    columns = [c for c in FAMILY.model_columns() if c in validation.column_names]
+    trainer = FAMILY.trainer_class(ordered_eval_trainer())(
+        model=model, args=args, data_collator=FAMILY.collator(tokenizer, task, meta),
+        eval_dataset=validation.select_columns(columns),
+        compute_metrics=FAMILY.train_metrics(meta, task, raw, validation))
+    result = trainer.evaluate()
+
+    predictions = FAMILY.predict(model, tokenizer, raw, validation, meta, task)
+    weighted = result["eval_masked_token_loss"]
+    assert weighted == pytest.approx(math.log(perplexity(predictions["loss"])), rel=1e-5)
+    assert weighted == pytest.approx(math.log(score(predictions, meta, task)["perplexity"]), rel=1e-5)
+    per_block = predictions.groupby("block")["loss"].agg(["sum", "count"]).sort_index()
+    assert list(per_block.index) == list(range(len(validation)))
+    batch_means = [(chunk["sum"].sum() / chunk["count"].sum(), len(chunk))
+                   for chunk in (per_block.iloc[i:i + batch_size] for i in range(0, len(per_block), batch_size))]
+    assert result["eval_loss"] == pytest.approx(sum(m * n for m, n in batch_means) / len(validation), rel=1e-5)
+    assert result["eval_loss"] != pytest.approx(weighted, rel=1e-6)
+    assert run["info"]["full"]["best_checkpoint_metric"] == pytest.approx(weighted, rel=1e-5)
+
+
 def test_analysis_writes_reports_confusion_and_summary(pipeline_run: dict, tmp_path: Path) -> None:
     run = pipeline_run
     trained = {m: run["predictions"][m] for m in ("full", "lora")}
-    summary = FAMILY.analyse(trained, run["meta"], run["task"], tmp_path / "report", tmp_path / "confusion")
+    summary = analysis.analyse(trained, run["meta"], run["task"], tmp_path / "report", tmp_path / "confusion")
     json.dumps(summary)
     assert set(summary["comparisons"]) == {"full_vs_lora"}
     text = (tmp_path / "report" / "summary.md").read_text()
@@ -321,7 +380,7 @@ def test_analysis_writes_reports_confusion_and_summary(pipeline_run: dict, tmp_p
     bucket_total = sum(b["masked_tokens"] for b in summary["methods"]["full"]["by_frequency"].values())
     assert bucket_total == len(trained["full"])
 
-    with_baseline = FAMILY.analyse(run["predictions"], run["meta"], run["task"], tmp_path / "r2", tmp_path / "c2")
+    with_baseline = analysis.analyse(run["predictions"], run["meta"], run["task"], tmp_path / "r2", tmp_path / "c2")
     assert set(with_baseline["comparisons"]) == {"full_vs_baseline", "lora_vs_baseline", "full_vs_lora"}
     change = with_baseline["comparisons"]["full_vs_baseline"]
     delta = trained["full"]["loss"] - run["predictions"]["baseline"]["loss"]
@@ -331,7 +390,7 @@ def test_analysis_writes_reports_confusion_and_summary(pipeline_run: dict, tmp_p
 def test_analysis_refuses_predictions_on_different_tokens(pipeline_run: dict, tmp_path: Path) -> None:
     full = pipeline_run["predictions"]["full"]
     with pytest.raises(ReprotuneError, match="different masked tokens"):
-        FAMILY.analyse({"full": full, "lora": full.iloc[1:]}, pipeline_run["meta"], pipeline_run["task"],
+        analysis.analyse({"full": full, "lora": full.iloc[1:]}, pipeline_run["meta"], pipeline_run["task"],
                        tmp_path / "r", tmp_path / "c")
 
 
@@ -344,32 +403,32 @@ def test_text_sources_lines_files_dedup_and_tables(tmp_path: Path) -> None:
     (folder / "a.txt").write_text("First article.\n\nSecond paragraph.\n", encoding="utf-8")
     (folder / "b.txt").write_text("First article.\n\nSecond paragraph.\n", encoding="utf-8")
     (folder / "c.txt").write_text("\n", encoding="utf-8")
-    raw, report = FAMILY.load_raw(MlmDownloadParams(source="text", path=str(tmp_path / "docs"),
+    raw, report = sources.load_raw(MlmDownloadParams(source="text", path=str(tmp_path / "docs"),
                                                     document_per="file"))
     assert raw["train"]["text"] == ["First article.\n\nSecond paragraph."]
     assert raw["train"]["id"] == ["news/a.txt"]
     assert report["duplicate_documents"]["train"] == 1 and report["empty_documents"]["train"] == 1
-    lines, _ = FAMILY.load_raw(MlmDownloadParams(source="text", path=str(folder / "a.txt")))
+    lines, _ = sources.load_raw(MlmDownloadParams(source="text", path=str(folder / "a.txt")))
     assert lines["train"]["text"] == ["First article.", "Second paragraph."]
     table = tmp_path / "t.csv"
     pd.DataFrame({"body": ["one review", None, "two reviews", "123"]}).to_csv(table, index=False)
-    rows, report = FAMILY.load_raw(MlmDownloadParams(source="csv", path=str(table), text_field="body"))
+    rows, report = sources.load_raw(MlmDownloadParams(source="csv", path=str(table), text_field="body"))
     assert rows["train"]["text"] == ["one review", "two reviews", "123"] and report["empty_documents"]["train"] == 1
     jsonl = tmp_path / "t.jsonl"
     jsonl.write_text('{"text": "fine"}\n{"text": 5}\n', encoding="utf-8")
     with pytest.raises(ReprotuneError, match="t.jsonl: data row 2: 'text' is int"):
-        FAMILY.load_raw(MlmDownloadParams(source="jsonl", path=str(jsonl)))
+        sources.load_raw(MlmDownloadParams(source="jsonl", path=str(jsonl)))
     with pytest.raises(ReprotuneError, match="no column 'text'.*body"):
-        FAMILY.load_raw(MlmDownloadParams(source="csv", path=str(table)))
+        sources.load_raw(MlmDownloadParams(source="csv", path=str(table)))
     (folder / "bad.txt").write_bytes(b"costs \xa315m\n")
     docs = str(tmp_path / "docs")
     with pytest.raises(ReprotuneError, match=r"bad.txt:1: not valid UTF-8.*invalid_utf8: replace"):
-        FAMILY.load_raw(MlmDownloadParams(source="text", path=docs, document_per="file"))
-    replaced, report = FAMILY.load_raw(MlmDownloadParams(source="text", path=docs, document_per="file",
+        sources.load_raw(MlmDownloadParams(source="text", path=docs, document_per="file"))
+    replaced, report = sources.load_raw(MlmDownloadParams(source="text", path=docs, document_per="file",
                                                          invalid_utf8="replace"))
     assert "costs \ufffd15m" in replaced["train"]["text"]
     assert report["files_not_utf8"] == {"action": "replace", "files": ["news/bad.txt"]}
-    skipped, _ = FAMILY.load_raw(MlmDownloadParams(source="text", path=docs, document_per="file", invalid_utf8="skip"))
+    skipped, _ = sources.load_raw(MlmDownloadParams(source="text", path=docs, document_per="file", invalid_utf8="skip"))
     assert skipped["train"]["id"] == ["news/a.txt"]
 
 
@@ -378,29 +437,29 @@ def test_tables_keep_quote_marks_text_types_and_skip_hidden_files(tmp_path: Path
 
     tsv = tmp_path / "t.tsv"
     tsv.write_text('id\ttext\n1\t"Best movie" - mom\n2\t"Unclosed quote\n3\tthird\n', encoding="utf-8")
-    plain, _ = FAMILY.load_raw(MlmDownloadParams(source="tsv", path=str(tsv)))
+    plain, _ = sources.load_raw(MlmDownloadParams(source="tsv", path=str(tsv)))
     assert plain["train"]["text"] == ['"Best movie" - mom', '"Unclosed quote', "third"]
     exported_tsv = tmp_path / "e.tsv"
     exported_tsv.write_text('text\n"say ""hi""\tthere"\nplain\n', encoding="utf-8")
-    quoted, _ = FAMILY.load_raw(MlmDownloadParams(source="tsv", path=str(exported_tsv), tsv_quoting="csv"))
+    quoted, _ = sources.load_raw(MlmDownloadParams(source="tsv", path=str(exported_tsv), tsv_quoting="csv"))
     assert quoted["train"]["text"] == ['say "hi"\tthere', "plain"]
     jsonl = tmp_path / "n.jsonl"
     jsonl.write_text('{"text": "1990"}\n{"text": "2020-01-01"}\n', encoding="utf-8-sig")
-    texts, _ = FAMILY.load_raw(MlmDownloadParams(source="jsonl", path=str(jsonl)))
+    texts, _ = sources.load_raw(MlmDownloadParams(source="jsonl", path=str(jsonl)))
     assert texts["train"]["text"] == ["1990", "2020-01-01"]
     exported = tmp_path / "hf.json"  # HF `to_json` writes JSON lines into a .json file
     exported.write_text('{"text": "one"}\n{"text": "two"}\n', encoding="utf-8")
-    assert FAMILY.load_raw(MlmDownloadParams(source="json", path=str(exported)))[0]["train"]["text"] == ["one", "two"]
+    assert sources.load_raw(MlmDownloadParams(source="json", path=str(exported)))[0]["train"]["text"] == ["one", "two"]
     folder = tmp_path / "docs"
     (folder / "__MACOSX").mkdir(parents=True)
     (folder / "a.txt").write_text("An article.\n", encoding="utf-8")
     (folder / "._a.txt").write_bytes(b"\x00\x05Mac OS X")
     (folder / "__MACOSX" / "b.txt").write_text("debris\n", encoding="utf-8")
-    docs, _ = FAMILY.load_raw(MlmDownloadParams(source="text", path=str(folder), document_per="file"))
+    docs, _ = sources.load_raw(MlmDownloadParams(source="text", path=str(folder), document_per="file"))
     assert docs["train"]["id"] == ["a.txt"]
     latin = tmp_path / "latin.txt"
     latin.write_bytes(b"\xef\xbb\xbfcosts \xa315m\x0cpage two\r\nnext\n")
-    lines, _ = FAMILY.load_raw(MlmDownloadParams(source="text", path=str(latin), invalid_utf8="replace"))
+    lines, _ = sources.load_raw(MlmDownloadParams(source="text", path=str(latin), invalid_utf8="replace"))
     assert lines["train"]["text"] == ["costs \ufffd15m\x0cpage two", "next"]
 
 
@@ -539,8 +598,7 @@ def test_fill_mask_returns_top_k_candidates_for_each_mask(tiny_model_dir: Path) 
     from transformers import AutoTokenizer
 
     from reprotune.core.errors import ReprotuneError
-    from reprotune.tasks.mlm.fill import fill_masks
-    from reprotune.tasks.mlm.head import load_masked_lm
+    from reprotune.tasks.mlm.family import fill_masks, load_masked_lm
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     model = load_masked_lm(ModelParams(name_or_path=str(tiny_model_dir)))

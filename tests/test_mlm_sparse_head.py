@@ -1,4 +1,4 @@
-"""The masked-only head (reprotune.tasks.mlm.sparse_head) must give the dense path's
+"""The masked-only head (reprotune.tasks.mlm.family.masked_only_trainer) must give the dense path's
 loss and gradients, for every architecture family the MLM task supports, under LoRA,
 and inside the Trainer that the train stage builds."""
 
@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from reprotune.tasks.mlm.sparse_head import (
-    IGNORE,
-    PositionGather,
-    encoder_of,
-    masked_only_trainer,
-    sparse_inputs,
-)
+from reprotune.tasks.mlm.family import PositionGather, encoder_of, masked_only_trainer, sparse_inputs
+from reprotune.tasks.mlm.preprocess import IGNORE
 
 
 def tiny_masked_lm(kind: str) -> torch.nn.Module:

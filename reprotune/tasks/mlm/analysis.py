@@ -97,7 +97,7 @@ def fill_mask_table(predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def comparisons(methods: list[str]) -> list[tuple[str, str]]:
     """(before, after) pairs: baseline -> each trained method when the baseline is
     available, and always LoRA -> full (loss change = full minus LoRA)."""
-    pairs = [("baseline", m) for m in ("full", "lora") if "baseline" in methods and m in methods]
+    pairs: list[tuple[str, str]] = [("baseline", m) for m in ("full", "lora") if "baseline" in methods and m in methods]
     if {"full", "lora"} <= set(methods):
         pairs.append(("lora", "full"))
     return pairs
@@ -105,6 +105,7 @@ def comparisons(methods: list[str]) -> list[tuple[str, str]]:
 
 def analyse(predictions: dict[str, pd.DataFrame], meta: MlmMeta, params: MlmTaskParams,
             report_dir: Path, confusion_dir: Path) -> dict[str, Any]:
+    """Write the frequency buckets, per-token changes and fill-mask probes; return the summary figures."""
     settings = params.error_analysis
     edges, worst_n, min_count = settings.frequency_edges, settings.worst_n, settings.min_token_count
     methods = [m for m in ORDER if m in predictions] + sorted(set(predictions) - set(ORDER))

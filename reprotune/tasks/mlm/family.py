@@ -25,9 +25,14 @@ from reprotune.tasks.mlm.params import MaskSettings, MlmMeta, MlmTaskParams
 from reprotune.tasks.mlm.preprocess import IGNORE, MlmCollator, Vocab
 
 SELECTION_METRIC = "masked_token_loss"
+"""train_metrics key the best checkpoint is chosen by (lower is better)."""
 
 
 # head -------------------------------------------------------------------
+# A checkpoint saved without a masked-LM head (a plain BertModel such as the default
+# sentence encoder) gets a new one from AutoModelForMaskedLM, its decoder tied to the
+# input embeddings where the architecture ties them; the untrained part is reported
+# once, because until it is trained the baseline perplexity measures noise, not the encoder.
 # The head's own layers (not the tied decoder, which would copy the embedding matrix),
 # trained in full under LoRA: BERT/MiniLM `cls.predictions.transform`, DistilBERT
 # `vocab_transform` + `vocab_layer_norm`, ELECTRA `generator_predictions`.
@@ -83,6 +88,15 @@ def load_masked_lm(model_params: ModelParams) -> Any:
 
 
 # masked-only head ---------------------------------------------------------
+# HF's *ForMaskedLM models project every position onto the vocabulary, although the
+# loss reads only the ~15% that are masked. For a small encoder that projection is
+# about half the compute (MiniLM: 384 x 30,522 per token against ~10M multiply-adds
+# for all six layers), and its [batch, length, vocab] logits dominate memory.
+# A forward hook on the encoder keeps the hidden states of the labelled positions, as
+# a [1, n_masked, hidden] batch, and the labels are gathered the same way, so the
+# model's own head and loss run unchanged (any architecture whose head reads the
+# encoder's first output: BERT, RoBERTa, DistilBERT, ELECTRA, DeBERTa). The loss is
+# the same mean cross-entropy over masked tokens as the dense path.
 def encoder_of(model: Any) -> torch.nn.Module:
     """The transformer body under DDP/compile wrappers, PEFT and the masked-LM head."""
     while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
@@ -157,7 +171,7 @@ def masked_only_trainer(base: type) -> type:
     block's loss sum and masked-token count instead of the gathered logits, which
     would not line up with the full-length labels and would hold the vocabulary per token."""
 
-    class MaskedOnlyTrainer(base):  # type: ignore[misc, valid-type]
+    class MaskedOnlyTrainer(base):
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
             sparse = sparse_inputs(inputs)

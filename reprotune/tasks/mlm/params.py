@@ -36,7 +36,10 @@ class MlmDownloadParams(DownloadParams):
 
 
 class MlmTokenizeParams(TokenizeParams):
-    max_length: int | None = Field(None, description="not used by mlm: texts are never truncated; see chunk_size")
+    # narrowed to None on purpose: a max_length set for mlm is refused (texts are never truncated)
+    max_length: int | None = Field(  # type: ignore[assignment]
+        None, description="not used by mlm: texts are never truncated; see chunk_size"
+    )
     chunk_size: int = Field(128, gt=2, description="tokens per block after concatenating every text of a split")
     last_chunk: Literal["keep", "drop"] = Field(
         "keep", description="the final block shorter than chunk_size: keep it (padded) or drop its tokens"
@@ -99,8 +102,8 @@ class MaskSettings(Strict):
 
     strategy: Literal["token", "whole_word"]
     probability: float = Field(gt=0, lt=1)
-    mask_replace_prob: float = Field(0.8, ge=0, le=1)
-    random_replace_prob: float = Field(0.1, ge=0, le=1)
+    mask_replace_prob: float = Field(default=0.8, ge=0, le=1)
+    random_replace_prob: float = Field(default=0.1, ge=0, le=1)
 
 
 class MlmMeta(Strict):
