@@ -186,7 +186,8 @@ def test_the_same_inputs_give_the_same_outs_from_another_checkout_and_venv(repro
     env = stage_env()
     env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
     targets = [f"{stage}@{task}" for task in TASKS for stage in ("download", "tokenize")]
-    run(other, str(venv / "bin" / "python"), "-m", "dvc", "repro", "--single-item", *targets, env=env)
+    fingerprints = [f"fingerprint@{task}" for task in TASKS]
+    run(other, str(venv / "bin" / "python"), "-m", "dvc", "repro", "--single-item", *fingerprints, *targets, env=env)
 
     def out_hashes(root: Path) -> dict[str, str]:
         lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]

@@ -36,14 +36,23 @@ def test_plain_settings_switch_the_speed_features_off(tmp_path: Path) -> None:
     assert not args.torch_compile
 
 
-def test_precision_auto_is_fp32_on_cpu_and_reduced_precision_needs_a_gpu() -> None:
+def test_precision_on_cpu_follows_the_cpus_bf16_support() -> None:
+    """auto: bf16 autocast where the CPU has native bf16, else fp32; fp16 needs a GPU
+    (the mocked cases are in test_precision.py)."""
     if torch.cuda.is_available():
         pytest.skip("CPU behaviour")
-    assert resolve_precision(TrainParams()) == {"bf16": False, "fp16": False}
-    assert resolve_precision(LoraTrainParams(precision="fp32")) == {"bf16": False, "fp16": False}
-    for choice in ("bf16", "fp16"):
-        with pytest.raises(ReprotuneError, match=f"precision '{choice}' needs a GPU"):
-            resolve_precision(TrainParams(precision=choice))
+    from reprotune.modeling.precision import cpu_bf16_support
+
+    capable = cpu_bf16_support()[0]
+    assert resolve_precision(TrainParams()).trainer_flags() == {"bf16": capable, "fp16": False}
+    assert resolve_precision(LoraTrainParams(precision="fp32")).trainer_flags() == {"bf16": False, "fp16": False}
+    with pytest.raises(ReprotuneError, match="train.precision: 'fp16' needs a GPU"):
+        resolve_precision(TrainParams(precision="fp16"))
+    if capable:
+        assert resolve_precision(TrainParams(precision="bf16")).trainer_flags()["bf16"]
+    else:
+        with pytest.raises(ReprotuneError, match="train.precision: 'bf16' needs a GPU or a CPU with native bf16"):
+            resolve_precision(TrainParams(precision="bf16"))
 
 
 def test_gradient_checkpointing_is_enabled_on_the_model_before_lora() -> None:

@@ -8,7 +8,7 @@ from datasets import Dataset, DatasetDict
 
 from reprotune.core.arrow import SPLITS
 from reprotune.core.errors import ReprotuneError
-from reprotune.core.params import DownloadParams
+from reprotune.core.params import DownloadParams, SplitName
 
 
 def load_hub(params: DownloadParams) -> DatasetDict:
@@ -29,9 +29,9 @@ def load_hub(params: DownloadParams) -> DatasetDict:
     return rename_splits(DatasetDict(loaded), params.splits)
 
 
-def rename_splits(raw: DatasetDict, mapping: Mapping[str, str] | None) -> DatasetDict:
+def rename_splits(raw: DatasetDict, mapping: Mapping[SplitName, str] | None) -> DatasetDict:
     """Map the source's split names onto train/validation/test (e.g. wikiann's names pass through)."""
-    mapping = dict(mapping or {})
+    mapping: dict[str, str] = dict(mapping or {})
     claimed = set(mapping.values())
     aliases = {"dev": "validation", "valid": "validation", "val": "validation"}
     out: dict[str, Dataset] = {}
