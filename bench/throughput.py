@@ -3,6 +3,7 @@
     python bench/throughput.py --smoke              # CPU, tiny sizes, seconds (CI)
     python bench/throughput.py                      # GPU, real sizes, a few minutes on an H100
     python bench/throughput.py --quality            # F1 of the fast vs the seed-style training path
+    python bench/throughput.py --quality --quality-compare precision  # F1 of the train stage in fp32 vs bf16
     python bench/throughput.py --pack .benchpack    # data, tokenizer, fp16 encoder for a GPU machine
 
 Sections (--sections): `tokenize` times the project's batched tokenize-and-align
@@ -80,6 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--infer-examples", type=int, help="sentences per inference row")
     parser.add_argument("--tolerance", type=float, default=0.03, help="--quality: allowed |F1 fast - F1 seed|")
     parser.add_argument("--quality-epochs", type=float, help="--quality: epochs (default: the task's)")
+    parser.add_argument("--quality-compare", choices=("styles", "precision"), default="styles",
+                        help="--quality: seed-style vs the train stage (styles), or the train stage in fp32 vs "
+                             "bf16 autocast (precision; a GPU or a CPU with native bf16)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.warmup is not None and args.warmup < 1:
@@ -190,7 +194,8 @@ def run_throughput(args: argparse.Namespace, size: dict[str, Any], result: dict[
         configs = []
         for method in ("full", "lora"):
             configs.append(tt.RunConfig("seed", method, 16))
-            configs += [tt.RunConfig("fast", method, b, args.compile, args.workers) for b in batch_sizes]
+            configs += [tt.RunConfig("fast", method, b, args.compile, args.workers, precision)
+                        for b in batch_sizes for precision in tt.fast_precisions()]
         rows: list[dict[str, Any]] = []
         result["train"] = rows
         flags = PrecisionFlags()
@@ -208,7 +213,9 @@ def run_throughput(args: argparse.Namespace, size: dict[str, Any], result: dict[
         save()
         print(table(f"training ({source}; {steps} steps after {warmup} warm-up)", rows,
                     ["model", "method", "config", "precision", "samples_per_s", "tokens_per_s", "step_time_ms",
-                     "padding_fraction", "peak_memory_mb", "mfu", "speedup"]))
+                     "padding_fraction", "peak_memory_mb", "mfu", "speedup", "vs_fast_fp32"]))
+        print("speedup: samples/s over the seed-style row (fp32 Trainer, bs 16); vs_fast_fp32: over the train "
+              "stage's fp32 row at the same batch size")
         print(table(f"LoRA / full peak memory (target <= {LORA_MEMORY_TARGET:.0%} on GPU)", result["lora_memory"],
                     ["model", "config", "full_mb", "lora_mb", "ratio", "meets_target"]))
     if "mlm" in args.sections:
@@ -223,7 +230,8 @@ def run_throughput(args: argparse.Namespace, size: dict[str, Any], result: dict[
         result["inference"] = rows
         save()
         print(table(f"inference ({source}, {len(features)} sentences)", rows,
-                    ["model", "path", "batch_size", "examples_per_s", "tokens_per_s", "peak_memory_mb", "speedup"]))
+                    ["model", "path", "batch_size", "examples_per_s", "tokens_per_s", "peak_memory_mb", "speedup",
+                     "vs_pipeline_fp32"]))
     return ok and not errors
 
 
@@ -277,18 +285,22 @@ def run_quality_mode(args: argparse.Namespace, size: dict[str, Any], result: dic
     model_ref = model_ref or DEFAULT_ENCODER
     try:
         quality = run_quality(REPO, args.data_dir, model_ref, size["quality"],
-                              args.quality_epochs or size["quality_epochs"], args.tolerance)
+                              args.quality_epochs or size["quality_epochs"], args.tolerance, args.quality_compare)
     finally:
         if scratch is not None:
             scratch.cleanup()
     result["quality"] = quality
     save()
-    rows = [{"path": style, **quality[style]} for style in ("seed", "fast")]
+    a, b = quality["paths"]
+    rows = [{"path": style, **quality[style]} for style in (a, b)]
     print(table(f"NER quality on {quality['sizes']} sentences ({quality['model']})", rows,
-                ["path", "precision_mode", "sampling", "f1", "best_validation_f1", "train_seconds",
+                ["path", "precision_mode", "eval_precision", "sampling", "f1", "best_validation_f1", "train_seconds",
                  "train_samples_per_second", "peak_memory_mb"]))
     verdict = "within" if quality["within_tolerance"] else "OUTSIDE"
-    print(f"F1 fast - seed = {quality['delta_f1']:+.4f} ({verdict} tolerance {quality['tolerance']}); "
+    paired = quality["paired_f1"]
+    print(f"F1 {b} - {a} = {quality['delta_f1']:+.4f} ({verdict} tolerance {quality['tolerance']}); "
+          f"paired bootstrap {paired['level']:.0%} interval [{paired['ci_low']:+.4f}, {paired['ci_high']:+.4f}] "
+          f"over {paired['n_examples']} sentences ({paired['n_resamples']} resamples); "
           f"training speed-up {quality['speedup']}x")
     return quality["within_tolerance"] or args.smoke  # tiny-model F1s are noise: no verdict at smoke size
 

@@ -135,6 +135,20 @@ class MemoryMeter:
             self.peak_mb = max(self.peak_mb, self._rss_mb())
 
 
+def cpu_bf16() -> bool:
+    """Native CPU bf16 (AVX512-BF16/AMX): where `precision: auto` autocasts bf16 on CPU."""
+    from reprotune.modeling.precision import cpu_bf16_support
+
+    return cpu_bf16_support()[0]
+
+
+def cpu_bf16_info() -> dict[str, Any]:
+    from reprotune.modeling.precision import cpu_bf16_support
+
+    native, why = cpu_bf16_support()
+    return {"cpu_bf16": native, "cpu_bf16_detail": why}
+
+
 def describe(peak_override: float | None) -> dict[str, Any]:
     """The device block of the results file."""
     import platform
@@ -152,6 +166,7 @@ def describe(peak_override: float | None) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        **cpu_bf16_info(),
     }
     if cuda():
         info["capability"] = ".".join(map(str, torch.cuda.get_device_capability()))

@@ -4,7 +4,12 @@ WikiANN subset twice, from the same initial weights and with the same hyper-para
 with the seed notebooks' speed settings (fp32, no TF32, random sampling, non-fused AdamW,
 no pad-to-8), and score both on the same test sentences with the pipeline's own predict
 and score. The batches are also drawn in a different order (length grouping), so the F1
-difference includes seed-like noise; the tolerance is stated with the result."""
+difference includes seed-like noise; the tolerance is stated with the result.
+
+`--quality-compare precision` trains the train stage's path twice instead, in fp32 and in
+bf16 autocast (a CPU with native bf16 or a GPU), each evaluated at its own precision as the
+evaluate stage would. Either way the result carries the paired bootstrap interval of the
+F1 difference over the test sentences (per-sentence entity tp/fp/fn, additive headline)."""
 
 from __future__ import annotations
 
@@ -15,7 +20,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from datasets import Dataset, DatasetDict
+
+from reprotune.evaluation.uncertainty import additive, paired_difference, verdict
+from reprotune.modeling.precision import cpu_bf16_support, resolve
 
 from reprotune.sources.splits import limit_samples
 from reprotune.modeling.tokenizer import load_tokenizer
@@ -57,8 +66,45 @@ def seed_style_arguments(params: Any, output_dir: Path) -> Any:
     )
 
 
+PAIRS = {"styles": ("seed", "fast"), "precision": ("fp32", "bf16")}
+"""--quality-compare: the two paths trained, a then b; the difference is b - a."""
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+@additive("tp", "fp", "fn")
+def entity_f1(sums: Any, n_rows: int) -> dict[str, Any]:
+    """Micro entity F1 from summed per-sentence counts (the score() F1, unrounded)."""
+    denominator = 2 * sums["tp"] + sums["fp"] + sums["fn"]
+    return {"f1": np.where(denominator > 0, 2 * sums["tp"] / np.where(denominator > 0, denominator, 1), 0.0)}
+
+
+def sentence_counts(predictions: Any) -> Any:
+    """Per test sentence: strict-IOB2 entities right (tp), predicted but wrong (fp), missed (fn)."""
+    import pandas as pd
+
+    from reprotune.tasks.ner.metrics import entities
+
+    rows = []
+    for gold_tags, pred_tags in zip(predictions["gold"], predictions["pred"]):
+        gold, pred = entities(list(gold_tags)), entities(list(pred_tags))
+        rows.append({"tp": len(gold & pred), "fp": len(pred - gold), "fn": len(gold - pred)})
+    return pd.DataFrame(rows, columns=["tp", "fp", "fn"])
+
+
+def paired_f1(results: dict[str, dict[str, Any]], names: tuple[str, str], level: float = 0.95) -> dict[str, Any]:
+    """The paired bootstrap of F1(b) - F1(a) over the same test sentences."""
+    a, b = names
+    paired = paired_difference(results[a].pop("_counts"), results[b].pop("_counts"), entity_f1, "f1",
+                               n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED, level=level, names=names)
+    return {**paired.to_dict(), "verdict": verdict(paired)}
+
+
 def train_and_score(style: str, task: Any, family: Any, tokenizer: Any, raw: DatasetDict, features: DatasetDict,
                     meta: Any, flags: PrecisionFlags) -> dict[str, Any]:
+    """Train and score one path: `seed` (the notebooks' settings), `fast` (the train stage
+    at the task's precision), or `fp32`/`bf16` (the train stage at that precision, evaluated
+    at it too)."""
     from transformers import DataCollatorForTokenClassification, set_seed
 
     from reprotune.tasks.ner import metrics
@@ -68,7 +114,12 @@ def train_and_score(style: str, task: Any, family: Any, tokenizer: Any, raw: Dat
     try:
         set_seed(task.train_full.seed)
         model = family.build_model(task, meta)
-        if style == "fast":
+        if style in ("fp32", "bf16"):
+            task = task.model_copy(update={
+                "train_full": task.train_full.model_copy(update={"precision": style}),
+                "evaluate": task.evaluate.model_copy(update={"precision": style}),
+            })
+        if style != "seed":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
                 args = training_arguments(task.train_full, family, output_dir)
@@ -90,10 +141,13 @@ def train_and_score(style: str, task: Any, family: Any, tokenizer: Any, raw: Dat
             started = time.perf_counter()
             result = trainer.train()
             seconds = time.perf_counter() - started
-        flags.restore()  # predict in the pipeline's evaluate-stage numerics (fp32, TF32 as at start)
-        scores = metrics.score(family.predict(trainer.model, tokenizer, raw["test"], features["test"], meta, task),
-                              meta, task)
+        flags.restore()  # predict in the evaluate stage's numerics (evaluate.precision, TF32 as at start)
+        predictions = family.predict(trainer.model, tokenizer, raw["test"], features["test"], meta, task)
+        scores = metrics.score(predictions, meta, task)
+        evaluated = resolve(task.evaluate.precision, f"tasks.{TASK}.evaluate.precision")
         return {
+            "_counts": sentence_counts(predictions),  # taken out by paired_f1
+            "eval_precision": evaluated.dtype,  # the test predictions, through the evaluate stage's predict
             "f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"],
             "best_validation_f1": trainer.state.best_metric, "train_seconds": round(seconds, 2),
             "train_samples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 2),
@@ -107,7 +161,7 @@ def train_and_score(style: str, task: Any, family: Any, tokenizer: Any, raw: Dat
 
 
 def run_quality(repo: Path, data_dir: Path, model_ref: str, sizes: dict[str, int], epochs: float | None,
-                tolerance: float) -> dict[str, Any]:
+                tolerance: float, compare: str = "styles") -> dict[str, Any]:
     from reprotune.tasks import family as get_family
     from reprotune.tasks.ner import preprocess
     from reprotune.tasks.ner.params import PRETOKENIZED_INPUT
@@ -121,16 +175,21 @@ def run_quality(repo: Path, data_dir: Path, model_ref: str, sizes: dict[str, int
     meta = preprocess.prepare_meta(raw, {"labels": labels}, task)
     tokenizer = load_tokenizer(task.model, pretokenized=PRETOKENIZED_INPUT)
     features, _ = preprocess.tokenize(raw, tokenizer, task, meta)
+    names = PAIRS[compare]
+    if compare == "precision":
+        resolve("bf16", "--quality-compare precision")  # refuse before training when bf16 is impossible here
     flags = PrecisionFlags()
-    results = {style: train_and_score(style, task, family, tokenizer, raw, features, meta, flags)
-               for style in ("seed", "fast")}
-    delta = results["fast"]["f1"] - results["seed"]["f1"]
+    results = {style: train_and_score(style, task, family, tokenizer, raw, features, meta, flags) for style in names}
+    a, b = names
+    delta = results[b]["f1"] - results[a]["f1"]
+    paired = paired_f1(results, names)
     return {
-        "task": TASK, "model": model_ref, "sizes": {split: len(raw[split]) for split in raw},
+        "task": TASK, "model": model_ref, "sizes": {split: len(raw[split]) for split in raw}, "compare": compare,
+        "paths": list(names), "cpu_bf16": cpu_bf16_support()[0], "cpu_bf16_detail": cpu_bf16_support()[1],
         "hyperparameters": {key: getattr(task.train_full, key) for key in
                             ("epochs", "learning_rate", "batch_size", "weight_decay", "warmup", "seed")},
-        "seed": results["seed"], "fast": results["fast"], "delta_f1": round(delta, 6), "tolerance": tolerance,
-        "within_tolerance": abs(delta) <= tolerance,
-        "speedup": round(results["seed"]["train_seconds"] / results["fast"]["train_seconds"], 2)
-        if results["fast"]["train_seconds"] else None,
+        **results, "delta_f1": round(delta, 6), "tolerance": tolerance,
+        "within_tolerance": abs(delta) <= tolerance, "paired_f1": paired,
+        "speedup": round(results[a]["train_seconds"] / results[b]["train_seconds"], 2)
+        if results[b]["train_seconds"] else None,
     }

@@ -27,7 +27,8 @@ from reprotune.modeling.inference import batches
 from reprotune.training.lora import apply_lora
 from reprotune.core.params import EvaluateParams, LoraTrainParams, TrainParams
 from reprotune.training.train import ordered_eval_trainer, training_arguments
-from throughput_device import MemoryMeter, PrecisionFlags, cuda, matmul_tf32, release_memory, synchronize
+from throughput_device import (MemoryMeter, PrecisionFlags, cpu_bf16, cuda, matmul_tf32, release_memory,
+                               synchronize)
 
 NUM_LABELS = 7  # WikiANN: O + B/I of PER, ORG, LOC
 SEED = 42
@@ -57,11 +58,23 @@ class RunConfig:
     batch_size: int
     compile: bool = False
     workers: int = 0
+    precision: str = "auto"  # the fast rows' train_full.precision; the seed rows are always fp32
 
     @property
     def label(self) -> str:
         extra = (" compile" if self.compile else "") + (f" w{self.workers}" if self.workers else "")
-        return f"{self.style} bs{self.batch_size}{extra}"
+        shown = f" {self.precision}" if self.style == "fast" and self.precision != "auto" else ""
+        return f"{self.style} bs{self.batch_size}{extra}{shown}"
+
+
+def fast_precisions() -> list[str]:
+    """The fast rows' precisions: `auto` on a GPU; on a CPU the train stage in fp32 and, where
+    the CPU has native bf16 (what `auto` picks there), in bf16, so both ratios come from one run."""
+    from throughput_device import cpu_bf16
+
+    if cuda():
+        return ["auto"]
+    return ["fp32", "bf16"] if cpu_bf16() else ["fp32"]
 
 
 def build_model(spec: ModelSpec) -> torch.nn.Module:
@@ -137,7 +150,7 @@ def fast_arguments(output_dir: Path, config: RunConfig, max_steps: int) -> Any:
     """The project's TrainingArguments for these params, minus per-epoch evaluation and saving."""
     model = LoraTrainParams if config.method == "lora" else TrainParams
     params = model(batch_size=config.batch_size, max_steps=max_steps, torch_compile=config.compile,
-                   dataloader_workers=config.workers, metric_for_best_model="loss")
+                   dataloader_workers=config.workers, metric_for_best_model="loss", precision=config.precision)
     # metric_for_best_model is set, so training_arguments never reads the family argument
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -241,6 +254,7 @@ def train_row(spec: ModelSpec, config: RunConfig, features: Dataset, tokenizer: 
         row = {
             "model": spec.name, "method": config.method, "style": config.style, "config": config.label,
             "batch_size": config.batch_size, "compile": config.compile, "workers": config.workers,
+            "precision_param": config.precision if config.style == "fast" else "n/a (seed: fp32)",
             "precision": precision, "optimizer": str(args.optim.value if hasattr(args.optim, "value") else args.optim),
             "sampling": getattr(args, "train_sampling_strategy", "random"),
             "steps_measured": steps, "warmup_steps": warmup, "seconds": round(seconds, 4),
@@ -264,8 +278,8 @@ def train_row(spec: ModelSpec, config: RunConfig, features: Dataset, tokenizer: 
 def infer_rows(spec: ModelSpec, features: Dataset, tokenizer: Any, warm: int) -> list[dict[str, Any]]:
     """Forward passes over `features` with the full-size model: the seed notebooks' Trainer.predict
     (fp32, batch 16, dataset order) against the evaluate stage's reprotune.inference.batches
-    (longest first, evaluate.batch_size) in fp32 and, on a GPU, at its default precision
-    (`auto`: bf16 autocast)."""
+    (longest first, evaluate.batch_size) in fp32 and at its default precision where that is
+    not fp32 (`auto`: bf16/fp16 autocast on a GPU, bf16 autocast on a CPU with native bf16)."""
     columns = [c for c in columns_for(spec) if c != "labels"]
     data = features.select_columns(columns)
     model = build_model(spec)
@@ -291,6 +305,9 @@ def infer_rows(spec: ModelSpec, features: Dataset, tokenizer: Any, warm: int) ->
     if cuda():
         runs.append(("pipeline: inference.batches precision auto (bf16/fp16 autocast)", EvaluateParams().batch_size,
                      lambda s: pipeline_pass(s, "auto")))
+    elif cpu_bf16():
+        runs.append(("pipeline: inference.batches bf16 (CPU autocast; what auto picks here)",
+                     EvaluateParams().batch_size, lambda s: pipeline_pass(s, "bf16")))
     flags = PrecisionFlags()
     for label, batch_size, run in runs:
         flags.restore()
@@ -302,13 +319,17 @@ def infer_rows(spec: ModelSpec, features: Dataset, tokenizer: Any, warm: int) ->
             synchronize()
             seconds = time.perf_counter() - started
         rows.append({"model": spec.name, "path": label, "batch_size": batch_size, "examples": len(data),
+                     "precision": "fp32" if "fp32" in label else "bf16" if "bf16" in label and not cuda() else "auto",
                      "seconds": round(seconds, 4), "examples_per_s": round(len(data) / seconds, 1),
                      "tokens_per_s": round(tokens / seconds, 1), "peak_memory_mb": round(memory.peak_mb, 1),
                      "memory_kind": memory.kind})
     flags.restore()
     base = rows[0]["examples_per_s"]
+    fp32 = next(row["examples_per_s"] for row in rows
+                if row["path"].startswith("pipeline") and row["precision"] == "fp32")
     for row in rows:
         row["speedup"] = round(row["examples_per_s"] / base, 2)
+        row["vs_pipeline_fp32"] = round(row["examples_per_s"] / fp32, 2) if row["path"].startswith("pipeline") else None
     shutil.rmtree(output_dir, ignore_errors=True)
     del model, seed_trainer
     release_memory()
@@ -316,11 +337,19 @@ def infer_rows(spec: ModelSpec, features: Dataset, tokenizer: Any, warm: int) ->
 
 
 def add_speedups(rows: list[dict[str, Any]]) -> None:
-    """samples/s relative to the seed row of the same model and method."""
+    """samples/s relative to the seed row of the same model and method (`speedup`), and for
+    reduced-precision fast rows relative to the fast fp32 row of the same batch size
+    (`vs_fast_fp32`)."""
     for row in rows:
         seed = next((r for r in rows if r["model"] == row["model"] and r["method"] == row["method"]
                      and r["style"] == "seed"), None)
         row["speedup"] = round(row["samples_per_s"] / seed["samples_per_s"], 2) if seed else None
+        fp32 = next((r for r in rows if r["model"] == row["model"] and r["method"] == row["method"]
+                     and r["style"] == "fast" and r.get("precision_param") == "fp32"
+                     and r["batch_size"] == row["batch_size"] and r["compile"] == row["compile"]
+                     and r["workers"] == row["workers"]), None)
+        row["vs_fast_fp32"] = (round(row["samples_per_s"] / fp32["samples_per_s"], 2)
+                               if fp32 and row["style"] == "fast" else None)
 
 
 def lora_memory(rows: list[dict[str, Any]], target: float) -> list[dict[str, Any]]:

@@ -75,7 +75,8 @@ def test_smoke_train_rows_cover_models_methods_and_styles(smoke_result: dict) ->
         assert 0 <= row["padding_fraction"] < 1
         assert row["steps_measured"] == throughput.SIZES["smoke"]["steps"]
         if not torch.cuda.is_available():
-            assert row["mfu"] == "n/a" and row["precision"] == "fp32"
+            assert row["mfu"] == "n/a"
+            assert row["precision"] == ("bf16" if row["precision_param"] == "bf16" else "fp32")
         if row["style"] == "seed":
             assert row["speedup"] == 1.0 and row["batch_size"] == 16
             assert row["sampling"] == "random" and row["optimizer"] == "adamw_torch"
@@ -86,6 +87,17 @@ def test_smoke_train_rows_cover_models_methods_and_styles(smoke_result: dict) ->
             assert row["flops_per_token"] == 6 * row["matmul_params"]
         else:
             assert row["trainable_matmul_params"] < row["matmul_params"] / 2
+    if not torch.cuda.is_available():  # the train stage in fp32 and, on a CPU with native bf16, in bf16
+        fast = {(r["model"], r["method"], r["precision_param"]) for r in rows if r["style"] == "fast"}
+        precisions = ["fp32", "bf16"] if smoke_result["device"]["cpu_bf16"] else ["fp32"]
+        assert fast == {(m.name, method, p) for m in train.SMOKE_MODELS for method in ("full", "lora")
+                        for p in precisions}
+        for row in rows:
+            if row["style"] == "fast":
+                fp32 = next(r for r in rows if r["style"] == "fast" and r["precision_param"] == "fp32"
+                            and (r["model"], r["method"], r["batch_size"]) == (row["model"], row["method"],
+                                                                                row["batch_size"]))
+                assert row["vs_fast_fp32"] == pytest.approx(row["samples_per_s"] / fp32["samples_per_s"], abs=0.011)
     # samples/s over tokens/s is the mean sentence length the rows saw (non-pad)
     lengths = [r["tokens_per_s"] / r["samples_per_s"] for r in rows]
     assert all(5 < n < 128 for n in lengths)
@@ -93,13 +105,19 @@ def test_smoke_train_rows_cover_models_methods_and_styles(smoke_result: dict) ->
 
 def test_smoke_lora_memory_and_inference(smoke_result: dict) -> None:
     ratios = smoke_result["lora_memory"]
-    assert len(ratios) == 2 * len(train.SMOKE_MODELS)
+    fast_precisions = 2 if not torch.cuda.is_available() and smoke_result["device"]["cpu_bf16"] else 1
+    assert len(ratios) == (1 + fast_precisions) * len(train.SMOKE_MODELS)  # seed + each fast precision
     for row in ratios:
         assert row["ratio"] == pytest.approx(row["lora_mb"] / row["full_mb"], abs=1e-3)
     paths = {(r["model"], r["path"].split(":")[0]) for r in smoke_result["inference"]}
     assert {(m.name, p) for m in train.SMOKE_MODELS for p in ("seed", "pipeline")} <= paths
     for row in smoke_result["inference"]:
         assert row["examples"] == throughput.SIZES["smoke"]["infer"] and row["examples_per_s"] > 0
+    if not torch.cuda.is_available():  # the evaluate stage in fp32 and, where the CPU has it, in bf16
+        precisions = {(r["model"], r["precision"]) for r in smoke_result["inference"]
+                      if r["path"].startswith("pipeline")}
+        expected = ["fp32", "bf16"] if smoke_result["device"]["cpu_bf16"] else ["fp32"]
+        assert precisions == {(m.name, p) for m in train.SMOKE_MODELS for p in expected}
 
 
 def test_smoke_mlm_rows_compare_the_dense_and_the_masked_only_head(smoke_result: dict) -> None:
@@ -125,6 +143,39 @@ def test_quality_smoke_reports_both_f1s(tmp_path: Path) -> None:
     assert quality["seed"]["sampling"] == "random" and quality["fast"]["sampling"] == "group_by_length"
     assert quality["delta_f1"] == pytest.approx(quality["fast"]["f1"] - quality["seed"]["f1"], abs=1e-6)
     assert quality["within_tolerance"] == (abs(quality["delta_f1"]) <= quality["tolerance"])
+    paired = quality["paired_f1"]
+    assert (paired["name_a"], paired["name_b"], paired["n_examples"]) == ("seed", "fast", 32)
+    assert paired["ci_low"] <= paired["difference"] <= paired["ci_high"]
+
+
+def test_quality_can_compare_fp32_with_cpu_bf16(tmp_path: Path) -> None:
+    from reprotune.modeling.precision import cpu_bf16_support
+
+    if not (SHARED / align.WIKIANN / "train").exists():
+        pytest.skip("../shared/data is missing")
+    if not (torch.cuda.is_available() or cpu_bf16_support()[0]):
+        pytest.skip(f"no bf16 here: {cpu_bf16_support()[1]}")
+    out = tmp_path / "quality.json"
+    assert throughput.main(["--smoke", "--quality", "--quality-compare", "precision", "--out", str(out)]) == 0
+    quality = json.loads(out.read_text())["quality"]
+    assert quality["paths"] == ["fp32", "bf16"]
+    for path in ("fp32", "bf16"):
+        assert quality[path]["precision_mode"] == quality[path]["eval_precision"] == path
+    assert quality["paired_f1"]["a"] == pytest.approx(quality["fp32"]["f1"], abs=1e-6)
+    assert quality["paired_f1"]["b"] == pytest.approx(quality["bf16"]["f1"], abs=1e-6)
+
+
+def test_per_sentence_counts_give_the_entity_f1_of_score() -> None:
+    import pandas as pd
+    from throughput_quality import entity_f1, sentence_counts
+
+    from reprotune.tasks.ner.metrics import entity_scores
+
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-ORG", "I-ORG"], ["O", "O"], ["B-LOC", "O", "B-PER"]]
+    pred = [["B-PER", "I-PER", "O", "O"], ["O", "B-ORG", "O"], ["I-LOC", "O"], ["B-LOC", "O", "B-PER"]]
+    counts = sentence_counts(pd.DataFrame({"gold": gold, "pred": pred}))
+    assert entity_f1(counts)["f1"] == pytest.approx(entity_scores(gold, pred)["f1"], abs=1e-6)
+    assert counts.sum().to_dict() == {"tp": 3, "fp": 1, "fn": 2}
 
 
 # batched == per-example on real data ----------------------------------------------------

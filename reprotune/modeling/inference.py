@@ -8,12 +8,14 @@ memory fails on the first step. Consumers place outputs by the row indices yield
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
+
+from reprotune.modeling.precision import resolve
 
 Forward = Callable[[Any, dict[str, torch.Tensor]], Any]
 
@@ -22,14 +24,11 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def autocast(precision: str) -> AbstractContextManager:
-    """bf16/fp16 autocast on a GPU (`auto`: bf16 where supported); fp32 on CPU, where
-    reduced precision is slower than fp32 on most processors."""
-    if not torch.cuda.is_available() or precision == "fp32":
-        return nullcontext()
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+def autocast(precision: str, where: str = "evaluate.precision") -> AbstractContextManager:
+    """The autocast context for an evaluate/predict `precision` (`where` names the key in
+    errors): bf16/fp16 on a GPU (`auto`: bf16 where supported), bf16 on CPUs with native
+    bf16 (`auto` or `bf16`), fp32 elsewhere; see reprotune.modeling.precision."""
+    return resolve(precision, where).autocast()
 
 
 def length_order(features: Dataset, column: str = "input_ids") -> list[int]:

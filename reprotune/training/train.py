@@ -24,6 +24,7 @@ from reprotune.core.errors import ReprotuneError
 from reprotune.core.params import LoraTrainParams, TaskParams, TrainParams
 from reprotune.core.paths import RUN_INFO, TRAIN_INFO
 from reprotune.modeling.model import count_parameters
+from reprotune.modeling.precision import Resolved, resolve
 from reprotune.modeling.tokenizer import load_tokenizer
 from reprotune.tasks.base import TaskFamily
 from reprotune.training.lora import apply_lora
@@ -37,23 +38,23 @@ def method_params(task: TaskParams, method: str) -> TrainParams:
     raise ReprotuneError(f"unknown training method '{method}'; allowed: full, lora")
 
 
-def resolve_precision(params: TrainParams) -> dict[str, bool]:
-    """`auto` means bf16 where the GPU has it, fp16 on older GPUs, fp32 on CPU."""
-    cuda = torch.cuda.is_available()
-    choice = params.precision
-    if choice == "auto":
-        choice = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
-    if choice in ("bf16", "fp16") and not cuda:
-        raise ReprotuneError(f"precision '{choice}' needs a GPU; use 'auto' or 'fp32' on CPU")
-    return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
+def resolve_precision(params: TrainParams, where: str = "train.precision") -> Resolved:
+    """`auto` means bf16 where the GPU has it, fp16 on older GPUs, bf16 autocast on CPUs
+    with native bf16 (AVX512-BF16/AMX), fp32 elsewhere; see reprotune.modeling.precision."""
+    return resolve(params.precision, where)
 
 
-def training_arguments(params: TrainParams, family: TaskFamily[Any, Any], output_dir: Path) -> Any:
+def training_arguments(params: TrainParams, family: TaskFamily[Any, Any], output_dir: Path,
+                       where: str = "train.precision") -> Any:
+    """HF TrainingArguments from our params; `bf16` on CPU (with use_cpu) makes accelerate
+    wrap the forward pass in torch.autocast("cpu", bfloat16). `where` names the precision
+    key in error messages."""
     from transformers import TrainingArguments
 
     metric = params.metric_for_best_model or family.default_metric
     greater = family.greater_is_better if params.metric_for_best_model is None else "loss" not in metric
     cuda = torch.cuda.is_available()
+    precision = resolve_precision(params, where)
     return TrainingArguments(
         output_dir=str(output_dir),
         seed=params.seed,
@@ -88,7 +89,8 @@ def training_arguments(params: TrainParams, family: TaskFamily[Any, Any], output
         use_cpu=not cuda,  # also lets torchrun start gloo DDP across CPU processes
         disable_tqdm=False,
         remove_unused_columns=False,
-        **resolve_precision(params),
+        bf16=precision.dtype == "bf16",  # on CPU (use_cpu) accelerate autocasts the forward pass to bfloat16
+        fp16=precision.dtype == "fp16",
     )
 
 
@@ -172,6 +174,8 @@ def train(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
     from transformers.integrations import DVCLiveCallback
 
     params = method_params(task, method)
+    where = f"tasks.{task_name}.train_{method}.precision"
+    precision = resolve_precision(params, where)  # refuse an impossible precision before loading anything
     set_seed(params.seed)
     tokenized_path = paths.tokenized_dir(task_name)
     features = load_dataset_dir(tokenized_path, "tokenize")
@@ -208,7 +212,7 @@ def train(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
             callbacks.append(DVCLiveCallback(live=live))
         trainer = family.trainer_class(ordered_eval_trainer())(
             model=model,
-            args=training_arguments(params, family, checkpoints),
+            args=training_arguments(params, family, checkpoints, where),
             data_collator=family.collator(tokenizer, task, meta),
             train_dataset=train_set,
             eval_dataset=eval_set,
@@ -234,6 +238,7 @@ def train(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
         "best_checkpoint_metric": trainer.state.best_metric,
         "resumed_from_checkpoint": bool(resume_from),
         "processes": int(os.environ.get("WORLD_SIZE", "1")),
+        **precision.info("train_"),  # train_precision, train_device, train_cpu_bf16
     }
     if not main_process:
         return info
