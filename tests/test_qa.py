@@ -466,7 +466,10 @@ def test_tiny_train_predict_score_through_the_generic_flow(tmp_path: Path, tiny_
     for method, stage in (("baseline", "baseline"), ("full", "evaluate-full")):
         metrics = evaluate("tiny_qa", method, load_task("tiny_qa", stage))
         table = pd.read_parquet(paths.predictions_file("tiny_qa", method))
-        assert metrics == score(table, meta, task) and metrics["examples"] == len(raw["test"])
+        scores = score(table, meta, task)
+        assert {key: metrics[key] for key in scores} == scores and metrics["examples"] == len(raw["test"])
+        assert set(metrics) - set(scores) == {"exact_match_ci_low", "exact_match_ci_high", "f1_ci_low", "f1_ci_high",
+                                              "eval_precision", "eval_device", "cpu_bf16"}
         answered = table[table["pred_text"] != ""]
         assert all(row.context[row.pred_start:row.pred_start + len(row.pred_text)] == row.pred_text
                    for row in answered.itertuples())

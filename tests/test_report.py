@@ -38,3 +38,73 @@ def test_svg_charts_contain_their_data() -> None:
     assert "polyline" in line_chart({"full": [(1, 0.5), (2, 0.7)]}, "f1")
     grid = confusion_chart([("PER", "PER"), ("PER", "LOC")], "t")
     assert ">PER<" in grid and ">LOC<" in grid and grid.count("<rect") == 5
+
+
+def write_task(root: Path, intervals: bool, significance: dict | None) -> None:
+    task = root / "metrics" / "t"
+    task.mkdir(parents=True)
+    for method, f1 in (("baseline", 0.05), ("full", 0.389), ("lora", 0.407)):
+        values = {"f1": f1, "sentences": 360}
+        if intervals:
+            values |= {"f1_ci_low": f1 - 0.045, "f1_ci_high": f1 + 0.044}
+        (task / f"{method}.json").write_text(json.dumps(values))
+    if significance is not None:
+        (task / "significance.json").write_text(json.dumps(significance))
+
+
+SIGNIFICANCE = {
+    "lora_minus_full.f1.difference": 0.018, "lora_minus_full.f1.ci_low": -0.012, "lora_minus_full.f1.ci_high": 0.047,
+    "lora_minus_full.f1.p_value": 0.23, "lora_minus_full.f1.significant": 0,
+    "lora_minus_full.f1.test": "paired bootstrap",
+    "full_minus_baseline.f1.difference": 0.339, "full_minus_baseline.f1.ci_low": 0.29,
+    "full_minus_baseline.f1.ci_high": 0.39, "full_minus_baseline.f1.p_value": 0.0009,
+    "full_minus_baseline.f1.significant": 1, "full_minus_baseline.f1.test": "paired bootstrap",
+    "level": 0.95, "resamples": 1000, "examples": 360,
+}
+
+
+def test_headline_numbers_show_their_interval_and_no_interval_rows(tmp_path: Path) -> None:
+    write_task(tmp_path, intervals=True, significance=None)
+    out = tmp_path / "out"
+    out.mkdir()
+    markdown = build({"t": "ner"}, tmp_path / "metrics", out)
+    assert "| f1 | 0.050 [0.005, 0.094] | 0.389 [0.344, 0.433] | 0.407 [0.362, 0.451] |" in markdown
+    assert "| sentences | 360 | 360 | 360 |" in markdown
+    assert "| f1_ci_low" not in markdown and "| f1_ci_high" not in markdown
+    assert "**How to read this.**" in markdown
+
+
+def test_lora_against_full_paragraph_from_significance_json(tmp_path: Path) -> None:
+    write_task(tmp_path, intervals=True, significance=SIGNIFICANCE)
+    out = tmp_path / "out"
+    out.mkdir()
+    markdown = build({"t": "ner"}, tmp_path / "metrics", out)
+    assert "**LoRA against full**, paired on the same 360 test examples:" in markdown
+    assert ("- f1: LoRA \u2212 full = +0.018 [\u22120.012, +0.047], p = 0.23: not significant at 95% "
+            "(paired bootstrap)") in markdown
+    assert "- f1: full \u2212 baseline = +0.339 [+0.290, +0.390], p < 0.001: significant at 95%" in markdown
+    assert markdown.index("LoRA against full") < markdown.index("full against the baseline")
+
+
+def test_report_words_the_verdict_as_the_uncertainty_module_does() -> None:
+    from reprotune.evaluation.uncertainty import PairedResult, verdict
+    from reprotune.reporting.report import verdict_text
+
+    cases = ((0.018, -0.012, 0.047, 0.23, False), (-0.1, -0.2, -0.01, 0.031, True), (0.0, 0.0, 0.0, 1.0, False),
+             (0.2, 0.1, 0.3, 0.0004, True))
+    for difference, low, high, p, significant in cases:
+        result = PairedResult("f1", 0.4, 0.4 + difference, difference, low, high, p, "paired bootstrap", significant,
+                              0.95, 1000, 360, "full", "LoRA")
+        flat = {f"lora_minus_full.f1.{k}": v for k, v in (("difference", difference), ("ci_low", low),
+                                                           ("ci_high", high), ("p_value", p),
+                                                           ("significant", int(significant)))} | {"level": 0.95}
+        assert verdict_text(flat, "lora_minus_full", "f1", ("LoRA", "full")) == verdict(result)
+
+
+def test_metrics_without_intervals_read_as_before(tmp_path: Path) -> None:
+    write_task(tmp_path, intervals=False, significance=None)
+    out = tmp_path / "out"
+    out.mkdir()
+    markdown = build({"t": "ner"}, tmp_path / "metrics", out)
+    assert "| f1 | 0.0500 | 0.3890 | 0.4070 |" in markdown
+    assert "How to read this" not in markdown and "against full" not in markdown

@@ -1,5 +1,5 @@
-"""Evaluate a method on the test split: predictions table, metrics from it, and
-the cost figures recorded at training time."""
+"""Evaluate a method on the test split: predictions table, metrics from it (each headline
+metric with its bootstrap confidence interval), and the cost figures recorded at training time."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from reprotune.core.atomic import write_frame, write_json
 from reprotune.core.errors import ReprotuneError
 from reprotune.core.params import TaskParams
 from reprotune.core.paths import EVAL_METHODS, TRAIN_INFO
+from reprotune.evaluation.uncertainty import add_intervals
 from reprotune.modeling.model import count_parameters
+from reprotune.modeling.precision import resolve
 from reprotune.modeling.tokenizer import load_tokenizer
 from reprotune.tasks.base import TaskFamily
 
@@ -37,9 +39,19 @@ def load_method_model(task_name: str, method: str, task: TaskParams, family: Tas
     return PeftModel.from_pretrained(base, str(directory))
 
 
+def with_intervals(metrics: dict[str, Any], predictions: Any, meta: Any, task: TaskParams) -> dict[str, Any]:
+    """`metrics` with `<key>_ci_low` / `<key>_ci_high` added for every headline key of the family
+    (seeded percentile bootstrap over test examples, `evaluate.bootstrap`); the keys already
+    there keep their values and order. No test example or `resamples: 0`: no interval keys."""
+    settings = task.evaluate.bootstrap
+    return add_intervals(metrics, tasks.metrics(task.type), predictions, meta, settings.resamples, settings.seed,
+                         settings.level)
+
+
 def evaluate(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
     if method not in EVAL_METHODS:
         raise ReprotuneError(f"unknown evaluation method '{method}'; allowed: {', '.join(EVAL_METHODS)}")
+    evaluated = resolve(task.evaluate.precision, f"tasks.{task_name}.evaluate.precision")
     tokenized_path = paths.tokenized_dir(task_name)
     features = load_dataset_dir(tokenized_path, "tokenize")["test"]
     raw = load_dataset_dir(paths.raw_dir(task_name), "download")["test"]
@@ -51,10 +63,13 @@ def evaluate(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
     started = time.perf_counter()
     predictions = family.predict(model, tokenizer, raw, features, meta, task)
     seconds = time.perf_counter() - started
-    metrics = tasks.metrics(task.type).score(predictions, meta, task)
+    metrics = with_intervals(tasks.metrics(task.type).score(predictions, meta, task), predictions, meta, task)
+    # Which arithmetic made these numbers, so a diff between two machines explains itself.
+    metrics.update(eval_precision=evaluated.dtype, eval_device=evaluated.device, cpu_bf16=evaluated.cpu_bf16)
 
     cost: dict[str, Any] = {
         "eval_seconds": round(seconds, 2),
+        "eval_precision": evaluated.dtype,
         "eval_examples_per_second": round(len(raw) / seconds, 2) if seconds > 0 else None,
     }
     info_file = paths.model_dir(task_name, method) / TRAIN_INFO

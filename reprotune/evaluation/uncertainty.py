@@ -34,88 +34,29 @@ F1 of a resample without any entity) are left out, and a metric undefined everyw
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-Headline = Callable[[pd.DataFrame], Mapping[str, float]]
-SumsFunction = Callable[[Mapping[str, np.ndarray], int], Mapping[str, Any]]
+# Additive headlines are defined in reprotune.core.additive, so that the family metrics
+# modules (imported by the train stages too) can build theirs without importing this module.
+from reprotune.core.additive import AdditiveHeadline, Headline, SumsFunction, additive, is_additive
+
+__all__ = [
+    "AdditiveHeadline", "Headline", "SumsFunction", "additive", "is_additive", "bootstrap_intervals",
+    "interval_keys", "interval_metrics", "PairedResult", "paired_difference", "mcnemar", "paired_accuracy",
+    "verdict",
+]
 
 # Cells of one chunk of the resampled index matrix (resamples x rows): 4M int64 = 32 MiB, plus
 # the same again for the count matrix. The chunking does not change the result.
 _MAX_CELLS = 1 << 22
 # Below this many discordant pairs McNemar's test uses the exact binomial distribution.
 MCNEMAR_EXACT_BELOW = 25
-
-
-# --------------------------------------------------------------------------- additive headlines
-
-
-class AdditiveHeadline:
-    """A headline that depends on the rows only through the sums of ``columns``.
-
-    ``from_sums(sums, n_rows)`` gets ``{column: array of shape (R,)}`` (R resamples, or R = 1)
-    and the number of rows, and returns ``{metric: array of shape (R,)}`` (scalars broadcast).
-    It must be vectorised over R: use numpy operations, ``np.where`` for guarded divisions.
-    """
-
-    def __init__(self, from_sums: SumsFunction, columns: Sequence[str]):
-        if not columns:
-            raise ValueError("an additive headline needs at least one column")
-        self.from_sums = from_sums
-        self.columns = tuple(columns)
-        functools.update_wrapper(self, from_sums)
-
-    def matrix(self, stats: pd.DataFrame) -> np.ndarray:
-        """The ``columns`` of ``stats`` as a float64 matrix (rows x columns)."""
-        missing = [column for column in self.columns if column not in stats.columns]
-        if missing:
-            raise ValueError(f"statistics lack the column(s) {missing} that the headline sums")
-        return stats.loc[:, list(self.columns)].to_numpy(dtype=np.float64)
-
-    def from_matrix_sums(self, sums: np.ndarray, n_rows: int) -> dict[str, np.ndarray]:
-        """Metrics for a ``(R, len(columns))`` matrix of column sums: ``{metric: array (R,)}``."""
-        sums = np.atleast_2d(sums)
-        by_column = {column: sums[:, j] for j, column in enumerate(self.columns)}
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            values = self.from_sums(by_column, n_rows)
-        return {
-            str(name): np.broadcast_to(np.asarray(value, dtype=np.float64), (sums.shape[0],)).astype(np.float64)
-            for name, value in values.items()
-        }
-
-    def __call__(self, stats: pd.DataFrame) -> dict[str, float]:
-        sums = self.matrix(stats).sum(axis=0)
-        return {name: float(value[0]) for name, value in self.from_matrix_sums(sums, len(stats)).items()}
-
-    def __repr__(self) -> str:
-        return f"additive({', '.join(map(repr, self.columns))})({getattr(self.from_sums, '__name__', '?')})"
-
-
-def additive(*columns: str) -> Callable[[SumsFunction], AdditiveHeadline]:
-    """Decorator marking a headline as a function of column sums, for the fast bootstrap::
-
-        @additive("tp", "fp", "fn")
-        def entity_f1(sums, n_rows):
-            denominator = 2 * sums["tp"] + sums["fp"] + sums["fn"]
-            return {"f1": np.where(denominator > 0, 2 * sums["tp"] / denominator, 0.0)}
-
-        entity_f1(stats)  # -> {"f1": 0.41}, like any headline
-    """
-
-    def wrap(from_sums: SumsFunction) -> AdditiveHeadline:
-        return AdditiveHeadline(from_sums, columns)
-
-    return wrap
-
-
-def is_additive(headline: Headline) -> bool:
-    return isinstance(headline, AdditiveHeadline)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -477,3 +418,100 @@ def verdict(result: PairedResult) -> str:
         f"[{_signed(result.ci_low)}, {_signed(result.ci_high)}], {_p_text(result.p_value)}: "
         f"{words} at {result.level * 100:g}%"
     )
+
+
+# --------------------------------------------------------------------------- methods of one task
+
+METHOD_NAMES = {"baseline": "baseline", "full": "full", "lora": "LoRA"}
+COMPARISONS = (("full", "lora"), ("baseline", "full"), ("baseline", "lora"))
+"""(a, b) pairs of methods compared, each as b - a: LoRA - full first, then each against the baseline."""
+
+
+def comparison_key(a: str, b: str) -> str:
+    """``lora_minus_full``: the prefix of a comparison's keys in significance.json."""
+    return f"{b}_minus_{a}"
+
+
+def compare_methods(
+    stats: Mapping[str, pd.DataFrame],
+    headline: Headline,
+    metrics: Sequence[str],
+    n_resamples: int,
+    seed: int,
+    level: float = 0.95,
+    test: Literal["bootstrap", "randomisation"] = "bootstrap",
+    mcnemar_columns: Mapping[str, str] | None = None,
+    comparisons: Sequence[tuple[str, str]] = COMPARISONS,
+) -> dict[str, dict[str, PairedResult]]:
+    """Paired tests of every comparison (both methods in ``stats``) on every metric.
+
+    ``stats`` maps a method to its per-example statistics, rows aligned across methods.
+    A metric in ``mcnemar_columns`` (e.g. ``{"accuracy": "correct"}``) is tested with McNemar's
+    test on that 0/1 column (:func:`paired_accuracy`); the others with :func:`paired_difference`.
+    Every test draws the same resamples (same seed). Returns ``{"lora_minus_full": {"f1": result}}``.
+    """
+    mcnemar_columns = dict(mcnemar_columns or {})
+    out: dict[str, dict[str, PairedResult]] = {}
+    for a, b in comparisons:
+        if a not in stats or b not in stats:
+            continue
+        names = (METHOD_NAMES.get(a, a), METHOD_NAMES.get(b, b))
+        results = {}
+        for metric in metrics:
+            if metric in mcnemar_columns:
+                column = mcnemar_columns[metric]
+                results[metric] = paired_accuracy(
+                    stats[a][column].to_numpy() > 0, stats[b][column].to_numpy() > 0, n_resamples, seed, level,
+                    names=names,
+                )
+                results[metric] = PairedResult(**{**results[metric].to_dict(), "metric": metric})
+            else:
+                results[metric] = paired_difference(
+                    stats[a], stats[b], headline, metric, n_resamples, seed, level, test=test, names=names
+                )
+        out[comparison_key(a, b)] = results
+    return out
+
+
+def _json_number(value: float, digits: int = 6) -> float:
+    return float(value) if math.isnan(value) or math.isinf(value) else round(float(value), digits)
+
+
+def significance_metrics(results: Mapping[str, Mapping[str, PairedResult]]) -> dict[str, Any]:
+    """Flat keys for ``metrics/<task>/significance.json`` (``dvc metrics diff`` compares them):
+    ``lora_minus_full.f1.difference``, ``..._ci_low``, ``..._ci_high``, ``..._p_value``,
+    ``..._significant`` (1 or 0) and ``..._test`` (the test's name), and once ``level``,
+    ``resamples`` and ``examples``."""
+    flat: dict[str, Any] = {}
+    for comparison, by_metric in results.items():
+        for metric, result in by_metric.items():
+            prefix = f"{comparison}.{metric}"
+            flat[f"{prefix}.difference"] = _json_number(result.difference)
+            flat[f"{prefix}.ci_low"] = _json_number(result.ci_low)
+            flat[f"{prefix}.ci_high"] = _json_number(result.ci_high)
+            flat[f"{prefix}.p_value"] = _json_number(result.p_value)
+            flat[f"{prefix}.significant"] = int(result.significant)
+            flat[f"{prefix}.test"] = result.test
+            flat.setdefault("level", result.level)
+            flat.setdefault("resamples", result.n_resamples)
+            flat.setdefault("examples", result.n_examples)
+    return flat
+
+
+# --------------------------------------------------------------------------- a family's metrics file
+
+
+def add_intervals(
+    metrics: Mapping[str, Any], family: Any, predictions: pd.DataFrame, meta: Any, n_resamples: int, seed: int,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """``metrics`` (what ``family.score`` returned) with ``<key>_ci_low`` / ``<key>_ci_high``
+    (rounded to 6 digits) for every ``family.HEADLINE_KEYS`` key it has; ``family`` is a task
+    family's metrics module. The keys already there keep their values and order; without test
+    examples, or with ``n_resamples == 0``, nothing is added."""
+    stats = family.example_stats(predictions, meta)
+    if n_resamples == 0 or len(stats) == 0:
+        return dict(metrics)
+    intervals = bootstrap_intervals(stats, family.HEADLINE, n_resamples, seed, level)
+    wanted = {key: intervals[key] for key in family.HEADLINE_KEYS if key in metrics}
+    return {**metrics, **{key: _json_number(value) for key, value in interval_metrics(wanted).items()}}

@@ -1,5 +1,6 @@
 """The comparison report: for every task, baseline / full / LoRA side by side with
-their costs, training curves and confusion matrices, readable in one screen."""
+their costs, training curves and confusion matrices, readable in one screen; every headline
+number with its bootstrap interval, and the paired verdict of LoRA against full."""
 
 from __future__ import annotations
 
@@ -21,6 +22,29 @@ COST_ROWS = (
 )
 
 
+CI_SUFFIXES = ("_ci_low", "_ci_high")
+COMPARISONS = (("lora_minus_full", "LoRA", "full"), ("full_minus_baseline", "full", "baseline"),
+               ("lora_minus_baseline", "LoRA", "baseline"))
+"""significance.json prefixes, as (key, b, a): the difference is b - a."""
+
+HOW_TO_READ = [
+    "**How to read this.** A number followed by `[low, high]` is the test-split score with its confidence",
+    "interval (95% unless `evaluate.bootstrap.level` says otherwise): a seeded bootstrap that resamples the test",
+    "examples (sentences for NER, documents for classification, questions for QA, blocks for masked-LM). It",
+    "shows how much the score would move on another test set of the same size; a few hundred examples leave",
+    "several points of room. Two intervals that overlap do not settle whether two methods differ: both are",
+    "scored on the same examples, so read the paired test under each table instead. There,",
+    "`LoRA − full = −0.012 [−0.031, +0.006], p = 0.21: not significant at 95%` says LoRA scored 0.012 lower,",
+    "the difference could plausibly lie anywhere from −0.031 to +0.006 (zero included), and a gap this size",
+    "arises by chance too often (p ≥ 0.05) to call one method better. Significant means the interval of the",
+    "difference excludes zero, not that the difference is large: the interval tells how large it may be.",
+    "Accuracy uses McNemar's test on the examples only one method gets right; the other metrics a paired",
+    "bootstrap (or approximate randomisation, `error_analysis.significance.test`). Details per task:",
+    "`metrics/<task>/significance.json` (`dvc metrics diff` compares them across experiments).",
+    "",
+]
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
@@ -31,6 +55,8 @@ def metric_rows(metrics: dict[str, dict[str, Any]]) -> list[tuple[str, list[Any]
     nested: list[tuple[str, str]] = []
     for values in metrics.values():
         for key, value in values.items():
+            if key.endswith(CI_SUFFIXES):
+                continue  # shown beside their metric
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in keys:
                 keys.append(key)
             elif isinstance(value, dict):
@@ -50,6 +76,70 @@ def _cell(value: Any, fmt: str | None = "{:.4f}") -> str:
     if isinstance(value, float) and fmt == "{:.4f}":
         return f"{value:.4f}"
     return fmt.format(value) if fmt else str(value)
+
+
+def interval(values: dict[str, Any], key: str) -> tuple[float, float] | None:
+    """The bootstrap interval of `key` in one metrics file, if it has one."""
+    low, high = values.get(f"{key}_ci_low"), values.get(f"{key}_ci_high")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+    return (float(low), float(high)) if numbers else None  # type: ignore[arg-type]
+
+
+def with_interval(value: Any, bounds: tuple[float, float] | None) -> str:
+    """`0.407 [0.362, 0.451]`; a value without an interval as before."""
+    if bounds is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return _cell(value)
+    return f"{value:.3f} [{bounds[0]:.3f}, {bounds[1]:.3f}]"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.3f}".replace("-", "\u2212")
+
+
+def _p_text(p_value: float) -> str:
+    if p_value < 0.001:
+        return "p < 0.001"
+    return f"p = {p_value:.3f}" if p_value < 0.1 else f"p = {p_value:.2f}"
+
+
+def verdict_text(significance: dict[str, Any], comparison: str, metric: str, names: tuple[str, str]) -> str | None:
+    """The paired verdict of one comparison and metric read back from significance.json, worded as
+    reprotune.evaluation.uncertainty.verdict words it: `LoRA − full = −0.012 [−0.031, +0.006], p = 0.21:
+    not significant at 95%`; None when the file lacks it."""
+    prefix = f"{comparison}.{metric}."
+    try:
+        difference, low, high, p_value = (float(significance[prefix + k])
+                                          for k in ("difference", "ci_low", "ci_high", "p_value"))
+        significant = bool(significance[prefix + "significant"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    level = float(significance.get("level", 0.95))
+    words = "significant" if significant else "not significant"
+    return (f"{names[0]} \u2212 {names[1]} = {_signed(difference)} [{_signed(low)}, {_signed(high)}], "
+            f"{_p_text(p_value)}: {words} at {level * 100:g}%")
+
+
+def significance_lines(significance: dict[str, Any]) -> list[str]:
+    """Per comparison (LoRA against full first) one line per headline metric, from significance.json."""
+    lines: list[str] = []
+    for comparison, b, a in COMPARISONS:
+        metrics = sorted({key[len(comparison) + 1:].rsplit(".", 1)[0] for key in significance
+                          if key.startswith(comparison + ".") and key.endswith(".difference")})
+        sentences = []
+        for metric in metrics:
+            text = verdict_text(significance, comparison, metric, (b, a))
+            if text is not None:
+                test = significance.get(f"{comparison}.{metric}.test")
+                sentences.append(f"- {metric}: {text}" + (f" ({test})" if isinstance(test, str) else ""))
+        if not sentences:
+            continue
+        if comparison == "lora_minus_full":
+            examples = significance.get("examples")
+            on = f" on the same {examples} test examples" if isinstance(examples, int) else ""
+            lines += [f"**{b} against {a}**, paired{on}:", "", *sentences, ""]
+        else:
+            lines += [f"{b} against the {a}:", "", *sentences, ""]
+    return lines
 
 
 def _curves(metrics_dir: Path, task: str, name: str) -> dict[str, list[tuple[float, float]]]:
@@ -72,12 +162,19 @@ def build(task_types: dict[str, str], metrics_dir: Path, out_dir: Path) -> str:
     lines = ["# Full fine-tuning against LoRA", "",
              "Test-split metrics computed from each method's predictions; `baseline` is the pretrained encoder",
              "with an untrained head. Curves are validation metrics per epoch and training loss per logging step.", ""]
+    all_metrics = {task: {m: _read_json(metrics_dir / task / f"{m}.json") for m in METHODS} for task in tasks}
+    significance = {task: _read_json(metrics_dir / task / "significance.json") for task in tasks}
+    if any(interval(values, key) for by_method in all_metrics.values() for values in by_method.values()
+           for key in values) or any(significance.values()):
+        lines += HOW_TO_READ
     for task in tasks:
-        metrics = {m: _read_json(metrics_dir / task / f"{m}.json") for m in METHODS}
+        metrics = all_metrics[task]
         costs = {m: _read_json(metrics_dir / task / f"{m}-cost.json") for m in METHODS}
-        lines += [f"## {task} ({task_types.get(task, '?')})", "", "| | baseline | full | LoRA |", "| --- | --- | --- | --- |"]
+        lines += [f"## {task} ({task_types.get(task, '?')})", "", "| | baseline | full | LoRA |",
+                  "| --- | --- | --- | --- |"]
         for name, values in metric_rows(metrics):
-            lines.append(f"| {name} | " + " | ".join(_cell(v) for v in values) + " |")
+            cells = [with_interval(v, interval(metrics[m], name)) for m, v in zip(METHODS, values)]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         for label, key, fmt in COST_ROWS:
             values = [costs[m].get(key) for m in METHODS]
             if key == "shipped_bytes":
@@ -87,6 +184,7 @@ def build(task_types: dict[str, str], metrics_dir: Path, out_dir: Path) -> str:
                          for m, v in zip(METHODS, values)]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += significance_lines(significance[task])
         pictures = []
         eval_dir = metrics_dir / task / "train-full" / "plots" / "metrics" / "eval"
         eval_names = sorted(p.name for p in eval_dir.glob("*.tsv")) if eval_dir.exists() else []

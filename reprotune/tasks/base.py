@@ -9,7 +9,7 @@ only the ones it runs (so dvc.yaml can list exactly those as the stage's deps):
 | `sources.py`    | download                   | `load_raw`, `validate_raw`, `SPLIT_GROUP_COLUMN`, `TEXT_FIELDS` |
 | `preprocess.py` | tokenize (train, evaluate) | `prepare_meta`, `tokenize`                     |
 | `family.py`     | train, evaluate, predict   | `FAMILY`, a `TaskFamily` (model, batches, predictions) |
-| `metrics.py`    | evaluate (train)           | `score`                                        |
+| `metrics.py`    | evaluate (train)           | `score`, `example_stats`, `HEADLINE(_KEYS)`    |
 | `analysis.py`   | error-analysis             | `analyse`                                      |
 
 Imports between them run one way: `family.py` may import `preprocess.py` and
@@ -21,7 +21,7 @@ type checker holds each module to (`tests/test_layout.py` checks every family).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -77,8 +77,23 @@ class PreprocessModule(Protocol):
 
 
 class MetricsModule(Protocol):
+    HEADLINE_KEYS: tuple[str, ...]
+    """The keys of `score` that get a bootstrap interval (metrics/<task>/<method>.json) and a
+    paired test (metrics/<task>/significance.json)."""
+
+    @property
+    def HEADLINE(self) -> Callable[[pd.DataFrame], Mapping[str, float]]:  # noqa: N802 (module constant)
+        """`HEADLINE_KEYS` from `example_stats` rows, unrounded; additive (reprotune.core.additive),
+        so the bootstrap needs only column sums."""
+        ...
+
     def score(self, predictions: pd.DataFrame, meta: Any, params: Any, /) -> dict[str, Any]:
         """Metrics computed from the predictions table alone."""
+        ...
+
+    def example_stats(self, predictions: pd.DataFrame, meta: Any, /) -> pd.DataFrame:
+        """One row per test example (the unit the bootstrap resamples: sentence, document,
+        question, block), in a fixed order, holding what `HEADLINE` sums."""
         ...
 
 

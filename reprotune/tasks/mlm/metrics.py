@@ -5,11 +5,13 @@ validation blocks during training, so the checkpoint is chosen as the test score
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from reprotune.core.additive import additive
 from reprotune.tasks.mlm.params import MlmMeta, MlmTaskParams
 
 
@@ -41,4 +43,39 @@ def score(predictions: pd.DataFrame, meta: MlmMeta, params: MlmTaskParams) -> di
         "top_k_accuracy": round(float(predictions["in_top_k"].mean()), 6),
         "masked_tokens": int(len(predictions)),
         "blocks": int(predictions["block"].nunique()),
+    }
+
+
+# Per-block statistics for the bootstrap (reprotune.evaluation.uncertainty) ------------------
+
+HEADLINE_KEYS = ("perplexity", "loss", "accuracy", "top_k_accuracy")
+"""The keys of `score` that get a confidence interval and a paired test."""
+
+
+def example_stats(predictions: pd.DataFrame, meta: MlmMeta) -> pd.DataFrame:
+    """One row per test block (the unit the bootstrap resamples: its masked tokens share a
+    context), in block order: the summed loss of its masked tokens (`loss_sum`), how many
+    there are (`masked_tokens`), how many the model got right first (`correct`) and among
+    its top k (`in_top_k`). Blocks without a masked token have no row."""
+    grouped = predictions.groupby("block", sort=True)
+    return pd.DataFrame({
+        "block": grouped["loss"].sum().index.to_numpy(),
+        "loss_sum": grouped["loss"].sum().to_numpy(dtype=np.float64),
+        "masked_tokens": grouped.size().to_numpy(dtype=np.float64),
+        "correct": grouped["correct"].sum().to_numpy(dtype=np.float64),
+        "in_top_k": grouped["in_top_k"].sum().to_numpy(dtype=np.float64),
+    })
+
+
+@additive("loss_sum", "masked_tokens", "correct", "in_top_k")
+def HEADLINE(sums: Mapping[str, np.ndarray], n_rows: int) -> dict[str, np.ndarray]:  # noqa: N802 (module constant)
+    """Token-weighted perplexity, mean loss and (top-k) accuracy over every masked token of
+    the blocks: what `score` reports (unrounded)."""
+    tokens = np.where(sums["masked_tokens"] > 0, sums["masked_tokens"], np.nan)
+    loss = sums["loss_sum"] / tokens
+    return {
+        "perplexity": np.where(loss < 700, np.exp(np.minimum(loss, 700)), np.inf),
+        "loss": loss,
+        "accuracy": sums["correct"] / tokens,
+        "top_k_accuracy": sums["in_top_k"] / tokens,
     }

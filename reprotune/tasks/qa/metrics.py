@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from reprotune.core.additive import additive
 from reprotune.tasks.qa.params import QaMeta, QaTaskParams
 
 _PUNCTUATION = set(string.punctuation)
@@ -87,3 +89,22 @@ def score(predictions: pd.DataFrame, meta: QaMeta, params: QaTaskParams) -> dict
     """EM/F1 of the predictions table (`pred_text` against `gold_texts`)."""
     return aggregate(list(predictions["pred_text"]), [list(g) for g in predictions["gold_texts"]],
                      meta.version_2_with_negative)
+
+
+# Per-question statistics for the bootstrap (reprotune.evaluation.uncertainty) ---------------
+
+HEADLINE_KEYS = ("exact_match", "f1")
+"""The keys of `score` that get a confidence interval and a paired test."""
+
+
+def example_stats(predictions: pd.DataFrame, meta: QaMeta) -> pd.DataFrame:
+    """One row per test question, in table order: its exact match `em` (0/1) and `f1`, each
+    the best over the gold answers, as `score` counts them."""
+    rows = [score_one(p, list(g)) for p, g in zip(predictions["pred_text"], predictions["gold_texts"])]
+    return pd.DataFrame(rows, columns=["em", "f1"], dtype="float64")
+
+
+@additive("em", "f1")
+def HEADLINE(sums: Mapping[str, np.ndarray], n_rows: int) -> dict[str, np.ndarray]:  # noqa: N802 (module constant)
+    """Mean exact match and F1 over the questions: what `score` reports (unrounded)."""
+    return {"exact_match": sums["em"] / max(n_rows, 1), "f1": sums["f1"] / max(n_rows, 1)}

@@ -1,0 +1,207 @@
+"""The evaluate stage's intervals and the error-analysis stage's paired tests, on hand-made predictions."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reprotune.core.errors import ReprotuneError
+from reprotune.core.params import BootstrapParams, ErrorAnalysisParams, EvaluateParams, SignificanceParams
+from reprotune.evaluation.evaluate import with_intervals
+from reprotune.evaluation.uncertainty import bootstrap_intervals, significance_metrics
+from reprotune.tasks.classification import metrics as classification
+from reprotune.tasks.classification.params import ClassificationMeta
+from reprotune.tasks.ner import metrics as ner
+from reprotune.tasks.ner.params import NerMeta
+from stages import error_analysis as stage
+
+NER_META = NerMeta(labels=["O", "B-PER", "I-PER"], types_missing_from_train=[])
+CLS_META = ClassificationMeta(labels=["neg", "pos"], labels_missing_from_train=[], text_fields=["text"], pair=False)
+
+
+def task(type_name: str, resamples: int = 500, **significance) -> SimpleNamespace:
+    return SimpleNamespace(
+        type=type_name,
+        evaluate=EvaluateParams(bootstrap=BootstrapParams(resamples=resamples, seed=0)),
+        error_analysis=ErrorAnalysisParams(
+            significance=SignificanceParams(resamples=max(resamples, 1), **significance)
+        ),
+    )
+
+
+def ner_frame(found: np.ndarray) -> pd.DataFrame:
+    """Sentences 'Ann met Bob': one PER entity each, predicted where `found` is true."""
+    gold = [["B-PER", "O", "O"]] * len(found)
+    pred = [["B-PER", "O", "O"] if hit else ["O", "O", "O"] for hit in found]
+    return pd.DataFrame(
+        {
+            "id": [f"s{i}" for i in range(len(found))],
+            "tokens": [["Ann", "met", "Bob"]] * len(found),
+            "gold": gold,
+            "pred": pred,
+        }
+    )
+
+
+def hits(n: int, rate: float, seed: int) -> np.ndarray:
+    out = np.zeros(n, dtype=bool)
+    out[: round(rate * n)] = True
+    return np.random.default_rng(seed).permutation(out)
+
+
+# ----------------------------------------------------------------------------- evaluate: intervals
+
+
+def test_evaluate_adds_an_interval_for_every_headline_key_and_keeps_the_rest():
+    predictions = ner_frame(hits(120, 0.5, 0))
+    scores = ner.score(predictions, NER_META, None)
+    out = with_intervals(scores, predictions, NER_META, task("ner"))
+    assert {k: out[k] for k in scores} == scores and list(out)[: len(scores)] == list(scores)
+    assert set(out) - set(scores) == {f"{k}_ci_{s}" for k in ner.HEADLINE_KEYS for s in ("low", "high")}
+    for key in ner.HEADLINE_KEYS:
+        assert out[f"{key}_ci_low"] <= scores[key] <= out[f"{key}_ci_high"]
+    expected = bootstrap_intervals(ner.example_stats(predictions, NER_META), ner.HEADLINE, 500, 0)["f1"]
+    assert (out["f1_ci_low"], out["f1_ci_high"]) == pytest.approx(expected, abs=1e-6)
+    assert with_intervals(scores, predictions, NER_META, task("ner")) == out  # seeded
+    assert with_intervals(scores, predictions, NER_META, task("ner", resamples=0)) == scores
+
+
+def test_evaluate_intervals_for_classification():
+    gold = ["pos", "neg"] * 50
+    right = hits(100, 0.8, 1)
+    pred = [g if r else ("neg" if g == "pos" else "pos") for g, r in zip(gold, right)]
+    predictions = pd.DataFrame({"id": [str(i) for i in range(100)], "gold": gold, "pred": pred})
+    out = with_intervals(
+        classification.score(predictions, CLS_META, None), predictions, CLS_META, task("classification")
+    )
+    assert out["accuracy"] == 0.8 and out["accuracy_ci_low"] < 0.8 < out["accuracy_ci_high"]
+    assert {"macro_f1_ci_low", "mcc_ci_high"} <= set(out) and "per_class" in out
+    json.dumps(out)
+
+
+# ----------------------------------------------------------------------------- error-analysis: paired tests
+
+
+def test_identical_predictions_are_not_significantly_different():
+    same = ner_frame(hits(80, 0.6, 2))
+    results = stage.significance(
+        {"baseline": ner_frame(hits(80, 0.1, 3)), "full": same, "lora": same.copy()}, NER_META, task("ner")
+    )
+    assert list(results) == ["lora_minus_full", "full_minus_baseline", "lora_minus_baseline"]
+    for metric in ner.HEADLINE_KEYS:
+        result = results["lora_minus_full"][metric]
+        assert result.difference == 0 and (result.ci_low, result.ci_high) == (0, 0)
+        assert result.p_value == 1.0 and not result.significant
+    assert results["full_minus_baseline"]["f1"].significant
+    flat = significance_metrics(results)
+    assert flat["lora_minus_full.f1.difference"] == 0 and flat["lora_minus_full.f1.significant"] == 0
+    assert flat["full_minus_baseline.recall.significant"] == 1 and flat["level"] == 0.95
+    assert flat["examples"] == 80 and flat["lora_minus_full.f1.test"] == "paired bootstrap"
+    assert all("." not in k or k.count(".") == 2 for k in flat)  # dvc metrics diff shows each key as is
+    json.dumps(flat)
+
+
+@pytest.mark.parametrize("test", ["bootstrap", "randomisation"])
+def test_a_clear_improvement_is_significant_and_worded(test):
+    full, lora = ner_frame(hits(100, 0.4, 4)), ner_frame(hits(100, 0.9, 5))
+    results = stage.significance({"baseline": full, "full": full, "lora": lora}, NER_META, task("ner", test=test))
+    f1 = results["lora_minus_full"]["f1"]
+    assert f1.difference > 0.2 and f1.ci_low > 0 and f1.significant and f1.p_value < 0.01
+    lines = stage.significance_lines(results)
+    assert "**LoRA against full**" in lines
+    assert any(
+        line.startswith("- f1: LoRA \u2212 full = +") and line.endswith(f": significant at 95% ({f1.test})")
+        for line in lines
+    )
+    summary = stage.with_section("# NER error analysis\n\nErrors per kind:\n", lines)
+    assert summary.startswith("# NER error analysis\n\n## Are the differences significant?")
+    assert summary.endswith("Errors per kind:\n")
+
+
+def test_classification_accuracy_uses_mcnemar():
+    gold = ["pos", "neg"] * 40
+
+    def frame(rate: float, seed: int) -> pd.DataFrame:
+        right = hits(80, rate, seed)
+        pred = [g if r else ("neg" if g == "pos" else "pos") for g, r in zip(gold, right)]
+        return pd.DataFrame({"id": [str(i) for i in range(80)], "gold": gold, "pred": pred})
+
+    results = stage.significance(
+        {"baseline": frame(0.5, 6), "full": frame(0.7, 7), "lora": frame(0.7, 7)}, CLS_META, task("classification")
+    )
+    assert results["lora_minus_full"]["accuracy"].test == "McNemar"
+    assert results["lora_minus_full"]["accuracy"].p_value == 1.0
+    assert results["lora_minus_full"]["mcc"].test == "paired bootstrap"
+    assert set(results["full_minus_baseline"]) == set(classification.HEADLINE_KEYS)
+
+
+def test_rows_are_paired_by_example_id():
+    full, lora = ner_frame(hits(50, 0.5, 8)), ner_frame(hits(50, 0.5, 8))
+    shuffled = lora.sample(frac=1.0, random_state=0)
+    results = stage.significance({"full": full, "lora": shuffled}, NER_META, task("ner"))
+    assert results["lora_minus_full"]["f1"].ci_low == 0 == results["lora_minus_full"]["f1"].ci_high
+    with pytest.raises(ReprotuneError, match="different test examples"):
+        stage.significance({"full": full, "lora": lora.assign(id=[f"x{i}" for i in range(50)])}, NER_META, task("ner"))
+
+
+def test_masked_lm_blocks_are_paired_by_block():
+    from reprotune.tasks.mlm.params import MaskSettings, MlmMeta
+
+    meta = MlmMeta(masking=MaskSettings(strategy="token", probability=0.15), chunk_size=8)
+    blocks = np.repeat(np.arange(40), 3)
+    rng = np.random.default_rng(9)
+
+    def frame(loss: float) -> pd.DataFrame:
+        right = rng.random(len(blocks)) < 0.5
+        return pd.DataFrame(
+            {
+                "block": blocks,
+                "position": np.tile([1, 4, 6], 40),
+                "loss": loss + rng.random(len(blocks)),
+                "correct": right,
+                "in_top_k": right,
+            }
+        )
+
+    results = stage.significance({"baseline": frame(5.0), "full": frame(2.0), "lora": frame(2.0)}, meta, task("mlm"))
+    assert results["full_minus_baseline"]["perplexity"].difference < 0
+    assert results["full_minus_baseline"]["perplexity"].significant
+    assert results["lora_minus_full"]["perplexity"].n_examples == 40
+
+
+def test_the_stage_writes_significance_json_and_the_verdicts_into_summary_md(tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    section = {
+        "type": "ner",
+        "model": {"name_or_path": "m"},
+        "download": {"source": "conll", "path": "x"},
+        "tokenize": {},
+        "train_full": {},
+        "train_lora": {},
+        "evaluate": {},
+        "error_analysis": {"worst_n": 2, "significance": {"resamples": 200, "seed": 1}},
+    }
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"pipeline": {"tasks": {"t": "ner"}}, "tasks": {"t": section}})
+    )
+    (tmp_path / "data" / "t" / "tokenized").mkdir(parents=True)
+    (tmp_path / "data" / "t" / "tokenized" / "meta.json").write_text(json.dumps(NER_META.model_dump()))
+    (tmp_path / "data" / "t" / "predictions").mkdir()
+    for method, rate, seed in (("baseline", 0.1, 1), ("full", 0.5, 2), ("lora", 0.5, 2)):
+        ner_frame(hits(40, rate, seed)).to_parquet(tmp_path / "data" / "t" / "predictions" / f"{method}.parquet")
+
+    stage.main(["t"])
+
+    flat = json.loads((tmp_path / "metrics" / "t" / "significance.json").read_text())
+    assert flat["lora_minus_full.f1.difference"] == 0 and flat["lora_minus_full.f1.significant"] == 0
+    assert flat["full_minus_baseline.f1.significant"] == 1 and flat["resamples"] == 200
+    summary = (tmp_path / "reports" / "t" / "summary.md").read_text()
+    assert summary.startswith("# NER error analysis\n\n## Are the differences significant?")
+    assert "- f1: LoRA \u2212 full = +0.000 [+0.000, +0.000], p = 1.00: not significant at 95%" in summary
+    assert "Errors per kind" in summary and (tmp_path / "metrics" / "t" / "error_summary.json").exists()
