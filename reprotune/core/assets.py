@@ -43,3 +43,22 @@ def is_local_ref(ref: str) -> bool:
         ref.startswith((PACKAGE_PREFIX, "/", "./", "../", "~"))
         or Path(ref).expanduser().exists()
     )
+
+
+def check_glob_pattern(pattern: str) -> str:
+    """A glob for the files inside a folder (download.pattern): relative, within the folder."""
+    if not pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+        raise ValueError(
+            f"pattern must be a glob relative to the folder, such as '*.txt' or '**/*.txt' (got {pattern!r})"
+        )
+    return pattern
+
+
+def visible_files(root: Path, pattern: str = "**/*") -> list[Path]:
+    """Files under `root` matching `pattern`, sorted, leaving out hidden files and folders
+    and macOS archive debris (`._name`, `__MACOSX/`), which are never documents."""
+    return sorted(
+        path for path in root.glob(pattern)
+        if path.is_file()
+        and not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
+    )

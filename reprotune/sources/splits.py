@@ -1,56 +1,175 @@
-"""Seeded splits carved from train, seeded subsets, and the check that no split is empty."""
+"""Seeded splits carved from train (one text never on two sides), seeded subsets, and the
+check that no split is empty."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import random
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
-from datasets import DatasetDict
+import numpy as np
+from datasets import Dataset, DatasetDict
 
 from reprotune.core.arrow import SPLITS
 from reprotune.core.errors import ReprotuneError
-from reprotune.core.params import MakeSplits
+from reprotune.core.params import Duplicates, MakeSplits, SplitName
+from reprotune.sources.overlap import text_keys
 
 
-def make_missing_splits(raw: DatasetDict, sizes: MakeSplits, group_column: str | None = None) -> DatasetDict:
+def make_missing_splits(
+    raw: DatasetDict,
+    sizes: MakeSplits,
+    group_column: str | None = None,
+    text_fields: Sequence[str] = (),
+    duplicates: Duplicates = "group",
+) -> DatasetDict:
+    """`carve_missing_splits` without its report."""
+    return carve_missing_splits(raw, sizes, group_column, text_fields, duplicates)[0]
+
+
+def carve_missing_splits(
+    raw: DatasetDict,
+    sizes: MakeSplits,
+    group_column: str | None = None,
+    text_fields: Sequence[str] = (),
+    duplicates: Duplicates = "group",
+) -> tuple[DatasetDict, dict[str, Any]]:
     """Carve validation and/or test out of train with a fixed seed when the source lacks them.
 
     With `group_column`, whole groups move together (a QA article never straddles splits).
+    With `text_fields`, `duplicates` says what happens to identical texts (see `overlap`):
+    `group` joins rows of one text into a group (and with `group_column`, groups sharing a
+    text into one), so fractions count groups and no text lands on two sides; `drop_from_eval`
+    carves as `keep` does, then drops carved validation/test rows whose text stays in train;
+    `keep` carves rows (or `group_column` groups) as they come. Without duplicates, `group`
+    carves exactly what `keep` does. The report counts duplicates and drops.
     """
     out = dict(raw)
-    for split, fraction in (("test", sizes.test), ("validation", sizes.validation)):
-        if split in out:
-            continue
+    carved = [split for split in ("test", "validation") if split not in out]
+    report: dict[str, Any] = {"carved": carved}
+    if not carved:
+        return DatasetDict({split: out[split] for split in SPLITS}), report
+    by_text = bool(text_fields) and duplicates == "group"
+    # text keys of the rows of out[split], carried along as rows move (hashed once)
+    keys: dict[str, list[bytes]] = {}
+    if text_fields:
+        keys["train"] = text_keys(out["train"], text_fields)
+        counts = Counter(keys["train"])
+        report["duplicates"] = duplicates
+        report["train_examples"] = len(out["train"])
+        report["distinct_texts"] = len(counts)
+        report["examples_sharing_text"] = sum(count for count in counts.values() if count > 1)
+    for split in carved:
+        fraction = sizes.test if split == "test" else sizes.validation
         train = out["train"]
+        join = keys["train"] if by_text else None
         if group_column:
-            groups = sorted(set(train[group_column]))
-            if len(groups) < 2:
-                raise ReprotuneError(
-                    f"cannot carve a {split} split from train (download.make_splits): train has only "
-                    f"{len(groups)} distinct '{group_column}' to hold out; give {split} its own file "
-                    f"(download.files.{split}; download.splits on the Hub)"
-                )
-            import random
-
-            rng = random.Random(sizes.seed)
-            rng.shuffle(groups)
-            count = max(1, round(len(groups) * fraction))
-            held = set(groups[:count])
-            keys = train[group_column]
-            out[split] = train.select([i for i, key in enumerate(keys) if key in held])
-            out["train"] = train.select([i for i, key in enumerate(keys) if key not in held])
+            held, kept, groups = _carve_groups(train, split, fraction, sizes.seed, group_column, join)
         else:
-            if len(train) < 3:
+            if join is None and len(train) < 3:
                 raise ReprotuneError(
                     f"train has {len(train)} examples; too few to carve a {split} split (download.make_splits); "
                     f"give {split} its own file (download.files.{split}; download.splits on the Hub) or read more "
                     "documents from train"
                 )
-            parts = train.train_test_split(test_size=fraction, seed=sizes.seed)
-            out["train"], out[split] = parts["train"], parts["test"]
-    return DatasetDict({split: out[split] for split in SPLITS})
+            held, kept, groups = _carve_rows(train, split, fraction, sizes.seed, join)
+        out[split], out["train"] = train.select(held), train.select(kept)
+        if keys:
+            keys[split] = [keys["train"][row] for row in held]
+            keys["train"] = [keys["train"][row] for row in kept]
+        if by_text or group_column:
+            report.setdefault("groups_in_train", {})[split] = groups
+    if text_fields and duplicates == "drop_from_eval":
+        in_train = set(keys["train"])
+        dropped = {}
+        for split in carved:
+            keep = [row for row, key in enumerate(keys[split]) if key not in in_train]
+            dropped[split] = len(keys[split]) - len(keep)
+            out[split] = out[split].select(keep)
+        report["dropped_from_eval"] = dropped
+    return DatasetDict({split: out[split] for split in SPLITS}), report
 
 
-def limit_samples(raw: DatasetDict, limits: Mapping[str, int] | None, seed: int) -> DatasetDict:
+def _components(group_ids: Sequence[Sequence[Hashable]], rows: int) -> list[int]:
+    """Connected components of rows linked by equal values in any of `group_ids` (one list a
+    grouping, one value a row): component of each row, numbered by first row."""
+    parent = list(range(rows))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for ids in group_ids:
+        first: dict[Hashable, int] = {}
+        for row, value in enumerate(ids):
+            if value in first:
+                a, b = find(first[value]), find(row)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+            else:
+                first[value] = row
+    return [find(i) for i in range(rows)]
+
+
+def _carve_groups(
+    train: Dataset, split: str, fraction: float, seed: int, group_column: str, keys: list[bytes] | None
+) -> tuple[list[int], list[int], int]:
+    """Hold out a seeded share of the `group_column` groups (joined by text when `keys` is given),
+    in row order: the old article carving, unchanged where no text joins two groups."""
+    values = train[group_column]
+    component = _components([values] if keys is None else [values, keys], len(values))
+    name: dict[int, Any] = {}
+    for row, value in enumerate(values):
+        root = component[row]
+        name[root] = value if root not in name else min(name[root], value)
+    groups = sorted(set(name.values()))
+    if len(groups) < 2:
+        joined = " (after joining groups that share a text; download.duplicates)" if keys is not None else ""
+        raise ReprotuneError(
+            f"cannot carve a {split} split from train (download.make_splits): train has only "
+            f"{len(groups)} distinct '{group_column}'{joined} to hold out; give {split} its own file "
+            f"(download.files.{split}; download.splits on the Hub)"
+        )
+    rng = random.Random(seed)
+    rng.shuffle(groups)
+    count = min(max(1, round(len(groups) * fraction)), len(groups) - 1)
+    held_names = set(groups[:count])
+    held = [row for row in range(len(values)) if name[component[row]] in held_names]
+    kept = [row for row in range(len(values)) if name[component[row]] not in held_names]
+    return held, kept, len(groups)
+
+
+def _carve_rows(
+    train: Dataset, split: str, fraction: float, seed: int, keys: list[bytes] | None
+) -> tuple[list[int], list[int], int]:
+    """Hold out a seeded share of rows (of groups of one text, when `keys` is given) in the
+    order of `Dataset.train_test_split`'s permutation: with no two rows of one text, exactly
+    the rows (and order) `train_test_split(test_size=fraction, seed=seed)` gives."""
+    permutation = np.random.default_rng(seed).permutation(len(train)).tolist()
+    if keys is None:
+        group_of = list(range(len(train)))
+    else:
+        group_of = _components([keys], len(train))
+    order: dict[int, int] = {}
+    for row in permutation:
+        order.setdefault(group_of[row], len(order))
+    if len(order) < 2:
+        raise ReprotuneError(
+            f"train holds {len(order)} distinct text; too few to carve a {split} split (download.make_splits) "
+            f"with download.duplicates: group; give {split} its own file (download.files.{split}; "
+            "download.splits on the Hub)"
+        )
+    count = min(math.ceil(fraction * len(order)), len(order) - 1)
+    held = [row for row in permutation if order[group_of[row]] < count]
+    kept = [row for row in permutation if order[group_of[row]] >= count]
+    return held, kept, len(order)
+
+
+def limit_samples(raw: DatasetDict, limits: Mapping[SplitName, int] | None, seed: int) -> DatasetDict:
     """Keep a seeded random subset of each split named in `download.max_samples`."""
     if not limits:
         return raw

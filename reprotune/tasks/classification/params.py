@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from reprotune.core.assets import check_glob_pattern
 from reprotune.core.params import (
     DownloadParams,
     ErrorAnalysisParams,
@@ -61,6 +62,11 @@ class ClassificationDownloadParams(DownloadParams):
         "fail",
         description="folders: a file that is not UTF-8: stop, replace the bad bytes with U+FFFD, or leave it out",
     )
+
+    @field_validator("pattern")
+    @classmethod
+    def _relative_pattern(cls, value: str) -> str:
+        return check_glob_pattern(value)
 
     @field_validator("labels", "skip_labels", "label_map", mode="before")
     @classmethod

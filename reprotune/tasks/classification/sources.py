@@ -7,7 +7,6 @@ from; rows a source marks as unlabelled are dropped and counted, never guessed."
 
 from __future__ import annotations
 
-import csv
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -17,27 +16,29 @@ from typing import Any
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from reprotune.core.assets import resolve_path
 from reprotune.core.errors import ReprotuneError
 from reprotune.sources.hub import load_hub
 from reprotune.sources.readers import (
+    Row,
+    class_id_to_name,
+    class_label_names,
+    first_repeat,
+    one_source_split_each,
     parquet_feature,
-    read_json_lines,
-    read_json_records,
-    read_table,
-    read_text_lines,
+    read_delimited,
+    read_lines_or_repair,
+    read_objects,
+    split_paths,
     visible_files,
 )
 from reprotune.tasks.classification.params import (
     ClassificationDownloadParams,
     ClassificationTaskParams,
     Column,
-    SplitName,
 )
 
-Row = dict[str, str]
+Example = dict[str, str]
 FOLDER_FIELDS = ("text", "title", "body")
-csv.field_size_limit(2**31 - 1)  # news articles in one CSV cell exceed the 128 KiB default
 
 SPLIT_GROUP_COLUMN: str | None = None
 TEXT_FIELDS = ("text", "text_pair")
@@ -147,7 +148,7 @@ def check_seen_in_train(split: str, ids: Sequence[str], labels: Sequence[str], t
 class Collected:
     """Rows per split, the label order the source defines (ClassLabel), and what was dropped."""
 
-    rows: dict[str, list[Row]] = field(default_factory=dict)
+    rows: dict[str, list[Example]] = field(default_factory=dict)
     source_order: list[str] | None = None
     dropped: dict[str, Counter] = field(default_factory=lambda: {
         "no_gold_label": Counter(), "skip_labels": Counter(), "empty_text": Counter()})
@@ -155,7 +156,7 @@ class Collected:
 
 
 class RowMaker:
-    """Turns one record's text and label values into a Row, applying empty_text,
+    """Turns one record's text and label values into a Example, applying empty_text,
     skip_labels, label_map and download.labels with the record's location in errors."""
 
     def __init__(self, params: ClassificationDownloadParams, collected: Collected, split: str) -> None:
@@ -163,7 +164,7 @@ class RowMaker:
         self.names = ["text", "text_pair"][: len(params.text_fields)]
 
     def make(self, row_id: str, texts: list[Any], label: Any, numeric: bool, where: str,
-             label_column: str) -> Row | None:
+             label_column: str) -> Example | None:
         params = self.params
         value = label_value(label, numeric, where, label_column)
         if value in params.skip_labels:
@@ -171,7 +172,7 @@ class RowMaker:
             return None
         name = apply_label_map(value, params.label_map, where)
         check_allowed(name, params.labels, where)
-        row: Row = {"id": row_id}
+        row: Example = {"id": row_id}
         for key, column, text in zip(self.names, params.text_fields, texts):
             text = "" if text is None else str(text).strip()
             if not text:
@@ -188,24 +189,6 @@ class RowMaker:
 
 # Hub --------------------------------------------------------------------------
 
-def one_source_split_each(raw: DatasetDict, splits: dict[SplitName, str] | None) -> DatasetDict:
-    """`splits: {test: validation}` also leaves the source's validation under its own
-    name; drop that copy so validation is carved from train instead of equalling test."""
-    mapping: dict[str, str] = {str(ours): theirs for ours, theirs in (splits or {}).items()}
-    out = dict(raw)
-    for ours, dataset in raw.items():
-        twins = [other for other, candidate in raw.items() if other != ours and candidate is dataset]
-        for other in twins:
-            if ours in mapping and other in mapping:
-                raise ReprotuneError(
-                    f"download.splits maps both '{ours}' and '{other}' to the source split '{mapping[ours]}'; "
-                    "leave one out and it is carved from train (download.make_splits)"
-                )
-            if other in mapping and ours not in mapping:
-                out.pop(ours, None)
-    return DatasetDict(out)
-
-
 def hub_column(column: Column, dataset: Dataset, split: str, key: str) -> str:
     if isinstance(column, int):
         raise ReprotuneError(f"download.{key}: Hub datasets name their columns; use a name, not position {column}")
@@ -216,14 +199,14 @@ def hub_column(column: Column, dataset: Dataset, split: str, key: str) -> str:
     return column
 
 
-def hub_rows(dataset: Dataset, params: ClassificationDownloadParams, split: str, collected: Collected) -> list[Row]:
+def hub_rows(dataset: Dataset, params: ClassificationDownloadParams, split: str, collected: Collected) -> list[Example]:
     """Rows of one Hub split; ClassLabel ids become names and -1 ("no gold label",
     e.g. SNLI's unresolved pairs, GLUE's hidden test labels) drops the row."""
     text_columns = [hub_column(c, dataset, split, "text_fields") for c in params.text_fields]
     label_column = hub_column(params.label_field, dataset, split, "label_field")
     id_column = hub_column(params.id_field, dataset, split, "id_field") if params.id_field is not None else None
     feature = dataset.features[label_column]
-    names = feature.names if isinstance(feature, ClassLabel) else None
+    names = class_label_names(feature)
     wanted = [*text_columns, label_column, *([id_column] if id_column else [])]
     columns = dataset.select_columns(list(dict.fromkeys(wanted))).to_dict()  # one Arrow read
     labels = columns[label_column]
@@ -269,92 +252,6 @@ def collect_hub(params: ClassificationDownloadParams, collected: Collected) -> N
 
 # Local tables -------------------------------------------------------------------
 
-def split_paths(params: ClassificationDownloadParams) -> dict[str, list[Path]]:
-    """download.files (a path or a list per split) or download.path as train."""
-    if params.files:
-        out: dict[str, list[Path]] = {}
-        for split, refs in params.files.items():
-            listed = [refs] if isinstance(refs, str) else refs
-            if not listed:
-                raise ReprotuneError(f"download.files.{split} is an empty list; name at least one file")
-            out[split] = [resolve_path(ref, f"download.files.{split}") for ref in listed]
-        return out
-    if params.path:
-        return {"train": [resolve_path(params.path, "download.path")]}
-    raise ReprotuneError(f"download.source '{params.source}' needs download.path or download.files")
-
-
-Record = tuple[str, int, list[Any] | dict[str, Any]]
-"""(where, line or row number, values) of one data row."""
-
-
-def delimited_records(path: Path, fmt: str,
-                      params: ClassificationDownloadParams) -> tuple[list[str] | None, list[Record]]:
-    """CSV/TSV rows with their first line number; TSV is read without quoting unless
-    `tsv_quoting: csv` (the raw CoLA file has bare quote marks). Every row must have as
-    many columns as the first."""
-    dialect: dict[str, Any] = {}
-    if fmt == "tsv":
-        dialect = {"delimiter": "\t"} | ({"quoting": csv.QUOTE_NONE} if params.tsv_quoting == "none" else {})
-    lines = (line + "\n" for _, line in read_text_lines(path))
-    reader = csv.reader(lines, **dialect)
-    names: list[str] | None = list(params.columns) if params.columns else None
-    width: int | None = len(names) if names else None
-    width_from = "download.columns" if names else ""
-    records: list[Record] = []
-    previous_end = 0
-    try:
-        for values in reader:
-            start, previous_end = previous_end + 1, reader.line_num
-            if not values or values == [""]:
-                continue
-            if params.header and names is None:
-                names = [v.strip() for v in values]
-                width, width_from = len(names), f"the header on line {start}"
-                continue
-            if width is None:
-                width, width_from = len(values), f"line {start}"
-            if len(values) != width:
-                raise ReprotuneError(
-                    f"{path}:{start}: expected {width} columns separated by {dialect.get('delimiter', ',')!r} "
-                    f"(as {width_from}), found {len(values)}"
-                )
-            records.append((f"{path}:{start}", start, values))
-    except csv.Error as exc:
-        raise ReprotuneError(f"{path}:{reader.line_num}: cannot read as {fmt}: {exc}") from exc
-    return names, records
-
-
-def object_records(path: Path, fmt: str) -> list[Record]:
-    """JSONL, JSON (a list of objects, {"data": [...]}, or JSON lines as HF `to_json` writes) or Parquet."""
-    records: list[Record] = []
-    if fmt == "jsonl":
-        for number, value in read_json_lines(path):
-            records.append((f"{path}:{number}", number, value))
-        return records
-    if fmt == "json":
-        return [(where, number, item) for number, (where, item) in enumerate(read_json_records(path), start=1)]
-    items = read_table(path, fmt).to_dict("records")
-    return [(f"{path} row {number}", number, item) for number, item in enumerate(items, start=1)]
-
-
-def parquet_class_names(path: Path, column: Column) -> list[str] | None:
-    """The label names a Parquet file written by HF datasets (`to_parquet`) keeps for a
-    ClassLabel column; None for any other file or column."""
-    feature = parquet_feature(path, column) if isinstance(column, str) else None
-    return list(feature.names) if isinstance(feature, ClassLabel) else None
-
-
-def class_id_to_name(label: Any, names: list[str], where: str, column: str) -> str | None:
-    """A ClassLabel id as its name; -1 (HF's "no gold label") as None, so the row is dropped."""
-    if label is None or (isinstance(label, float) and label != label) or int(label) < 0:
-        return None
-    if int(label) >= len(names):
-        raise ReprotuneError(f"{where}: label id {label} in column '{column}' is beyond the file's "
-                             f"{len(names)} ClassLabel names")
-    return names[int(label)]
-
-
 def column_key(column: Column, names: list[str] | None, path: Path, key: str, positional: bool) -> str | int:
     """A record key: a position into the values of a CSV/TSV row, or a field name."""
     if isinstance(column, int):
@@ -397,17 +294,17 @@ def check_header_is_not_data(path: Path, header: list[str] | None, labels: list[
         )
 
 
-def table_rows(path: Path, params: ClassificationDownloadParams, split: str, collected: Collected) -> list[Row]:
+def table_rows(path: Path, params: ClassificationDownloadParams, split: str, collected: Collected) -> list[Example]:
     fmt = params.source
     positional = fmt in ("csv", "tsv")
+    records: list[Row]
     if positional:
-        names, records = delimited_records(path, fmt, params)
+        names, records = read_delimited(path, fmt, params.header, params.columns, params.tsv_quoting)
     else:
-        records = object_records(path, fmt)
-        names = list(dict.fromkeys(k for _, _, r in records for k in r))
+        names, records = read_objects(path, fmt)
     if not records:
         raise ReprotuneError(f"{path}: no data rows")
-    width = len(records[0][2]) if positional else None
+    width = len(records[0].values) if positional else None
     get_texts = [getter(column_key(c, names, path, "text_fields", positional), width, path, "text_fields")
                  for c in params.text_fields]
     get_label = getter(column_key(params.label_field, names, path, "label_field", positional), width, path,
@@ -416,12 +313,14 @@ def table_rows(path: Path, params: ClassificationDownloadParams, split: str, col
               if params.id_field is not None else None)
     label_column = str(params.label_field)
     if positional and params.header and params.columns is None and isinstance(params.label_field, int):
-        check_header_is_not_data(path, names, [get_label(values) for _, _, values in records], params.label_field)
-    class_names = parquet_class_names(path, params.label_field) if fmt == "parquet" else None
-    numeric = class_names is None and integer_column([get_label(values) for _, _, values in records])
+        check_header_is_not_data(path, names, [get_label(row.values) for row in records], params.label_field)
+    class_names = (class_label_names(parquet_feature(path, params.label_field))
+                   if fmt == "parquet" and isinstance(params.label_field, str) else None)
+    numeric = class_names is None and integer_column([get_label(row.values) for row in records])
     maker = RowMaker(params, collected, split)
     rows = []
-    for where, number, values in records:
+    for where, line, position, values, _ in records:
+        number = line if line is not None and fmt != "json" else position
         label = get_label(values)
         if class_names is not None:
             label = class_id_to_name(label, class_names, where, label_column)
@@ -441,15 +340,10 @@ def table_rows(path: Path, params: ClassificationDownloadParams, split: str, col
 
 def read_document(file: Path, invalid_utf8: str, collected: Collected, root: Path) -> str | None:
     """The file's text; not UTF-8: stop (naming file and line), replace bad bytes, or skip the file."""
-    try:
-        return "\n".join(line for _, line in read_text_lines(file))
-    except ReprotuneError as exc:
-        if invalid_utf8 == "fail":
-            raise ReprotuneError(f"{exc}; set download.invalid_utf8: replace (or skip) to accept such files") from exc
-    collected.files_not_utf8.append(file.relative_to(root).as_posix())
-    if invalid_utf8 == "skip":
-        return None
-    return "\n".join(line for _, line in read_text_lines(file, replace_invalid=True))
+    lines, not_utf8 = read_lines_or_repair(file, invalid_utf8)
+    if not_utf8:
+        collected.files_not_utf8.append(file.relative_to(root).as_posix())
+    return None if lines is None else "\n".join(line for _, line in lines)
 
 
 def title_and_body(text: str) -> dict[str, str]:
@@ -469,7 +363,7 @@ def class_folders(root: Path) -> list[Path]:
     return folders
 
 
-def folder_rows(root: Path, params: ClassificationDownloadParams, split: str, collected: Collected) -> list[Row]:
+def folder_rows(root: Path, params: ClassificationDownloadParams, split: str, collected: Collected) -> list[Example]:
     """One row per file under root/<class>/ matching download.pattern; the folder is the label."""
     for column in params.text_fields:
         if column not in FOLDER_FIELDS:
@@ -503,23 +397,22 @@ def collect(params: ClassificationDownloadParams) -> Collected:
         collect_hub(params, collected)
     else:
         read = folder_rows if params.source == "folders" else table_rows
-        for split, paths in split_paths(params).items():
+        for split, paths in split_paths(params, "any" if params.source == "folders" else "file").items():
             collected.rows[split] = [row for path in paths for row in read(path, params, split, collected)]
     check_unique_ids(collected.rows)
     return collected
 
 
-def check_unique_ids(rows: dict[str, list[Row]]) -> None:
+def check_unique_ids(rows: dict[str, list[Example]]) -> None:
     """Full and LoRA predictions are compared by id, so ids must not repeat within a split."""
     for split, split_rows in rows.items():
-        seen: set[str] = set()
-        for number, row in enumerate(split_rows, start=1):
-            if row["id"] in seen:
-                raise ReprotuneError(
-                    f"{split} row {number}: id '{row['id']}' occurs twice in {split}; ids must be unique: give the "
-                    "files distinct names or set download.id_field to a unique column"
-                )
-            seen.add(row["id"])
+        repeat = first_repeat(row["id"] for row in split_rows)
+        if repeat is not None:
+            number, row_id = repeat
+            raise ReprotuneError(
+                f"{split} row {number}: id '{row_id}' occurs twice in {split}; ids must be unique: give the "
+                "files distinct names or set download.id_field to a unique column"
+            )
 
 
 def label_order(params: ClassificationDownloadParams, collected: Collected) -> tuple[list[str], str]:
@@ -536,7 +429,10 @@ def to_dataset(params: ClassificationDownloadParams, collected: Collected) -> tu
     """Arrow splits with a ClassLabel `label` column, so the order travels with the data."""
     names, order_from = label_order(params, collected)
     if len(names) < 2:
-        raise ReprotuneError(f"found only the label(s) {names}; classification needs at least two classes")
+        column = ("the class folders" if params.source == "folders"
+                  else f"column '{params.label_field}' (download.label_field)")
+        raise ReprotuneError(f"found only the label(s) {names} in {column}; classification needs at least two "
+                             "classes (after download.skip_labels and download.label_map)")
     text_columns = ["text", "text_pair"][: len(params.text_fields)]
     features = Features({"id": Value("string"), **{c: Value("string") for c in text_columns},
                          "label": ClassLabel(names=names)})

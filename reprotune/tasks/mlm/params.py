@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from reprotune.core.assets import check_glob_pattern
 from reprotune.core.params import (
     DownloadParams,
     ErrorAnalysisParams,
@@ -33,6 +34,11 @@ class MlmDownloadParams(DownloadParams):
     deduplicate: bool = Field(
         True, description="drop repeated documents, and validation/test documents that also occur in train"
     )
+
+    @field_validator("pattern")
+    @classmethod
+    def _relative_pattern(cls, value: str) -> str:
+        return check_glob_pattern(value)
 
 
 class MlmTokenizeParams(TokenizeParams):

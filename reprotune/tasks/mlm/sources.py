@@ -12,10 +12,9 @@ from reprotune.core.errors import ReprotuneError
 from reprotune.sources.hub import load_hub
 from reprotune.sources.readers import (
     local_files,
-    read_json_lines,
-    read_json_records,
-    read_table,
-    read_text_lines,
+    read_delimited,
+    read_lines_or_repair,
+    read_objects,
     visible_files,
 )
 from reprotune.tasks.mlm.params import MlmDownloadParams, MlmTaskParams
@@ -25,18 +24,6 @@ Document = dict[str, str]
 SPLIT_GROUP_COLUMN: str | None = None
 """Documents are independent, so carved splits need no grouping."""
 TEXT_FIELDS: tuple[str, ...] = ("text",)
-
-
-def read_lines(file: Path, invalid_utf8: str) -> tuple[list[tuple[int, str]], bool]:
-    """(line number, line) pairs and whether the file was not UTF-8; a skipped file has no lines."""
-    try:
-        return list(read_text_lines(file)), False
-    except ReprotuneError as exc:
-        if invalid_utf8 == "fail":
-            raise ReprotuneError(f"{exc}; set download.invalid_utf8: replace (or skip) to accept such files") from exc
-    if invalid_utf8 == "skip":
-        return [], True
-    return list(read_text_lines(file, replace_invalid=True)), True
 
 
 def text_documents(path: Path, document_per: str, pattern: str, invalid_utf8: str = "fail",
@@ -56,10 +43,10 @@ def text_documents(path: Path, document_per: str, pattern: str, invalid_utf8: st
     documents: list[Document] = []
     for file in files:
         name = file.relative_to(root).as_posix()
-        lines, repaired = read_lines(file, invalid_utf8)
+        lines, repaired = read_lines_or_repair(file, invalid_utf8)
         if repaired and not_utf8 is not None:
             not_utf8.append(name)
-        if repaired and invalid_utf8 == "skip":
+        if lines is None:
             continue
         if document_per == "file":
             documents.append({"id": name, "text": "\n".join(line for _, line in lines).strip()})
@@ -70,21 +57,20 @@ def text_documents(path: Path, document_per: str, pattern: str, invalid_utf8: st
 
 def table_documents(path: Path, fmt: str, text_field: str, tsv_quoting: str = "none") -> list[Document]:
     """Rows of a CSV/TSV/JSON/JSONL/Parquet file; a non-text value names its row."""
-    if fmt in ("json", "jsonl"):  # the shared readers name the line, and take HF `to_json` output
-        import pandas as pd
-
-        records = read_json_records(path, "document") if fmt == "json" else read_json_lines(path)
-        frame = pd.DataFrame([record for _, record in records])
+    if fmt in ("csv", "tsv"):  # cells stay strings ("123", "NA" are text); empty cells are dropped as empty
+        header, rows = read_delimited(path, fmt, tsv_quoting=tsv_quoting)
+        names = header or []
+        records = [dict(zip(names, row.values)) for row in rows]
     else:
-        # CSV cells stay strings ("123", "NA" are text); empty cells become "" and are dropped as empty
-        kwargs: dict[str, Any] = {"dtype": {text_field: str}, "keep_default_na": False} if fmt != "parquet" else {}
-        frame = read_table(path, fmt, tsv_quoting, **kwargs)
-    if text_field not in frame.columns:
+        names, rows = read_objects(path, fmt, "document")
+        records = [row.values for row in rows]
+    if text_field not in names:
         raise ReprotuneError(
-            f"{path}: no column '{text_field}' (it has {', '.join(map(str, frame.columns))}); set download.text_field"
+            f"{path}: no column '{text_field}' (it has {', '.join(map(str, names))}); set download.text_field"
         )
+    values = [record.get(text_field) for record in records]
     documents: list[Document] = []
-    for row, value in enumerate(frame[text_field].tolist(), start=1):
+    for row, value in enumerate(values, start=1):
         if value is None or (isinstance(value, float) and value != value):
             value = ""
         if not isinstance(value, str):
@@ -116,15 +102,10 @@ def load_documents(params: MlmDownloadParams, not_utf8: list[str] | None = None)
     if params.source == "hub":
         hub = load_hub(params)
         return {split: dataset_documents(dataset, params.text_field, split) for split, dataset in hub.items()}
-    files = local_files(params)
     if params.source == "text":
         return {split: text_documents(path, params.document_per, params.pattern, params.invalid_utf8, not_utf8)
-                for split, path in files.items()}
-    for split, path in files.items():
-        if path.is_dir():
-            raise ReprotuneError(
-                f"download.files.{split} '{path}' is a folder; source '{params.source}' reads one file per split"
-            )
+                for split, path in local_files(params, "any").items()}
+    files = local_files(params)
     return {split: table_documents(path, params.source, params.text_field, params.tsv_quoting)
             for split, path in files.items()}
 

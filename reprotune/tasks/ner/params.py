@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from reprotune.core.params import (
     DownloadParams,
@@ -27,6 +27,13 @@ class NerDownloadParams(DownloadParams):
     token_prefix: str | None = Field(None, description="stripped from each token, e.g. WikiANN's 'en:'")
     invalid_iob: Literal["repair", "fail"] = "repair"
     labels: list[str] | None = Field(None, description="the full tag set; default: the tags seen in the splits")
+
+    @field_validator("separator")
+    @classmethod
+    def _separator_not_empty(cls, value: str | None) -> str | None:
+        if value == "":
+            raise ValueError("separator must be a non-empty string, or null to split on any white space")
+        return value
 
 
 class NerTokenizeParams(TokenizeParams):

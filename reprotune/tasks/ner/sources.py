@@ -17,11 +17,13 @@ from datasets import Dataset, DatasetDict
 from reprotune.core.errors import ReprotuneError
 from reprotune.sources.hub import load_hub
 from reprotune.sources.readers import (
+    Row,
+    class_label_names,
+    describe_separator,
     local_files,
     parquet_feature,
-    read_json_lines,
-    read_json_records,
-    read_text_lines,
+    read_column_lines,
+    read_objects,
 )
 from reprotune.tasks.ner.params import NerDownloadParams, NerTaskParams
 
@@ -32,11 +34,6 @@ TAG_PATTERN = re.compile(r"^(O|[BI]-.+)$")
 
 SEPARATOR_HINT = "set download.separator to the file's column separator (CoNLL-2003 is space-separated: " \
                  "separator: \" \", or null for any white space)"
-
-
-def describe_separator(separator: str | None) -> str:
-    """How the separator reads in a message: `None` means any run of white space."""
-    return "white space" if separator is None else repr(separator)
 
 
 def check_columns(where: str, line: str, columns: int, token_column: int, tag_column: int,
@@ -75,7 +72,6 @@ def read_conll(
     tokens: list[str] = []
     tags: list[str] = []
     first_line = 0
-    columns: int | None = None
 
     def flush() -> None:
         nonlocal tokens, tags
@@ -83,33 +79,25 @@ def read_conll(
             sentences.append({"id": f"{path.name}:{first_line}", "tokens": tokens, "tags": tags, "line": first_line})
         tokens, tags = [], []
 
-    for number, line in read_text_lines(path):
-        if not line.strip():
+    def check_first(row: Row) -> None:
+        check_columns(row.where, row.text, len(row.values), token_column, tag_column, separator)
+
+    for row in read_column_lines(path, separator, check_first):
+        if row is None:
             flush()
             continue
-        if line.startswith("-DOCSTART-"):
-            flush()
-            continue
-        parts = line.split(separator) if separator is not None else line.split()
-        if columns is None:
-            columns = len(parts)
-            check_columns(f"{path}:{number}", line, columns, token_column, tag_column, separator)
-        if len(parts) != columns:
-            raise ReprotuneError(
-                f"{path}:{number}: expected {columns} columns separated by {describe_separator(separator)} "
-                f"(as on the first line), found {len(parts)}: {line[:60]!r}"
-            )
+        parts, columns = row.values, len(row.values)
         token, tag = parts[token_column], parts[tag_column].strip()
         if not tag:
             raise ReprotuneError(
-                f"{path}:{number}: the tag (column {tag_column % columns + 1} of {columns}, download.tag_column: "
-                f"{tag_column}) is empty: {line[:60]!r}; set download.tag_column to the tags' column "
+                f"{row.where}: the tag (column {tag_column % columns + 1} of {columns}, download.tag_column: "
+                f"{tag_column}) is empty: {row.text[:60]!r}; set download.tag_column to the tags' column "
                 "(a separator at the end of the line adds an empty last column)"
             )
         if token_prefix and token.startswith(token_prefix):
             token = token[len(token_prefix):]
         if not tokens:
-            first_line = number
+            first_line = row.line or 0
         tokens.append(token)
         tags.append(tag)
     flush()
@@ -121,37 +109,13 @@ def read_conll(
     return sentences
 
 
-Record = tuple[str, dict[str, Any]]
-"""(where the record is, e.g. 'd.jsonl:3' or 'd.parquet row 3'; the record's fields)."""
-
 LIST_FORMATS = "a list of tokens and a list of tags per row (JSON, JSONL or Parquet), or CoNLL files (source: conll)"
 
 
-def read_records(path: Path, source: str, tags_field: str) -> tuple[list[Record], list[str] | None]:
-    """The file's records and, for Parquet written by `datasets`, the tags' ClassLabel names."""
-    if source == "jsonl":
-        return [(f"{path}:{number}", value) for number, value in read_json_lines(path)], None
-    if source == "json":
-        return read_json_records(path, "sentence"), None
-    return read_parquet(path, tags_field)
-
-
-def read_parquet(path: Path, tags_field: str) -> tuple[list[Record], list[str] | None]:
-    """Rows through pyarrow; the schema's `datasets` metadata restores ClassLabel names."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    names = class_names(parquet_feature(path, tags_field))
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise ReprotuneError(f"{path}: cannot read as parquet: {str(exc).splitlines()[0]}") from exc
-    return [(f"{path} row {number}", row) for number, row in enumerate(table.to_pylist(), start=1)], names
-
-
-def class_names(feature: Any) -> list[str] | None:
-    """The names of a sequence-of-ClassLabel feature (the Hub's `ner_tags`), else None."""
-    return getattr(getattr(feature, "feature", None), "names", None)
+def read_records(path: Path, source: str, tags_field: str) -> tuple[list[Row], list[str] | None]:
+    """The file's rows and, for Parquet written by `datasets`, the tags' ClassLabel names."""
+    names = class_label_names(parquet_feature(path, tags_field), sequence=True) if source == "parquet" else None
+    return read_objects(path, source, "sentence")[1], names
 
 
 def field_list(record: dict[str, Any], field: str, key: str, where: str) -> list[Any]:
@@ -259,7 +223,7 @@ def rows_from_dataset(dataset: Dataset, params: NerDownloadParams, split: str) -
                 f"{split} split has no column '{field}' (it has {', '.join(dataset.column_names)}); "
                 "set download.tokens_field / download.tags_field"
             )
-    names = class_names(dataset.features[params.tags_field])
+    names = class_label_names(dataset.features[params.tags_field], sequence=True)
     rows = []
     for index, example in enumerate(dataset):
         row_id = str(example.get("id", f"{split}:{index}"))
@@ -282,9 +246,9 @@ def load_raw(params: NerDownloadParams) -> tuple[DatasetDict, dict[str, Any]]:
     else:
         for split, path in local_files(params).items():
             records, names = read_records(path, params.source, params.tags_field)
-            splits[split] = [sentence_row(record, params, str(record.get("id", f"{split}:{index}")), location,
-                                          location, names)
-                             for index, (location, record) in enumerate(records)]
+            splits[split] = [sentence_row(row.values, params, str(row.values.get("id", f"{split}:{index}")),
+                                          row.where, row.where, names)
+                             for index, row in enumerate(records)]
     repairs: dict[str, int] = {}
     seen: set[str] = set()
     out = {}
@@ -299,7 +263,7 @@ def load_raw(params: NerDownloadParams) -> tuple[DatasetDict, dict[str, Any]]:
             row["tags"], fixed = check_and_repair(row["tags"], params.invalid_iob == "repair", where)
             repairs[split] += fixed
             seen.update(row["tags"])
-        out[split] = Dataset.from_list([{"id": r["id"], "tokens": r["tokens"], "tags": r["tags"]} for r in rows])
+        out[split] = Dataset.from_dict({key: [r[key] for r in rows] for key in ("id", "tokens", "tags")})
     return DatasetDict(out), {"iob_repairs": repairs, "labels": params.labels or label_list(seen)}
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,9 @@ from reprotune.core.errors import ReprotuneError
 from reprotune.sources.hub import load_hub
 from reprotune.sources.readers import (
     JsonLinesInstead,
+    first_repeat,
     local_files,
+    one_source_split_each,
     read_json_file,
     read_json_lines,
 )
@@ -183,19 +184,10 @@ def hub_records(dataset: Dataset, where: str) -> list[Record]:
             for row in dataset]
 
 
-def drop_reused_splits(hub: DatasetDict, mapping: Iterable[str] | None) -> DatasetDict:
-    """With `splits: {test: validation}` the source's validation is the test set: it must
-    not also serve as our validation (checkpoint choice on test), so that one is carved
-    out of train instead. `mapping`: our split names that download.splits maps."""
-    mapped = [ours for ours in (mapping or ()) if ours in hub]
-    return DatasetDict({ours: data for ours, data in hub.items()
-                        if ours in mapped or not any(data is hub[other] for other in mapped)})
-
-
 def read_splits(params: QaDownloadParams) -> tuple[dict[str, list[Record]], dict[str, str]]:
     """Records per split and, per split, the place to name in errors."""
     if params.source == "hub":
-        hub = drop_reused_splits(load_hub(params), params.splits)
+        hub = one_source_split_each(load_hub(params), params.splits)
         where = {split: f"hub dataset '{params.dataset}' split '{split}'" for split in hub}
         return {split: hub_records(data, where[split]) for split, data in hub.items()}, where
     reader = read_squad_json if params.source == "json" else read_jsonl
@@ -277,11 +269,10 @@ def load_records(params: QaDownloadParams) -> tuple[DatasetDict, dict[str, Any]]
         repaired = sum(repair_surrogates(record) for record in records)
         if repaired:
             report.setdefault("lone_surrogates_replaced", {})[split] = repaired
-        seen: set[str] = set()
-        for record in records:
-            if record["id"] in seen:
-                raise ReprotuneError(f"{where[split]}: record id '{record['id']}' occurs twice; ids must be unique")
-            seen.add(record["id"])
+        repeat = first_repeat(record["id"] for record in records)
+        for number, record in enumerate(records, start=1):
+            if repeat is not None and number == repeat[0]:
+                raise ReprotuneError(f"{where[split]}: record id '{repeat[1]}' occurs twice; ids must be unique")
             check_record(record, where[split], params.version_2_with_negative)
             record["group"] = group_key(record, split_by)
         report["unanswerable"][split] = sum(1 for r in records if not r["answers"]["text"])
