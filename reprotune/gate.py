@@ -64,7 +64,7 @@ from reprotune.core.params import GateRule
 BUILTIN_DEFAULT = GateRule(max_drop=0.01, relative=False, lower_is_better=None)
 GATE_RULES = TypeAdapter(dict[str, GateRule])
 
-AUX_FILES = ("tokenize", "error_summary")
+AUX_FILES = ("tokenize", "error_summary", "significance")
 COUNT_KEYS = {"support", "sentences", "examples", "seeds", "blocks", "masked_tokens"}
 SPREAD_SUFFIXES = ("_std", "_stderr")
 CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
@@ -108,7 +108,8 @@ def _file_key(rel: PurePosixPath) -> tuple[str, str] | None:
 
 
 def is_quality(method: str) -> bool:
-    return "/" not in method and not method.endswith("-cost") and method not in AUX_FILES
+    return ("/" not in method and not method.endswith("-cost") and not method.startswith("export-")
+            and method not in AUX_FILES)
 
 
 def _parse(text: str, where: str) -> dict[str, float]:

@@ -6,13 +6,14 @@
 
 Input: --text (repeatable), or --input FILE ('-' for stdin) with one record per line,
 either plain text or a JSON object with the task's fields. The model is the task's
-checkpoint (`full`) or its base model plus adapter (`lora`), as trained by dvc repro.
+checkpoint (`full`) or its base model plus adapter (`lora`), as trained by dvc repro;
+with --format onnx, the export stage's ONNX model (--int8: its int8-quantized one),
+run by onnxruntime on the CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from reprotune.core.errors import ReprotuneError
 from reprotune.core.paths import RUN_INFO
 from reprotune.evaluation.evaluate import load_method_model
 from reprotune.modeling.tokenizer import load_tokenizer
+from reprotune.rendering import render_html
 from reprotune.tasks import load_task
 
 
@@ -47,25 +49,12 @@ def read_records(texts: list[str], source: str | None, fields: tuple[str, ...]) 
     return records
 
 
-def render_html(results: list[dict[str, Any]]) -> str:
-    """NER results as HTML with highlighted entities and their types."""
-    blocks = []
-    for result in results:
-        text, cursor, parts = result["text"], 0, []
-        for entity in result.get("entities", []):
-            parts.append(html.escape(text[cursor:entity["start"]]))
-            parts.append(
-                f'<mark title="{entity["score"]:.2f}">{html.escape(text[entity["start"]:entity["end"]])}'
-                f'<sub>{html.escape(entity["type"])}</sub></mark>'
-            )
-            cursor = entity["end"]
-        parts.append(html.escape(text[cursor:]))
-        blocks.append(f"<p>{''.join(parts)}</p>")
-    style = "mark{background:#ffe08a;padding:0 .2em;border-radius:.2em}sub{font-size:.7em;color:#555;margin-left:.2em}"
-    return f"<!doctype html><meta charset='utf-8'><style>{style}</style>\n" + "\n".join(blocks) + "\n"
+def predict(task_name: str, method: str, records: list[dict[str, Any]], params_path: str = "params.yaml",
+            fmt: str = "checkpoint", int8: bool = False) -> list[dict]:
+    if fmt != "checkpoint" or int8:
+        from reprotune.export.runtime import load_predictor
 
-
-def predict(task_name: str, method: str, records: list[dict[str, Any]], params_path: str = "params.yaml") -> list[dict]:
+        return load_predictor(task_name, method, fmt, params_path, int8=int8)(records)
     task = load_task(task_name, path=params_path)
     family = tasks.family(task.type)
     run_info = paths.model_dir(task_name, method) / RUN_INFO
@@ -89,11 +78,14 @@ def main(argv: list[str]) -> str | None:
     parser.add_argument("--input", help="file with one record per line, '-' for stdin")
     parser.add_argument("--output", help="write JSON lines here instead of stdout")
     parser.add_argument("--html", help="also write NER entities as highlighted HTML")
+    parser.add_argument("--format", default="checkpoint", choices=["checkpoint", "onnx"],
+                        help="checkpoint: the trained model; onnx: models/<task>/export-<method>/onnx/model.onnx")
+    parser.add_argument("--int8", action="store_true", help="with --format onnx: the int8-quantized model")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     family = tasks.family(load_task(args.task, path=args.params).type)
     records = read_records(args.text, args.input, family.predict_fields)
-    results = predict(args.task, args.method, records, args.params)
+    results = predict(args.task, args.method, records, args.params, args.format, args.int8)
     lines = "".join(json.dumps(result, ensure_ascii=False) + "\n" for result in results)
     if args.output:
         Path(args.output).write_text(lines, encoding="utf-8")

@@ -17,12 +17,18 @@ ALWAYS_CHANGED = "always changed"
 
 
 def tiny_profile(root: Path, model_dir: Path) -> dict:
-    """params.yaml with one tiny task per family, from every tests/tiny_<family>.py."""
+    """params.yaml with one tiny task per family, from every tests/tiny_<family>.py, in fp32:
+    `precision: auto` means bf16 on CPUs that have it, and tests/reference must hold on any CPU
+    (bf16 determinism is tested in tests/test_precision.py)."""
     tasks = {}
     for module_file in sorted(TESTS.glob("tiny_*.py")):
         family = module_file.stem.removeprefix("tiny_")
         module = importlib.import_module(module_file.stem)
-        tasks[f"tiny_{family}"] = module.tiny_task(root / "tiny-data" / family, model_dir)
+        task = module.tiny_task(root / "tiny-data" / family, model_dir)
+        for section in ("train_full", "train_lora", "evaluate"):
+            task[section] = {**task[section], "precision": "fp32"}
+        task["export"] = {"latency_examples": 8, "batch_size": 8}
+        tasks[f"tiny_{family}"] = task
     return {"pipeline": {"tasks": {name: task["type"] for name, task in tasks.items()}}, "tasks": tasks}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,21 @@ def test_a_stage_reading_an_undeclared_section_fails_at_once(tmp_path: Path) -> 
     assert task.tokenize.max_length > 0 and task.model.name_or_path
     with pytest.raises(ReprotuneError, match="stage 'tokenize' read 'tasks.t.download.labels'"):
         _ = task.download.labels
+
+
+def test_max_length_beyond_the_models_positions_is_refused_before_tokenizing(tmp_path: Path,
+                                                                           tiny_model_dir: Path) -> None:
+    task = base_task(tmp_path) | {"model": {"name_or_path": str(tiny_model_dir)}, "tokenize": {"max_length": 100000}}
+    task["download"] = {**task["download"], "make_splits": {"validation": 0.3, "test": 0.3}}
+    (tmp_path / "d.conll").write_text("".join(f"w{i}\tO\nx\tB-X\n\n" for i in range(12)), encoding="utf-8")
+    params_file(tmp_path, task)
+    for script in ("download", "tokenize_align"):
+        result = subprocess.run([sys.executable, "-m", f"stages.{script}", "t"], cwd=tmp_path, capture_output=True,
+                                text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1
+    assert "'tasks.t.tokenize.max_length' is 100000" in result.stderr and "at most 512 tokens" in result.stderr
+    assert not (tmp_path / "data" / "t" / "tokenized").exists()
 
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def run_stage(main: Callable[[list[str]], str | None], argv: list[str] | None = 
     try:
         summary = main(args)
     except ReprotuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + str(exc).replace("\r", " ").replace("\n", " "), file=sys.stderr)  # always one line
         sys.exit(2)
     record_imports(args)
     if summary:

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from reprotune.core.assets import PACKAGE_PREFIX, is_local_ref, resolve_path
+from reprotune.core.assets import PACKAGE_PREFIX, is_local_ref, resolve_path, visible_files
 
 CACHE_FILE = Path(".dvc") / "tmp" / "reprotune-fingerprints.json"
 CHUNK = 1 << 20
@@ -58,14 +58,6 @@ class HashCache:
         os.replace(tmp, self.path)
 
 
-def _visible(root: Path) -> list[Path]:
-    """Files below root, hidden files and folders left out (loaders never read them)."""
-    return sorted(
-        path for path in root.rglob("*")
-        if path.is_file() and not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
-    )
-
-
 def path_fingerprint(ref: str, cache: HashCache) -> dict[str, Any]:
     """Size and digest of a file, or of every visible file of a folder, under the name `ref`."""
     path = resolve_path(ref, "source")
@@ -77,7 +69,7 @@ def path_fingerprint(ref: str, cache: HashCache) -> dict[str, Any]:
     if path.is_file():
         entry.update(size=path.stat().st_size, sha256=cache.digest(path))
         return entry
-    files = {file.relative_to(path).as_posix(): cache.digest(file) for file in _visible(path)}
+    files = {file.relative_to(path).as_posix(): cache.digest(file) for file in visible_files(path)}
     entry["files"] = len(files)
     entry["sha256"] = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
     return entry

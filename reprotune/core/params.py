@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from reprotune.core.errors import ReprotuneError, did_you_mean
 
 PARAMS_FILE = "params.yaml"
 SplitName = Literal["train", "validation", "test"]
+Duplicates = Literal["group", "drop_from_eval", "keep"]
 
 
 class Strict(BaseModel):
@@ -43,6 +44,14 @@ class MakeSplits(Strict):
     test: float = Field(0.1, gt=0, lt=1)
     seed: int = 42
 
+    @model_validator(mode="after")
+    def _train_keeps_a_share(self) -> MakeSplits:
+        if self.validation + self.test >= 1:
+            raise ValueError(
+                f"validation + test must be below 1 so train keeps a share (got {self.validation} + {self.test})"
+            )
+        return self
+
 
 class DownloadParams(Strict):
     source: str
@@ -55,6 +64,12 @@ class DownloadParams(Strict):
         None, description="our split name -> the source's split name (e.g. test: validation)"
     )
     make_splits: MakeSplits = MakeSplits()
+    duplicates: Duplicates = Field(
+        "group",
+        description="identical texts (case and white space aside) in train when make_splits carves validation/test: "
+        "group keeps each text on one side (fractions count groups), drop_from_eval drops carved validation/test "
+        "examples whose text stays in train (counted in download_report.json), keep carves rows as they come",
+    )
     max_samples: dict[SplitName, int] | None = None
     sample_seed: int = 42
 
@@ -113,14 +128,72 @@ class LoraTrainParams(TrainParams):
     target_modules: Literal["auto"] | list[str] = "auto"
 
 
+class BootstrapParams(Strict):
+    """The seeded bootstrap over test examples behind every headline metric's interval."""
+
+    resamples: int = Field(1000, ge=0, description="bootstrap resamples of the test examples; 0: no intervals")
+    seed: int = Field(0, description="seeds the resampling; same predictions and seed, same intervals")
+    level: float = Field(0.95, gt=0, lt=1, description="coverage of the percentile intervals")
+
+
+class SignificanceParams(Strict):
+    """The paired tests of LoRA against full and of each against the baseline, on the same test examples."""
+
+    resamples: int = Field(1000, gt=0, description="paired resamples (bootstrap or randomisation rounds)")
+    seed: int = Field(0, description="seeds the resampling")
+    level: float = Field(0.95, gt=0, lt=1, description="a difference is significant when p < 1 - level")
+    test: Literal["bootstrap", "randomisation"] = Field(
+        "bootstrap", description="p-value of F1 / EM / perplexity / macro-F1 / MCC: paired bootstrap or approximate "
+                                 "randomisation; accuracy always uses McNemar's test"
+    )
+
+
 class EvaluateParams(Strict):
     batch_size: int = Field(64, gt=0)
     precision: Precision = Field("auto", description="autocast on a GPU (auto: bf16 where supported); fp32 on CPU")
     seed: int = Field(42, description="initialises the untrained head of the baseline")
+    bootstrap: BootstrapParams = BootstrapParams()
 
 
 class ErrorAnalysisParams(Strict):
     worst_n: int = Field(20, gt=0)
+    significance: SignificanceParams = SignificanceParams()
+
+
+Artifact = Literal["model", "onnx", "int8"]
+
+
+class ExportParams(Strict):
+    """`tasks.<name>.export`: what the export stage builds and how strictly it checks it."""
+
+    onnx: bool = Field(True, description="export the model with its task head to ONNX (onnx/model.onnx)")
+    quantize_int8: bool = Field(
+        True, description="also write onnx/model_int8.onnx (onnxruntime dynamic int8 quantization); needs onnx"
+    )
+    opset: int = Field(17, ge=14, le=21, description="ONNX opset for torch.onnx.export")
+    tie_margin: float = Field(
+        1e-4, ge=0, description="fp32 parity: a position whose two best PyTorch logits lie closer than this "
+                                "is a tie and not counted as a mismatch"
+    )
+    int8_tolerance: float = Field(
+        0.02, ge=0, le=1, description="int8 parity: the largest allowed drop of the family's headline test "
+                                      "metric (absolute, e.g. 0.02 = 2 points of F1) against PyTorch"
+    )
+    parity_examples: int | None = Field(
+        None, gt=0, description="test features the parity check runs on (the first N); None: all of them"
+    )
+    latency_examples: int = Field(64, gt=0, description="examples timed one at a time for p50/p95")
+    batch_size: int = Field(16, gt=0, description="batch size for parity and for batched throughput")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for PyTorch and onnxruntime alike; None: PyTorch's default"
+    )
+    push_to_hub: str | None = Field(
+        None, min_length=3, description="opt-in: a Hub repo id (user/name) to upload the card and artifacts to"
+    )
+    hub_private: bool = Field(True, description="create the Hub repo as private")
+    hub_artifacts: list[Artifact] = Field(
+        ["model"], min_length=1, description="what goes to the Hub besides the card: model (safetensors), onnx, int8"
+    )
 
 
 class GateRule(Strict):
@@ -146,6 +219,7 @@ class TaskParams(Strict):
     train_lora: LoraTrainParams
     evaluate: EvaluateParams
     error_analysis: ErrorAnalysisParams
+    export: ExportParams = ExportParams()
     gate: dict[str, GateRule] = Field(
         default_factory=dict, description="metric -> allowed drop, for reprotune-check; read by no stage"
     )
@@ -157,7 +231,7 @@ class PipelineParams(Strict):
     )
 
 
-STAGE_SECTIONS = ("model", "download", "tokenize", "train_full", "train_lora", "evaluate", "error_analysis")
+STAGE_SECTIONS = ("model", "download", "tokenize", "train_full", "train_lora", "evaluate", "error_analysis", "export")
 
 # Names users bring from HF scripts and peft, mapped to ours for the did-you-mean hint.
 HF_NAMES = {

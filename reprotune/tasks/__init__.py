@@ -49,6 +49,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "evaluate-full": ("model", "evaluate"),
     "evaluate-lora": ("model", "evaluate"),
     "error-analysis": ("error_analysis",),
+    "export-full": ("model", "export"),
+    "export-lora": ("model", "export"),
 }
 """The `tasks.<name>` sections each stage reads, besides `type`; dvc.yaml declares the same."""
 

@@ -1,0 +1,25 @@
+"""export: ship a trained method (models/<task>/export-<method>/ and metrics/<task>/export-<method>.json):
+LoRA merged into the base, ONNX and int8 files checked against PyTorch, size and CPU
+latency, a Hub model card; the Hub push only when export.push_to_hub names a repo."""
+
+from reprotune import tasks
+from reprotune.core import paths
+from reprotune.core.cli import expect_args, run_stage
+from reprotune.core.errors import ReprotuneError
+from reprotune.export.build import export_dir, export_metrics_file, run_export
+
+
+def main(args: list[str]) -> str:
+    task_name, method = expect_args(args, ["task", "full|lora"], "stages/export.py")
+    if method not in paths.METHODS:
+        raise ReprotuneError(f"unknown method '{method}'; allowed: {', '.join(paths.METHODS)}")
+    task = tasks.load_task(task_name, f"export-{method}")
+    metrics = run_export(task_name, method, task)
+    latency = metrics["latency"]
+    headline = ", ".join(f"{name} p50 {t['p50_ms']:.1f} ms" for name, t in latency.items())
+    return (f"export {task_name} {method}: {headline} -> {export_dir(task_name, method)}, "
+            f"{export_metrics_file(task_name, method)}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
