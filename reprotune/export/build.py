@@ -130,7 +130,8 @@ def run_export(task_name: str, method: str, task: TaskParams, root: Path = Path(
         reports.pop("pytorch", None)
 
         # size and latency ---------------------------------------------------------
-        single, batched = latency.inputs(features, collate, settings.latency_examples, settings.batch_size, inputs)
+        single, batched = latency.inputs(features, collate, settings.latency_examples, settings.batch_size, inputs,
+                                         family.model_columns())
         timings = {"pytorch": latency.measure_torch(merged, single, batched, threads)}
         for name in ("onnx", "int8"):
             if name in candidates:

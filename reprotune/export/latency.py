@@ -50,12 +50,15 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def inputs(features: Dataset, collate: Callable[[list[dict[str, Any]]], dict[str, Any]], count: int,
-           batch_size: int, names: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(one collated input per example, the same examples collated in batches)."""
+           batch_size: int, names: tuple[str, ...],
+           columns: list[str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(one collated input per example, the same examples collated in batches). `columns`: what
+    the collator reads (the family's model columns; MLM's whole-word masking needs word_ids),
+    default the model's input names; only those names reach the model."""
     if len(features) == 0:
         raise ReprotuneError("latency: the test split has no features to time")
     subset = features.select(range(min(count, len(features))))
-    keep = [c for c in names if c in subset.column_names]
+    keep = [c for c in (columns or names) if c in subset.column_names]
     rows = [{k: subset[i][k] for k in keep} for i in range(len(subset))]
 
     def pick(batch: dict[str, Any]) -> dict[str, Any]:
