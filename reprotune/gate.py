@@ -64,7 +64,7 @@ from reprotune.core.params import GateRule
 BUILTIN_DEFAULT = GateRule(max_drop=0.01, relative=False, lower_is_better=None)
 GATE_RULES = TypeAdapter(dict[str, GateRule])
 
-AUX_FILES = ("tokenize", "error_summary", "significance")
+AUX_FILES = ("tokenize", "error_summary", "significance", "seeds")
 COUNT_KEYS = {"support", "sentences", "examples", "seeds", "blocks", "masked_tokens"}
 SPREAD_SUFFIXES = ("_std", "_stderr")
 CI_LOW, CI_HIGH = "_ci_low", "_ci_high"

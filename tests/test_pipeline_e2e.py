@@ -204,3 +204,21 @@ def test_predict_command_reads_stdin_and_loads_base_plus_adapter(reproduced: tup
         for entity in line["entities"]:
             assert line["text"][entity["start"]:entity["end"]] == entity["text"] and 0 <= entity["score"] <= 1
     assert (repo / "out.html").read_text().count("<p>") == 2
+
+
+def test_two_training_seeds_give_mean_sd_and_a_pooled_paired_test(reproduced: tuple[Path, dict]) -> None:
+    repo, _ = reproduced
+    seeds = str(Path(sys.executable).parent / "reprotune-seeds")
+    run(repo, seeds, "run", "tiny_ner", "--seeds", "7")
+    out = run(repo, seeds, "report", "tiny_ner").stdout
+    assert "reports/seeds/tiny_ner.md" in out
+    summary = json.loads((repo / "metrics" / "tiny_ner" / "seeds.json").read_text())
+    assert summary["seeds"] == 2 and summary["seed_values"] == [7, 42]
+    assert len(summary["full.f1.per_seed"]) == 2 and summary["full.f1.sd"] >= 0
+    workspace = json.loads((repo / "metrics" / "tiny_ner" / "full.json").read_text())
+    assert workspace["f1"] == pytest.approx(summary["full.f1.per_seed"][1], abs=1e-6), "seed 42 is the workspace"
+    assert "lora_minus_full.f1.p_value" in {key.removeprefix("pooled.") for key in summary}
+    page = (repo / "reports" / "seeds" / "tiny_ner.md").read_text()
+    assert "± " in page and "LoRA − full" in page
+    run(repo, "dvc", "repro", "compare")
+    assert "Across 2 training seeds" in (repo / "reports" / "comparison" / "comparison.md").read_text()

@@ -486,3 +486,26 @@ def test_hub_split_mapped_to_test_is_not_also_validation(monkeypatch: pytest.Mon
     assert sorted(raw) == ["test", "train"] and raw["test"]["id"] == ["c", "d"]
     raw, _ = load_records(QaDownloadParams(source="hub", dataset="squad"))
     assert sorted(raw) == ["train", "validation"]
+
+
+def test_lora_qa_model_reads_token_type_ids(tiny_model_dir: Path) -> None:
+    """peft's QUESTION_ANS wrapper drops token_type_ids; the family must not use it."""
+    import torch
+
+    from reprotune.core.params import LoraTrainParams
+    from reprotune.training.lora import apply_lora
+    from transformers import AutoModelForQuestionAnswering
+
+    torch.manual_seed(0)
+    model = AutoModelForQuestionAnswering.from_pretrained(str(tiny_model_dir))
+    peft_model = apply_lora(model, LoraTrainParams(r=2, alpha=4), FAMILY.peft_task_type, FAMILY.head_modules).eval()
+    ids = torch.tensor([[101, 2054, 102, 2003, 2009, 102]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        zeros = peft_model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).start_logits
+        segments = peft_model(input_ids=ids, attention_mask=mask,
+                              token_type_ids=torch.tensor([[0, 0, 0, 1, 1, 1]])).start_logits
+        merged = peft_model.merge_and_unload()(input_ids=ids, attention_mask=mask,
+                                                token_type_ids=torch.tensor([[0, 0, 0, 1, 1, 1]])).start_logits
+    assert not torch.allclose(zeros, segments), "segment ids must reach the encoder"
+    assert torch.allclose(segments, merged, atol=1e-5)

@@ -11,13 +11,14 @@ import pytest
 
 from reprotune.core.errors import ReprotuneError
 from reprotune.core.params import BootstrapParams, ErrorAnalysisParams, EvaluateParams, SignificanceParams
+from reprotune.evaluation import paired as stage
 from reprotune.evaluation.evaluate import with_intervals
 from reprotune.evaluation.uncertainty import bootstrap_intervals, significance_metrics
 from reprotune.tasks.classification import metrics as classification
 from reprotune.tasks.classification.params import ClassificationMeta
 from reprotune.tasks.ner import metrics as ner
 from reprotune.tasks.ner.params import NerMeta
-from stages import error_analysis as stage
+from stages import error_analysis as error_analysis_stage
 
 NER_META = NerMeta(labels=["O", "B-PER", "I-PER"], types_missing_from_train=[])
 CLS_META = ClassificationMeta(labels=["neg", "pos"], labels_missing_from_train=[], text_fields=["text"], pair=False)
@@ -196,7 +197,7 @@ def test_the_stage_writes_significance_json_and_the_verdicts_into_summary_md(tmp
     for method, rate, seed in (("baseline", 0.1, 1), ("full", 0.5, 2), ("lora", 0.5, 2)):
         ner_frame(hits(40, rate, seed)).to_parquet(tmp_path / "data" / "t" / "predictions" / f"{method}.parquet")
 
-    stage.main(["t"])
+    error_analysis_stage.main(["t"])
 
     flat = json.loads((tmp_path / "metrics" / "t" / "significance.json").read_text())
     assert flat["lora_minus_full.f1.difference"] == 0 and flat["lora_minus_full.f1.significant"] == 0

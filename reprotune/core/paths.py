@@ -64,5 +64,15 @@ def error_summary_file(task: str) -> Path:
     return Path("metrics") / task / "error_summary.json"
 
 
+def significance_file(task: str) -> Path:
+    """Paired tests of the methods against each other (error-analysis)."""
+    return Path("metrics") / task / "significance.json"
+
+
+def seeds_file(task: str) -> Path:
+    """Mean and spread over training seeds (`reprotune-seeds report`)."""
+    return Path("metrics") / task / "seeds.json"
+
+
 def report_dir(task: str) -> Path:
     return Path("reports") / task

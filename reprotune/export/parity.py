@@ -141,6 +141,9 @@ def compare(
     columns = [c for c in dict.fromkeys([*wanted, *input_names]) if c in features.column_names]
     subset = features.select_columns(columns)
     reference = reference.to("cpu").eval()
+    for model in candidates.values():
+        if isinstance(model, torch.nn.Module):
+            model.eval()  # the ONNX exporter restores the mode it found; dropout must be off here
     tallies = {name: _Tally() for name in candidates}
     own = _Tally()
     with torch.inference_mode():

@@ -119,6 +119,19 @@ def verdict_text(significance: dict[str, Any], comparison: str, metric: str, nam
             f"{_p_text(p_value)}: {words} at {level * 100:g}%")
 
 
+def seeds_lines(seeds: dict[str, Any]) -> list[str]:
+    """Mean ± sd over training seeds beside the single-run numbers (`reprotune-seeds report`)."""
+    if not seeds.get("seeds"):
+        return []
+    keys = sorted({key.split(".")[1] for key in seeds if key.startswith("full.") and key.endswith(".mean")})
+    cells = [f"{key} full {seeds[f'full.{key}.mean']:.4f} ± {seeds[f'full.{key}.sd']:.4f}, "
+             f"LoRA {seeds[f'lora.{key}.mean']:.4f} ± {seeds[f'lora.{key}.sd']:.4f}" for key in keys]
+    lines = [f"**Across {seeds['seeds']} training seeds** ({', '.join(map(str, seeds.get('seed_values', [])))}; "
+             "mean ± sd): " + "; ".join(cells) + ".", ""]
+    lines += [f"- pooled over seeds, {metric}: {text}" for metric, text in (seeds.get("verdicts") or {}).items()]
+    return [*lines, ""] if seeds.get("verdicts") else lines
+
+
 def significance_lines(significance: dict[str, Any]) -> list[str]:
     """Per comparison (LoRA against full first) one line per headline metric, from significance.json."""
     lines: list[str] = []
@@ -185,6 +198,7 @@ def build(task_types: dict[str, str], metrics_dir: Path, out_dir: Path) -> str:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
         lines += significance_lines(significance[task])
+        lines += seeds_lines(_read_json(metrics_dir / task / "seeds.json"))
         pictures = []
         eval_dir = metrics_dir / task / "train-full" / "plots" / "metrics" / "eval"
         eval_names = sorted(p.name for p in eval_dir.glob("*.tsv")) if eval_dir.exists() else []

@@ -151,7 +151,10 @@ def _settings(evaluate: QaEvaluateParams, meta: QaMeta) -> Settings:
 
 class QaFamily(TaskFamily[QaTaskParams, QaMeta]):
     name = "qa"
-    peft_task_type = "QUESTION_ANS"
+    # Not "QUESTION_ANS": peft 0.21's PeftModelForQuestionAnswering.forward drops token_type_ids
+    # under LoRA, so a BERT-style model trains and predicts without its segment ids (and its
+    # merged export disagrees with it). The plain PeftModel passes every input through.
+    peft_task_type = None
     head_modules = ("qa_outputs",)
     default_metric = "f1"
     greater_is_better = True
