@@ -83,6 +83,15 @@ class TokenizeParams(Strict):
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
+class EarlyStoppingParams(Strict):
+    """Stop when the selection metric has not improved for `patience` evaluations in a row."""
+
+    patience: int = Field(gt=0, description="evaluations without improvement before training stops")
+    threshold: float = Field(
+        0.0, ge=0, description="an evaluation counts as an improvement only when it beats the best by more than this"
+    )
+
+
 class TrainParams(Strict):
     seed: int = 42
     epochs: float = Field(3.0, gt=0)
@@ -106,6 +115,42 @@ class TrainParams(Strict):
     logging_steps: int = Field(50, gt=0)
     full_determinism: bool = False
     resume: bool = False
+    early_stopping: EarlyStoppingParams | None = Field(
+        None, description="{patience: N, threshold: x} on the selection metric; null: train all epochs/steps"
+    )
+    eval_every: int | None = Field(
+        None, gt=0, description="evaluate and save a checkpoint every N optimizer steps; null: every epoch"
+    )
+    class_weights: Literal["none", "balanced"] | dict[str, float] = Field(
+        "none", description="classification and ner: loss weight per label; balanced = n / (n_classes * count) "
+                            "from the train counts, or {label: weight} (unlisted labels weigh 1.0)"
+    )
+
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _label_names_as_text(cls, value: Any) -> Any:
+        """YAML reads `{0: 2.0}` with a number for a key; label names are compared as text."""
+        if isinstance(value, dict):
+            return {str(int(key)) if isinstance(key, float) and key.is_integer() else str(key): item
+                    for key, item in value.items()}
+        if value is None:
+            return "none"
+        if not isinstance(value, str) or value not in ("none", "balanced"):
+            did = did_you_mean(str(value), ["none", "balanced"]) if isinstance(value, str) else ""
+            raise ValueError(f"class_weights must be none, balanced or a mapping {{label: weight}}{did}")
+        return value
+
+    @field_validator("class_weights")
+    @classmethod
+    def _positive_weights(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            if not value:
+                raise ValueError("class_weights mapping is empty; give {label: weight, ...}, balanced or none")
+            bad = {label: weight for label, weight in value.items() if not weight > 0 or weight == float("inf")}
+            if bad:
+                label, weight = next(iter(bad.items()))
+                raise ValueError(f"class weight of '{label}' must be a positive finite number (got {weight})")
+        return value
 
     @field_validator("optim")
     @classmethod

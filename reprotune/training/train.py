@@ -27,6 +27,15 @@ from reprotune.modeling.model import count_parameters
 from reprotune.modeling.precision import Resolved, resolve
 from reprotune.modeling.tokenizer import load_tokenizer
 from reprotune.tasks.base import TaskFamily
+from reprotune.training.controls import (
+    CLASS_WEIGHT_TASK_TYPES,
+    check_class_weights,
+    class_weight_map,
+    early_stopping_callback,
+    label_counts,
+    stopping_info,
+    weighted_loss_trainer,
+)
 from reprotune.training.lora import apply_lora
 
 
@@ -44,15 +53,23 @@ def resolve_precision(params: TrainParams, where: str = "train.precision") -> Re
     return resolve(params.precision, where)
 
 
+def selection_metric(params: TrainParams, family: TaskFamily[Any, Any]) -> tuple[str, bool]:
+    """The validation metric the best checkpoint (and early stopping) goes by, and its direction."""
+    metric = params.metric_for_best_model or family.default_metric
+    greater = family.greater_is_better if params.metric_for_best_model is None else "loss" not in metric
+    return metric, greater
+
+
 def training_arguments(params: TrainParams, family: TaskFamily[Any, Any], output_dir: Path,
                        where: str = "train.precision") -> Any:
     """HF TrainingArguments from our params; `bf16` on CPU (with use_cpu) makes accelerate
     wrap the forward pass in torch.autocast("cpu", bfloat16). `where` names the precision
-    key in error messages."""
+    key in error messages. `eval_every` evaluates and saves every N steps (the two stay
+    aligned, as load_best_model_at_end needs), else both run once per epoch."""
     from transformers import TrainingArguments
 
-    metric = params.metric_for_best_model or family.default_metric
-    greater = family.greater_is_better if params.metric_for_best_model is None else "loss" not in metric
+    metric, greater = selection_metric(params, family)
+    interval = "epoch" if params.eval_every is None else "steps"
     cuda = torch.cuda.is_available()
     precision = resolve_precision(params, where)
     return TrainingArguments(
@@ -71,8 +88,10 @@ def training_arguments(params: TrainParams, family: TaskFamily[Any, Any], output
         lr_scheduler_type=params.lr_scheduler,
         optim=params.optim,
         max_grad_norm=params.max_grad_norm,
-        eval_strategy="epoch",
-        save_strategy="epoch",
+        eval_strategy=interval,
+        save_strategy=interval,
+        eval_steps=params.eval_every,
+        save_steps=params.eval_every or 500,  # 500: the HF default, unused when saving per epoch
         save_total_limit=2,
         load_best_model_at_end=True,
         metric_for_best_model=metric,
@@ -167,6 +186,20 @@ def ordered_eval_trainer() -> type:
     return OrderedEvalTrainer
 
 
+def loss_weights(params: TrainParams, family: TaskFamily[Any, Any], meta: Any, train_features: Any,
+                 where: str) -> dict[str, float] | None:
+    """label -> loss weight for `class_weights` (in the model's label order), or None."""
+    if params.class_weights == "none":
+        return None
+    labels = list(meta.labels)
+    counts = label_counts(train_features, len(labels)) if params.class_weights == "balanced" else None
+    weights = class_weight_map(params.class_weights, labels, counts, where)
+    if counts is not None:
+        unit = CLASS_WEIGHT_TASK_TYPES[str(family.peft_task_type)]
+        print(f"class_weights: balanced over {sum(counts)} train {unit}: {weights}", file=sys.stderr)
+    return weights
+
+
 def train(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
     """Train one method for one task; write the model out, its train info and dvclive curves."""
     from dvclive import Live
@@ -174,14 +207,17 @@ def train(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
     from transformers.integrations import DVCLiveCallback
 
     params = method_params(task, method)
-    where = f"tasks.{task_name}.train_{method}.precision"
+    section = f"tasks.{task_name}.train_{method}"
+    where = f"{section}.precision"
     precision = resolve_precision(params, where)  # refuse an impossible precision before loading anything
+    family = tasks.family(task.type)
+    check_class_weights(params, family.peft_task_type, task.type, f"{section}.class_weights")
     set_seed(params.seed)
     tokenized_path = paths.tokenized_dir(task_name)
     features = load_dataset_dir(tokenized_path, "tokenize")
     raw = load_dataset_dir(paths.raw_dir(task_name), "download")
-    family = tasks.family(task.type)
     meta = tasks.parse_meta(task.type, read_meta(tokenized_path))
+    weights = loss_weights(params, family, meta, features["train"], f"{section}.class_weights")
     tokenizer = load_tokenizer(task.model, pretokenized=tasks.params_module(task.type).PRETOKENIZED_INPUT)
 
     model = family.build_model(task, meta)
@@ -210,7 +246,13 @@ def train(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
         if main_process:
             live = Live(dir=str(live_tmp), save_dvc_exp=False, dvcyaml=None, report=None, resume=False)
             callbacks.append(DVCLiveCallback(live=live))
-        trainer = family.trainer_class(ordered_eval_trainer())(
+        base = ordered_eval_trainer()
+        if weights is not None:
+            base = weighted_loss_trainer(base, list(weights.values()))
+        stopper = early_stopping_callback(params)
+        if stopper is not None:
+            callbacks.append(stopper)
+        trainer = family.trainer_class(base)(
             model=model,
             args=training_arguments(params, family, checkpoints, where),
             data_collator=family.collator(tokenizer, task, meta),
@@ -236,6 +278,8 @@ def train(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
         "peak_memory_mb": round(peak, 1),
         "peak_memory_kind": peak_kind,
         "best_checkpoint_metric": trainer.state.best_metric,
+        **stopping_info(trainer.state, stopper, *selection_metric(params, family)),
+        "class_weights": weights,
         "resumed_from_checkpoint": bool(resume_from),
         "processes": int(os.environ.get("WORLD_SIZE", "1")),
         **precision.info("train_"),  # train_precision, train_device, train_cpu_bf16
