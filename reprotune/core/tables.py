@@ -1,4 +1,4 @@
-"""Markdown tables for the reports a person reads first (no tabulate dependency)."""
+"""Markdown tables and number wording for the reports a person reads first (no tabulate dependency)."""
 
 from __future__ import annotations
 
@@ -14,3 +14,15 @@ def markdown_table(frame: pd.DataFrame) -> str:
     body = ["| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in row) + " |"
             for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body]) + "\n"
+
+
+def signed(value: float) -> str:
+    """+0.018 / −0.012 (a real minus sign), as differences are written in the reports."""
+    return f"{value:+.3f}".replace("-", "\u2212")
+
+
+def p_text(p_value: float) -> str:
+    """A p-value worded for a sentence: more digits near the thresholds."""
+    if p_value < 0.001:
+        return "p < 0.001"
+    return f"p = {p_value:.3f}" if p_value < 0.1 else f"p = {p_value:.2f}"

@@ -45,6 +45,7 @@ import pandas as pd
 # Additive headlines are defined in reprotune.core.additive, so that the family metrics
 # modules (imported by the train stages too) can build theirs without importing this module.
 from reprotune.core.additive import AdditiveHeadline, Headline, SumsFunction, additive, is_additive
+from reprotune.core.tables import p_text, signed
 
 __all__ = [
     "AdditiveHeadline", "Headline", "SumsFunction", "additive", "is_additive", "bootstrap_intervals",
@@ -400,22 +401,14 @@ def _accuracy(sums: Mapping[str, np.ndarray], n_rows: int) -> dict[str, np.ndarr
 # --------------------------------------------------------------------------- words
 
 
-def _signed(value: float) -> str:
-    return f"{value:+.3f}".replace("-", "\u2212")
-
-
-def _p_text(p_value: float) -> str:
-    if p_value < 0.001:
-        return "p < 0.001"
-    return f"p = {p_value:.3f}" if p_value < 0.1 else f"p = {p_value:.2f}"
 
 
 def verdict(result: PairedResult) -> str:
     """One sentence, e.g. ``"LoRA − full = −0.012 [−0.031, +0.006], p = 0.21: not significant at 95%"``."""
     words = "significant" if result.significant else "not significant"
     return (
-        f"{result.name_b} \u2212 {result.name_a} = {_signed(result.difference)} "
-        f"[{_signed(result.ci_low)}, {_signed(result.ci_high)}], {_p_text(result.p_value)}: "
+        f"{result.name_b} \u2212 {result.name_a} = {signed(result.difference)} "
+        f"[{signed(result.ci_low)}, {signed(result.ci_high)}], {p_text(result.p_value)}: "
         f"{words} at {result.level * 100:g}%"
     )
 

@@ -12,6 +12,18 @@ from reprotune.evaluation.uncertainty import add_intervals
 CITATION = "reprotune: a reproducible DVC pipeline for fine-tuning transformer encoders, full against LoRA."
 
 
+def metric_info(description: str, inputs_description: str, features: dict[str, Any]) -> Any:
+    """The `evaluate.MetricInfo` every module returns from `_info`: only the input features differ."""
+    evaluate = importlib.import_module("evaluate")
+    datasets = importlib.import_module("datasets")
+    return evaluate.MetricInfo(
+        description=description,
+        citation=CITATION,
+        inputs_description=inputs_description,
+        features=datasets.Features(features),
+    )
+
+
 def pipeline_numbers(
     family: str, predictions: pd.DataFrame, meta: Any, resamples: int, seed: int, level: float
 ) -> dict[str, Any]:

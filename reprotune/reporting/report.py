@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from reprotune.core.paths import EVAL_METHODS as METHODS
+from reprotune.core.tables import p_text, signed
 from reprotune.reporting.svg import confusion_chart, line_chart
 
 COST_ROWS = (
@@ -92,14 +93,6 @@ def with_interval(value: Any, bounds: tuple[float, float] | None) -> str:
     return f"{value:.3f} [{bounds[0]:.3f}, {bounds[1]:.3f}]"
 
 
-def _signed(value: float) -> str:
-    return f"{value:+.3f}".replace("-", "\u2212")
-
-
-def _p_text(p_value: float) -> str:
-    if p_value < 0.001:
-        return "p < 0.001"
-    return f"p = {p_value:.3f}" if p_value < 0.1 else f"p = {p_value:.2f}"
 
 
 def verdict_text(significance: dict[str, Any], comparison: str, metric: str, names: tuple[str, str]) -> str | None:
@@ -115,8 +108,8 @@ def verdict_text(significance: dict[str, Any], comparison: str, metric: str, nam
         return None
     level = float(significance.get("level", 0.95))
     words = "significant" if significant else "not significant"
-    return (f"{names[0]} \u2212 {names[1]} = {_signed(difference)} [{_signed(low)}, {_signed(high)}], "
-            f"{_p_text(p_value)}: {words} at {level * 100:g}%")
+    return (f"{names[0]} \u2212 {names[1]} = {signed(difference)} [{signed(low)}, {signed(high)}], "
+            f"{p_text(p_value)}: {words} at {level * 100:g}%")
 
 
 def seeds_lines(seeds: dict[str, Any]) -> list[str]:

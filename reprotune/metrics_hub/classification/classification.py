@@ -9,7 +9,7 @@ from typing import Any
 import datasets
 import pandas as pd
 
-from reprotune.metrics_hub._common import CITATION, pipeline_numbers
+from reprotune.metrics_hub._common import metric_info, pipeline_numbers
 from reprotune.tasks.classification.params import ClassificationMeta
 
 # By name: mypy checks stages/ as top-level modules and would take stages/evaluate.py for the library.
@@ -36,16 +36,13 @@ Example:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Classification(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Value("string"),
-                    "references": datasets.Value("string"),
-                }
-            ),
+        return metric_info(
+            _DESCRIPTION,
+            _KWARGS_DESCRIPTION,
+            {
+                "predictions": datasets.Value("string"),
+                "references": datasets.Value("string"),
+            },
         )
 
     def _compute(self, predictions, references, labels=None, resamples=1000, seed=0, level=0.95):

@@ -10,7 +10,7 @@ from typing import Any
 import datasets
 import pandas as pd
 
-from reprotune.metrics_hub._common import CITATION, pipeline_numbers
+from reprotune.metrics_hub._common import metric_info, pipeline_numbers
 from reprotune.tasks.mlm.params import MaskSettings, MlmMeta
 
 # By name: mypy checks stages/ as top-level modules and would take stages/evaluate.py for the library.
@@ -37,20 +37,17 @@ Example (the pipeline's predictions table `frame`, data/<task>/predictions/<meth
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Mlm(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": {
-                        "loss": datasets.Value("float64"),
-                        "correct": datasets.Value("bool"),
-                        "in_top_k": datasets.Value("bool"),
-                    },
-                    "references": {"block": datasets.Value("int64")},
-                }
-            ),
+        return metric_info(
+            _DESCRIPTION,
+            _KWARGS_DESCRIPTION,
+            {
+                "predictions": {
+                    "loss": datasets.Value("float64"),
+                    "correct": datasets.Value("bool"),
+                    "in_top_k": datasets.Value("bool"),
+                },
+                "references": {"block": datasets.Value("int64")},
+            },
         )
 
     def _compute(self, predictions, references, resamples=1000, seed=0, level=0.95):
