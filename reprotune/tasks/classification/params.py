@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
 from reprotune.core.assets import check_glob_pattern
 from reprotune.core.params import (
@@ -96,10 +96,33 @@ class ClassificationDownloadParams(DownloadParams):
         return self
 
 
+class ClassificationWindows(Strict):
+    """`tokenize.windows`: split a document longer than max_length into overlapping windows."""
+
+    stride: int = Field(gt=0, description="tokens shared by consecutive windows (the tokenizer's `stride`)")
+    aggregate: Literal["mean", "max"] = Field(
+        "mean", description="how a document's window logits combine into its prediction: their mean, "
+                            "or per label the largest")
+
+
 class ClassificationTokenizeParams(TokenizeParams):
     truncation: Literal["longest_first", "only_first", "only_second"] = Field(
-        "longest_first", description="which text of a pair loses tokens beyond max_length"
+        "longest_first", description="which text of a pair loses tokens beyond max_length (with windows: "
+                                     "which text is split into windows; longest_first: the longer one)"
     )
+    windows: ClassificationWindows | None = Field(
+        None, description="null: truncate at max_length; {stride, aggregate}: every window of a long "
+                          "document is trained on with its label, and predictions aggregate the windows' logits"
+    )
+
+    @model_validator(mode="after")
+    def _stride_leaves_room(self) -> ClassificationTokenizeParams:
+        if self.windows is not None and self.windows.stride >= self.max_length - 3:
+            raise ValueError(
+                f"windows.stride must leave room for new tokens in every window: keep it below max_length - 3 "
+                f"(got stride {self.windows.stride} with max_length {self.max_length})"
+            )
+        return self
 
 
 class ClassificationErrorAnalysisParams(ErrorAnalysisParams):
@@ -134,6 +157,16 @@ class ClassificationMeta(Strict):
     """The source columns the text (and text_pair) came from, as the download report names them."""
     pair: bool
     """Sentence pairs: the raw data has a `text_pair` column."""
+    windows: ClassificationWindows | None = None
+    """`tokenize.windows`, which evaluate and predict (which may not read `tokenize`) need to
+    aggregate a document's windows; left out of meta.json when off, so that stays as before."""
+
+    @model_serializer(mode="wrap")
+    def _leave_out_no_windows(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if self.windows is None:
+            data.pop("windows", None)
+        return data
 
 
 PARAMS = ClassificationTaskParams

@@ -1,5 +1,9 @@
 """Token classification (NER) for train, evaluate and predict: the model, word-level
-predictions from the first sub-token of each word, and entity spans for free text."""
+predictions from the first sub-token of each word, and entity spans for free text.
+
+With `tokenize.windows` a sentence spans several feature rows (`example_index`); each word
+takes its prediction from the window where it has the most context (`max_context_words`),
+in validation during training, in evaluate and in `reprotune-predict` alike."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from reprotune.modeling.model import load_labelled_model
 from reprotune.tasks.base import TaskFamily
 from reprotune.tasks.ner.metrics import entities, entity_scores
 from reprotune.tasks.ner.params import NerMeta, NerTaskParams
-from reprotune.tasks.ner.preprocess import tokenize_batch
+from reprotune.tasks.ner.preprocess import tokenize_split
 
 T = TypeVar("T")
 
@@ -38,6 +42,42 @@ def word_predictions(word_ids: Sequence[int], token_predictions: Sequence[T], n_
 def word_tags(labels: list[str], word_ids: Sequence[int], token_predictions: Sequence[int], n_words: int) -> list[str]:
     """One tag per word; a word without sub-token (cut by truncation, dropped by the tokenizer) is 'O'."""
     return [labels[w] if w is not None else "O" for w in word_predictions(word_ids, token_predictions, n_words)]
+
+
+def max_context_words(windows: Sequence[tuple[Sequence[int], Sequence[T]]], n_words: int) -> list[T | None]:
+    """Each word's first-sub-token prediction from the window (word_ids, token predictions)
+    where it has the most context: the largest min(sub-tokens before it, sub-tokens after
+    it) inside the window, ties to the longer window, then the earlier (HF run_qa's "max
+    context" score); None for words no window holds. One window: `word_predictions`."""
+    if len(windows) == 1:
+        return word_predictions(windows[0][0], windows[0][1], n_words)
+    out: list[T | None] = [None] * n_words
+    best = [-1.0] * n_words
+    for word_ids, predictions in windows:
+        content = [word for word in word_ids if word >= 0]
+        first: dict[int, int] = {}
+        last: dict[int, int] = {}
+        for position, word in enumerate(content):
+            first.setdefault(word, position)
+            last[word] = position
+        chosen = word_predictions(word_ids, predictions, n_words)
+        for word, start in first.items():
+            if word >= n_words or chosen[word] is None:
+                continue
+            score = min(start, len(content) - 1 - last[word]) + 0.01 * len(content)
+            if score > best[word]:
+                best[word], out[word] = score, chosen[word]
+    return out
+
+
+def sentence_windows(features: Dataset) -> list[list[int]] | None:
+    """Feature rows per raw sentence (by `example_index`), or None for one row per sentence."""
+    if "example_index" not in features.column_names:
+        return None
+    rows: dict[int, list[int]] = {}
+    for row, example in enumerate(features["example_index"]):
+        rows.setdefault(example, []).append(row)
+    return [rows[example] for example in sorted(rows)]
 
 
 def split_words(text: str) -> list[tuple[str, int, int]]:
@@ -80,15 +120,20 @@ class NerFamily(TaskFamily[NerTaskParams, NerMeta]):
     def train_metrics(self, meta: NerMeta, params: NerTaskParams, raw_eval: Dataset,
                       features_eval: Dataset) -> Callable[[Any], dict[str, float]]:
         """Validation entity scores on words, as the test scores them: each word's first
-        sub-token, words without one (cut by truncation) predicted 'O'. The Trainer validates
-        in dataset order, so row i of the predictions is sentence i."""
+        sub-token (from its max-context window, with windows), words without one (cut by
+        truncation) predicted 'O'. The Trainer validates in dataset order, so row i of the
+        predictions is feature row i (sentence i without windows)."""
         labels, all_word_ids = meta.labels, features_eval["word_ids"]
         tokens, gold = raw_eval["tokens"], raw_eval["tags"]
+        grouped = sentence_windows(features_eval) or [[i] for i in range(len(all_word_ids))]
 
         def compute(prediction: Any) -> dict[str, float]:
             predicted = np.argmax(prediction.predictions, axis=-1)
-            pred_seqs = [word_tags(labels, word_ids, predicted[i, :len(word_ids)].tolist(), len(tokens[i]))
-                         for i, word_ids in enumerate(all_word_ids)]
+            pred_seqs = []
+            for i, rows in enumerate(grouped):
+                windows = [(all_word_ids[r], predicted[r, :len(all_word_ids[r])].tolist()) for r in rows]
+                pred_seqs.append([labels[w] if w is not None else "O"
+                                  for w in max_context_words(windows, len(tokens[i]))])
             scores = entity_scores([list(g) for g in gold], pred_seqs)
             return {key: scores[key] for key in ("precision", "recall", "f1", "token_accuracy")}
 
@@ -101,6 +146,9 @@ class NerFamily(TaskFamily[NerTaskParams, NerMeta]):
         collate = self.collator(tokenizer, params, meta)
         all_word_ids, ids, tokens, gold = features["word_ids"], raw["id"], raw["tokens"], raw["tags"]
         rows: dict[int, dict[str, Any]] = {}
+        grouped = sentence_windows(features)
+        if grouped is not None:
+            return self._predict_windows(model, features, collate, grouped, raw, meta, params)
         for indices, _, output in batches(model, features, collate, params.evaluate.batch_size,
                                           ["input_ids", "attention_mask", "token_type_ids"],
                                           params.evaluate.precision):
@@ -119,6 +167,33 @@ class NerFamily(TaskFamily[NerTaskParams, NerMeta]):
                 }
         return pd.DataFrame([rows[i] for i in sorted(rows)])
 
+    def _predict_windows(self, model: Any, features: Dataset, collate: Callable, grouped: list[list[int]],
+                         raw: Dataset, meta: NerMeta, params: NerTaskParams) -> pd.DataFrame:
+        """`predict` over windowed features: every word from its max-context window."""
+        all_word_ids, ids, tokens, gold = features["word_ids"], raw["id"], raw["tokens"], raw["tags"]
+        window_out: dict[int, tuple[list[int], list[float]]] = {}
+        for indices, _, output in batches(model, features, collate, params.evaluate.batch_size,
+                                          ["input_ids", "attention_mask", "token_type_ids"],
+                                          params.evaluate.precision):
+            probs = torch.softmax(output.logits.float(), dim=-1).cpu()
+            best_prob, best = probs.max(-1)
+            for offset, r in enumerate(indices):
+                length = len(all_word_ids[r])
+                window_out[r] = (best[offset, :length].tolist(), best_prob[offset, :length].tolist())
+        table = []
+        for i, feature_rows in enumerate(grouped):
+            n_words = len(tokens[i])
+            chosen = max_context_words(
+                [(all_word_ids[r], list(zip(*window_out[r]))) for r in feature_rows], n_words)
+            table.append({
+                "id": ids[i],
+                "tokens": list(tokens[i]),
+                "gold": list(gold[i]),
+                "pred": [meta.labels[c[0]] if c is not None else "O" for c in chosen],
+                "score": [round(float(c[1]), 6) if c is not None else 0.0 for c in chosen],
+            })
+        return pd.DataFrame(table)
+
     def predict_records(self, model: Any, tokenizer: Any, records: list[dict[str, Any]], meta: NerMeta,
                         params: NerTaskParams) -> list[dict[str, Any]]:
         """Entities with character offsets, type and score; sub-tokens aggregate to words."""
@@ -126,9 +201,8 @@ class NerFamily(TaskFamily[NerTaskParams, NerMeta]):
         raw = Dataset.from_dict({"id": [str(i) for i in range(len(records))],
                                  "tokens": [[w for w, _, _ in ws] or [""] for ws in words],
                                  "tags": [["O"] * max(1, len(ws)) for ws in words]})
-        features = raw.map(tokenize_batch, batched=True, remove_columns=["tokens", "tags"],
-                           fn_kwargs={"tokenizer": tokenizer, "labels": meta.labels,
-                                      "max_length": params.tokenize.max_length, "label_all_tokens": False})
+        features = tokenize_split(raw, tokenizer, meta.labels, params.tokenize.max_length, False,
+                                  params.tokenize.windows)
         table = self.predict(model, tokenizer, raw, features, meta, params)
         return [
             {"text": record["text"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from reprotune.core.params import (
     DownloadParams,
@@ -36,8 +36,27 @@ class NerDownloadParams(DownloadParams):
         return value
 
 
+class NerWindows(Strict):
+    """`tokenize.windows`: split a sentence longer than max_length into overlapping word windows."""
+
+    stride: int = Field(gt=0, description="sub-tokens (at least, whole words) shared by consecutive windows")
+
+
 class NerTokenizeParams(TokenizeParams):
     label_all_tokens: bool = False
+    windows: NerWindows | None = Field(
+        None, description="null: truncate at max_length (cut words are predicted 'O'); "
+                          "{stride: N}: overlapping word windows, every word predicted from its max-context window"
+    )
+
+    @model_validator(mode="after")
+    def _stride_leaves_room(self) -> NerTokenizeParams:
+        if self.windows is not None and self.windows.stride >= self.max_length - 2:
+            raise ValueError(
+                f"windows.stride must leave room for new words in every window: keep it below max_length - 2 "
+                f"(got stride {self.windows.stride} with max_length {self.max_length})"
+            )
+        return self
 
 
 class NerErrorAnalysisParams(ErrorAnalysisParams):
