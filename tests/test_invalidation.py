@@ -60,10 +60,13 @@ def test_editing_a_family_module_marks_only_the_stages_that_run_it(reproduced: t
                                                                     family: str) -> None:
     repo, _ = reproduced
     task = f"tiny_{family}"
+    model_stages = {"train-full", "train-lora", "baseline", "evaluate-full", "evaluate-lora", "export-full",
+                    "export-lora"}
     expected = {
         "sources.py": {"download"},
-        "preprocess.py": {"tokenize", "train-full", "train-lora", "baseline", "evaluate-full", "evaluate-lora"},
-        "metrics.py": {"train-full", "train-lora", "baseline", "evaluate-full", "evaluate-lora", "error-analysis"},
+        "preprocess.py": {"tokenize", *model_stages},
+        "family.py": model_stages,
+        "metrics.py": {*model_stages, "error-analysis"},
         "analysis.py": {"error-analysis"},
     }
     for module, stages in expected.items():
