@@ -8,7 +8,9 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
+from reprotune.core.atomic import disk_full_message, sweep_stale
 from reprotune.core.errors import ReprotuneError
 
 
@@ -56,17 +58,29 @@ def record_imports(args: list[str]) -> None:
 
 
 def run_stage(main: Callable[[list[str]], str | None], argv: list[str] | None = None) -> None:
-    """Call `main(args)`; print its summary line, or `error: ...` and exit 2 on a ReprotuneError."""
+    """Call `main(args)`; print its summary line, or `error: ...` and exit 2 on a ReprotuneError
+    (or on a full disk anywhere, e.g. in Trainer checkpoints). First remove what killed stages
+    left behind (reprotune.core.atomic.sweep_stale)."""
     quiet_libraries()
     args = sys.argv[1:] if argv is None else argv
     try:
+        sweep_stale()
         summary = main(args)
     except ReprotuneError as exc:
-        print("error: " + str(exc).replace("\r", " ").replace("\n", " "), file=sys.stderr)  # always one line
-        sys.exit(2)
+        fail(str(exc))
+    except OSError as exc:
+        message = disk_full_message(exc)
+        if message is None:
+            raise
+        fail(message)
     record_imports(args)
     if summary:
         print(summary)
+
+
+def fail(message: str) -> NoReturn:
+    print("error: " + message.replace("\r", " ").replace("\n", " "), file=sys.stderr)  # always one line
+    sys.exit(2)
 
 
 def expect_args(args: list[str], names: list[str], script: str) -> list[str]:

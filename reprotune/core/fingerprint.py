@@ -53,9 +53,14 @@ class HashCache:
     def save(self) -> None:
         if not self.dirty or not self.path.parent.is_dir():
             return
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.entries, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.path)
+        # One temporary per process: queued experiments or parallel stages may save at once
+        # (the last complete file wins; a cache miss only costs a re-hash).
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(self.entries, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError:  # a cache: never fail a stage for it (e.g. a full disk)
+            tmp.unlink(missing_ok=True)
 
 
 def path_fingerprint(ref: str, cache: HashCache) -> dict[str, Any]:
