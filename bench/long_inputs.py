@@ -67,8 +67,13 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=32)
     parser.add_argument("--aggregate", default="mean", choices=["mean", "max"])
     parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--max-samples", type=int, nargs=3, metavar=("TRAIN", "VALIDATION", "TEST"),
-                        help="override download.max_samples (default: the task's own)")
+    parser.add_argument(
+        "--max-samples",
+        type=int,
+        nargs=3,
+        metavar=("TRAIN", "VALIDATION", "TEST"),
+        help="override download.max_samples (default: the task's own)",
+    )
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it")
     args = parser.parse_args()
 
@@ -81,34 +86,56 @@ def main() -> None:
         base["download"]["max_samples"] = dict(zip(("train", "validation", "test"), args.max_samples))
     windows = {"stride": args.stride, "aggregate": args.aggregate}
     runs = {"truncation": args.task, "windows": f"{args.task}_windows"}
-    sections = {runs["truncation"]: base,
-                runs["windows"]: {**base, "tokenize": {**base["tokenize"], "windows": windows}}}
+    sections = {
+        runs["truncation"]: base,
+        runs["windows"]: {**base, "tokenize": {**base["tokenize"], "windows": windows}},
+    }
     root = args.keep or Path(tempfile.mkdtemp(prefix="reprotune-long-inputs-"))
     root.mkdir(parents=True, exist_ok=True)
-    (root / "params.yaml").write_text(yaml.safe_dump(
-        {"pipeline": {"tasks": {name: "classification" for name in sections}}, "tasks": sections},
-        sort_keys=False), encoding="utf-8")
+    (root / "params.yaml").write_text(
+        yaml.safe_dump(
+            {"pipeline": {"tasks": {name: "classification" for name in sections}}, "tasks": sections}, sort_keys=False
+        ),
+        encoding="utf-8",
+    )
 
     result: dict[str, Any] = {
-        "task": args.task, "max_length": base["tokenize"]["max_length"], "windows": windows,
-        "epochs": args.epochs, "max_samples": base["download"].get("max_samples"),
-        "command": "python bench/long_inputs.py " + " ".join(sys.argv[1:]), "runs": {},
+        "task": args.task,
+        "max_length": base["tokenize"]["max_length"],
+        "windows": windows,
+        "epochs": args.epochs,
+        "max_samples": base["download"].get("max_samples"),
+        "command": "python bench/long_inputs.py " + " ".join(sys.argv[1:]),
+        "runs": {},
     }
     for label, name in runs.items():
-        seconds = {key: stage(root, module, *extra) for key, module, extra in (
-            ("download", "download", (name,)), ("tokenize", "tokenize_align", (name,)),
-            ("train", "train", (name, "full")), ("evaluate", "evaluate", (name, "full")))}
+        seconds = {
+            key: stage(root, module, *extra)
+            for key, module, extra in (
+                ("download", "download", (name,)),
+                ("tokenize", "tokenize_align", (name,)),
+                ("train", "train", (name, "full")),
+                ("evaluate", "evaluate", (name, "full")),
+            )
+        }
         metrics = json.loads((root / "metrics" / name / "full.json").read_text(encoding="utf-8"))
         report = json.loads((root / "metrics" / name / "tokenize.json").read_text(encoding="utf-8"))
         cost = json.loads((root / "metrics" / name / "full-cost.json").read_text(encoding="utf-8"))
         result["runs"][label] = {
             **{key: metrics[key] for key in KEYS},
             **{f"{key}_ci": [metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")] for key in KEYS[:1]},
-            "tokenize": {split: {key: report[split][key] for key in
-                                 ("examples", "truncated", "tokens_mean", "windows", "examples_windowed")
-                                 if key in report[split]} for split in ("train", "validation", "test")},
-            "train_steps": cost.get("train_steps"), "train_seconds": cost.get("train_seconds"),
-            "eval_seconds": cost.get("eval_seconds"), "stage_seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "tokenize": {
+                split: {
+                    key: report[split][key]
+                    for key in ("examples", "truncated", "tokens_mean", "windows", "examples_windowed")
+                    if key in report[split]
+                }
+                for split in ("train", "validation", "test")
+            },
+            "train_steps": cost.get("train_steps"),
+            "train_seconds": cost.get("train_seconds"),
+            "eval_seconds": cost.get("eval_seconds"),
+            "stage_seconds": {k: round(v, 1) for k, v in seconds.items()},
         }
     other = "max" if args.aggregate == "mean" else "mean"
     scores = other_aggregate(root, runs["windows"], other)

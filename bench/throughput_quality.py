@@ -22,18 +22,17 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset, DatasetDict
-
-from reprotune.evaluation.uncertainty import additive, paired_difference, verdict
-from reprotune.modeling.precision import cpu_bf16_support, resolve
-
-from reprotune.sources.splits import limit_samples
-from reprotune.modeling.tokenizer import load_tokenizer
-from reprotune.core.params import read_params
-from reprotune.tasks import validate_task
-from reprotune.training.train import ordered_eval_trainer, training_arguments
 from throughput_align import wikiann
 from throughput_device import MemoryMeter, PrecisionFlags, cuda
 from throughput_train import quiet
+
+from reprotune.core.params import read_params
+from reprotune.evaluation.uncertainty import additive, paired_difference, verdict
+from reprotune.modeling.precision import cpu_bf16_support, resolve
+from reprotune.modeling.tokenizer import load_tokenizer
+from reprotune.sources.splits import limit_samples
+from reprotune.tasks import validate_task
+from reprotune.training.train import ordered_eval_trainer, training_arguments
 
 TASK = "wikiann_local"
 SPLIT_FILES = {"train": "train", "validation": "dev", "test": "test"}
@@ -56,13 +55,28 @@ def seed_style_arguments(params: Any, output_dir: Path) -> Any:
     from transformers import TrainingArguments
 
     return TrainingArguments(
-        output_dir=str(output_dir), seed=params.seed, data_seed=params.seed, num_train_epochs=params.epochs,
-        learning_rate=params.learning_rate, per_device_train_batch_size=params.batch_size,
-        per_device_eval_batch_size=params.eval_batch_size, weight_decay=params.weight_decay,
-        warmup_steps=params.warmup if params.warmup < 1 else int(params.warmup), lr_scheduler_type=params.lr_scheduler,
-        max_grad_norm=params.max_grad_norm, eval_strategy="epoch", save_strategy="epoch", save_total_limit=2,
-        load_best_model_at_end=True, metric_for_best_model="f1", greater_is_better=True, optim="adamw_torch",
-        report_to="none", disable_tqdm=True, use_cpu=not cuda(), remove_unused_columns=False,
+        output_dir=str(output_dir),
+        seed=params.seed,
+        data_seed=params.seed,
+        num_train_epochs=params.epochs,
+        learning_rate=params.learning_rate,
+        per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.eval_batch_size,
+        weight_decay=params.weight_decay,
+        warmup_steps=params.warmup if params.warmup < 1 else int(params.warmup),
+        lr_scheduler_type=params.lr_scheduler,
+        max_grad_norm=params.max_grad_norm,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="f1",
+        greater_is_better=True,
+        optim="adamw_torch",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=not cuda(),
+        remove_unused_columns=False,
     )
 
 
@@ -95,13 +109,29 @@ def sentence_counts(predictions: Any) -> Any:
 def paired_f1(results: dict[str, dict[str, Any]], names: tuple[str, str], level: float = 0.95) -> dict[str, Any]:
     """The paired bootstrap of F1(b) - F1(a) over the same test sentences."""
     a, b = names
-    paired = paired_difference(results[a].pop("_counts"), results[b].pop("_counts"), entity_f1, "f1",
-                               n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED, level=level, names=names)
+    paired = paired_difference(
+        results[a].pop("_counts"),
+        results[b].pop("_counts"),
+        entity_f1,
+        "f1",
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        seed=BOOTSTRAP_SEED,
+        level=level,
+        names=names,
+    )
     return {**paired.to_dict(), "verdict": verdict(paired)}
 
 
-def train_and_score(style: str, task: Any, family: Any, tokenizer: Any, raw: DatasetDict, features: DatasetDict,
-                    meta: Any, flags: PrecisionFlags) -> dict[str, Any]:
+def train_and_score(
+    style: str,
+    task: Any,
+    family: Any,
+    tokenizer: Any,
+    raw: DatasetDict,
+    features: DatasetDict,
+    meta: Any,
+    flags: PrecisionFlags,
+) -> dict[str, Any]:
     """Train and score one path: `seed` (the notebooks' settings), `fast` (the train stage
     at the task's precision), or `fp32`/`bf16` (the train stage at that precision, evaluated
     at it too)."""
@@ -115,10 +145,12 @@ def train_and_score(style: str, task: Any, family: Any, tokenizer: Any, raw: Dat
         set_seed(task.train_full.seed)
         model = family.build_model(task, meta)
         if style in ("fp32", "bf16"):
-            task = task.model_copy(update={
-                "train_full": task.train_full.model_copy(update={"precision": style}),
-                "evaluate": task.evaluate.model_copy(update={"precision": style}),
-            })
+            task = task.model_copy(
+                update={
+                    "train_full": task.train_full.model_copy(update={"precision": style}),
+                    "evaluate": task.evaluate.model_copy(update={"precision": style}),
+                }
+            )
         if style != "seed":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
@@ -131,12 +163,19 @@ def train_and_score(style: str, task: Any, family: Any, tokenizer: Any, raw: Dat
         columns = family.model_columns()
         train_set = features["train"].select_columns([c for c in columns if c in features["train"].column_names])
         eval_set = features["validation"].select_columns(
-            [c for c in columns if c in features["validation"].column_names])
-        trainer = quiet(ordered_eval_trainer()(
-            model=model, args=args, data_collator=collate, train_dataset=train_set, eval_dataset=eval_set,
-            processing_class=tokenizer,
-            compute_metrics=family.train_metrics(meta, task, raw["validation"], features["validation"]),
-        ))
+            [c for c in columns if c in features["validation"].column_names]
+        )
+        trainer = quiet(
+            ordered_eval_trainer()(
+                model=model,
+                args=args,
+                data_collator=collate,
+                train_dataset=train_set,
+                eval_dataset=eval_set,
+                processing_class=tokenizer,
+                compute_metrics=family.train_metrics(meta, task, raw["validation"], features["validation"]),
+            )
+        )
         with MemoryMeter() as memory:
             started = time.perf_counter()
             result = trainer.train()
@@ -148,20 +187,33 @@ def train_and_score(style: str, task: Any, family: Any, tokenizer: Any, raw: Dat
         return {
             "_counts": sentence_counts(predictions),  # taken out by paired_f1
             "eval_precision": evaluated.dtype,  # the test predictions, through the evaluate stage's predict
-            "f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"],
-            "best_validation_f1": trainer.state.best_metric, "train_seconds": round(seconds, 2),
+            "f1": scores["f1"],
+            "precision": scores["precision"],
+            "recall": scores["recall"],
+            "best_validation_f1": trainer.state.best_metric,
+            "train_seconds": round(seconds, 2),
             "train_samples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 2),
-            "steps": int(result.global_step), "peak_memory_mb": round(memory.peak_mb, 1), "memory_kind": memory.kind,
+            "steps": int(result.global_step),
+            "peak_memory_mb": round(memory.peak_mb, 1),
+            "memory_kind": memory.kind,
             "precision_mode": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
-            "sampling": args.train_sampling_strategy, "optimizer": str(getattr(args.optim, "value", args.optim)),
+            "sampling": args.train_sampling_strategy,
+            "optimizer": str(getattr(args.optim, "value", args.optim)),
         }
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
         flags.restore()
 
 
-def run_quality(repo: Path, data_dir: Path, model_ref: str, sizes: dict[str, int], epochs: float | None,
-                tolerance: float, compare: str = "styles") -> dict[str, Any]:
+def run_quality(
+    repo: Path,
+    data_dir: Path,
+    model_ref: str,
+    sizes: dict[str, int],
+    epochs: float | None,
+    tolerance: float,
+    compare: str = "styles",
+) -> dict[str, Any]:
     from reprotune.tasks import family as get_family
     from reprotune.tasks.ner import preprocess
     from reprotune.tasks.ner.params import PRETOKENIZED_INPUT
@@ -184,12 +236,23 @@ def run_quality(repo: Path, data_dir: Path, model_ref: str, sizes: dict[str, int
     delta = results[b]["f1"] - results[a]["f1"]
     paired = paired_f1(results, names)
     return {
-        "task": TASK, "model": model_ref, "sizes": {split: len(raw[split]) for split in raw}, "compare": compare,
-        "paths": list(names), "cpu_bf16": cpu_bf16_support()[0], "cpu_bf16_detail": cpu_bf16_support()[1],
-        "hyperparameters": {key: getattr(task.train_full, key) for key in
-                            ("epochs", "learning_rate", "batch_size", "weight_decay", "warmup", "seed")},
-        **results, "delta_f1": round(delta, 6), "tolerance": tolerance,
-        "within_tolerance": abs(delta) <= tolerance, "paired_f1": paired,
+        "task": TASK,
+        "model": model_ref,
+        "sizes": {split: len(raw[split]) for split in raw},
+        "compare": compare,
+        "paths": list(names),
+        "cpu_bf16": cpu_bf16_support()[0],
+        "cpu_bf16_detail": cpu_bf16_support()[1],
+        "hyperparameters": {
+            key: getattr(task.train_full, key)
+            for key in ("epochs", "learning_rate", "batch_size", "weight_decay", "warmup", "seed")
+        },
+        **results,
+        "delta_f1": round(delta, 6),
+        "tolerance": tolerance,
+        "within_tolerance": abs(delta) <= tolerance,
+        "paired_f1": paired,
         "speedup": round(results[a]["train_seconds"] / results[b]["train_seconds"], 2)
-        if results[b]["train_seconds"] else None,
+        if results[b]["train_seconds"]
+        else None,
     }

@@ -22,13 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset
+from throughput_device import MemoryMeter, PrecisionFlags, cpu_bf16, cuda, matmul_tf32, release_memory, synchronize
 
+from reprotune.core.params import EvaluateParams, LoraTrainParams, TrainParams
 from reprotune.modeling.inference import batches
 from reprotune.training.lora import apply_lora
-from reprotune.core.params import EvaluateParams, LoraTrainParams, TrainParams
 from reprotune.training.train import ordered_eval_trainer, training_arguments
-from throughput_device import (MemoryMeter, PrecisionFlags, cpu_bf16, cuda, matmul_tf32, release_memory,
-                               synchronize)
 
 NUM_LABELS = 7  # WikiANN: O + B/I of PER, ORG, LOC
 SEED = 42
@@ -44,8 +43,10 @@ class ModelSpec:
     intermediate: int
 
 
-REAL_MODELS = (ModelSpec("bert-base", "bert", 12, 768, 12, 3072),
-               ModelSpec("distilbert-base", "distilbert", 6, 768, 12, 3072))
+REAL_MODELS = (
+    ModelSpec("bert-base", "bert", 12, 768, 12, 3072),
+    ModelSpec("distilbert-base", "distilbert", 6, 768, 12, 3072),
+)
 SMOKE_MODELS = (ModelSpec("bert-tiny", "bert", 2, 32, 2, 64), ModelSpec("distilbert-tiny", "distilbert", 2, 32, 2, 64))
 CPU_MODELS = (ModelSpec("minilm-l6", "bert", 6, 384, 12, 1536),)
 """The default encoder's shape, for runs on CPU (pick it with --models minilm-l6)."""
@@ -83,11 +84,17 @@ def build_model(spec: ModelSpec) -> torch.nn.Module:
 
     torch.manual_seed(SEED)
     if spec.kind == "bert":
-        config = BertConfig(hidden_size=spec.hidden, num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
-                            intermediate_size=spec.intermediate, num_labels=NUM_LABELS)
+        config = BertConfig(
+            hidden_size=spec.hidden,
+            num_hidden_layers=spec.layers,
+            num_attention_heads=spec.heads,
+            intermediate_size=spec.intermediate,
+            num_labels=NUM_LABELS,
+        )
         return BertForTokenClassification(config)
-    config = DistilBertConfig(dim=spec.hidden, n_layers=spec.layers, n_heads=spec.heads, hidden_dim=spec.intermediate,
-                              num_labels=NUM_LABELS)
+    config = DistilBertConfig(
+        dim=spec.hidden, n_layers=spec.layers, n_heads=spec.heads, hidden_dim=spec.intermediate, num_labels=NUM_LABELS
+    )
     return DistilBertForTokenClassification(config)
 
 
@@ -139,9 +146,19 @@ def seed_arguments(output_dir: Path, batch_size: int, max_steps: int) -> Any:
 
     # tf32 is left unset: the notebooks never touched it, and train_row restores torch's defaults
     return TrainingArguments(
-        output_dir=str(output_dir), per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
-        learning_rate=2e-5, weight_decay=0.01, max_steps=max_steps, seed=SEED, optim="adamw_torch",
-        eval_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=not cuda(),
+        output_dir=str(output_dir),
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        learning_rate=2e-5,
+        weight_decay=0.01,
+        max_steps=max_steps,
+        seed=SEED,
+        optim="adamw_torch",
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=not cuda(),
         remove_unused_columns=False,
     )
 
@@ -149,14 +166,21 @@ def seed_arguments(output_dir: Path, batch_size: int, max_steps: int) -> Any:
 def fast_arguments(output_dir: Path, config: RunConfig, max_steps: int) -> Any:
     """The project's TrainingArguments for these params, minus per-epoch evaluation and saving."""
     model = LoraTrainParams if config.method == "lora" else TrainParams
-    params = model(batch_size=config.batch_size, max_steps=max_steps, torch_compile=config.compile,
-                   dataloader_workers=config.workers, metric_for_best_model="loss", precision=config.precision)
+    params = model(
+        batch_size=config.batch_size,
+        max_steps=max_steps,
+        torch_compile=config.compile,
+        dataloader_workers=config.workers,
+        metric_for_best_model="loss",
+        precision=config.precision,
+    )
     # metric_for_best_model is set, so training_arguments never reads the family argument
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         args = training_arguments(params, None, output_dir)  # type: ignore[arg-type]
-        return dataclasses.replace(args, eval_strategy="no", save_strategy="no", load_best_model_at_end=False,
-                                   disable_tqdm=True)
+        return dataclasses.replace(
+            args, eval_strategy="no", save_strategy="no", load_best_model_at_end=False, disable_tqdm=True
+        )
 
 
 def collator(tokenizer: Any, style: str) -> Any:
@@ -209,6 +233,7 @@ def timed_trainer(warmup: int, max_steps: int, base: type | None = None) -> tupl
 @dataclass(frozen=True)
 class TimedRun:
     """What one measured training run saw over the steps after warm-up."""
+
     seconds: float
     samples: int
     tokens: int
@@ -218,21 +243,44 @@ class TimedRun:
     training_loss: float
 
 
-def timed_training(model: Any, args: Any, train_set: Dataset, collate: Any, tokenizer: Any, warmup: int,
-                   max_steps: int, base: type | None = None) -> TimedRun:
+def timed_training(
+    model: Any,
+    args: Any,
+    train_set: Dataset,
+    collate: Any,
+    tokenizer: Any,
+    warmup: int,
+    max_steps: int,
+    base: type | None = None,
+) -> TimedRun:
     """Train `max_steps` steps under the step clock and the memory meter."""
     trainer_class, record = timed_trainer(warmup, max_steps, base)
     with MemoryMeter() as memory:
-        trainer = trainer_class(model=model, args=args, train_dataset=train_set, data_collator=collate,
-                                processing_class=tokenizer)
+        trainer = trainer_class(
+            model=model, args=args, train_dataset=train_set, data_collator=collate, processing_class=tokenizer
+        )
         result = trainer.train()
-    return TimedRun(seconds=record["end"] - record["start"], samples=sum(record["samples"][warmup:]),
-                    tokens=int(torch.stack(record["tokens"][warmup:]).sum()), padded=sum(record["padded"][warmup:]),
-                    peak_mb=memory.peak_mb, memory_kind=memory.kind, training_loss=float(result.training_loss))
+    return TimedRun(
+        seconds=record["end"] - record["start"],
+        samples=sum(record["samples"][warmup:]),
+        tokens=int(torch.stack(record["tokens"][warmup:]).sum()),
+        padded=sum(record["padded"][warmup:]),
+        peak_mb=memory.peak_mb,
+        memory_kind=memory.kind,
+        training_loss=float(result.training_loss),
+    )
 
 
-def train_row(spec: ModelSpec, config: RunConfig, features: Dataset, tokenizer: Any, warmup: int, steps: int,
-              peak_tflops: float | None, flags: PrecisionFlags) -> dict[str, Any]:
+def train_row(
+    spec: ModelSpec,
+    config: RunConfig,
+    features: Dataset,
+    tokenizer: Any,
+    warmup: int,
+    steps: int,
+    peak_tflops: float | None,
+    flags: PrecisionFlags,
+) -> dict[str, Any]:
     """Train `warmup + steps` optimizer steps; rates cover the last `steps` only."""
     flags.restore()
     max_steps = warmup + steps
@@ -244,26 +292,41 @@ def train_row(spec: ModelSpec, config: RunConfig, features: Dataset, tokenizer: 
         if config.method == "lora":
             model = apply_lora(model, LoraTrainParams(), "TOKEN_CLS", ("classifier",))
         total, trainable, per_token = flops_per_token(model)
-        args = (seed_arguments(output_dir, config.batch_size, max_steps) if config.style == "seed"
-                else fast_arguments(output_dir, config, max_steps))
+        args = (
+            seed_arguments(output_dir, config.batch_size, max_steps)
+            if config.style == "seed"
+            else fast_arguments(output_dir, config, max_steps)
+        )
         run = timed_training(model, args, train_set, collator(tokenizer, config.style), tokenizer, warmup, max_steps)
         seconds, samples, tokens, padded = run.seconds, run.samples, run.tokens, run.padded
         precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
         if precision == "fp32" and cuda() and matmul_tf32():
             precision = "fp32+tf32"
         row = {
-            "model": spec.name, "method": config.method, "style": config.style, "config": config.label,
-            "batch_size": config.batch_size, "compile": config.compile, "workers": config.workers,
+            "model": spec.name,
+            "method": config.method,
+            "style": config.style,
+            "config": config.label,
+            "batch_size": config.batch_size,
+            "compile": config.compile,
+            "workers": config.workers,
             "precision_param": config.precision if config.style == "fast" else "n/a (seed: fp32)",
-            "precision": precision, "optimizer": str(args.optim.value if hasattr(args.optim, "value") else args.optim),
+            "precision": precision,
+            "optimizer": str(args.optim.value if hasattr(args.optim, "value") else args.optim),
             "sampling": getattr(args, "train_sampling_strategy", "random"),
-            "steps_measured": steps, "warmup_steps": warmup, "seconds": round(seconds, 4),
-            "samples_per_s": round(samples / seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
+            "steps_measured": steps,
+            "warmup_steps": warmup,
+            "seconds": round(seconds, 4),
+            "samples_per_s": round(samples / seconds, 2),
+            "tokens_per_s": round(tokens / seconds, 1),
             "padding_fraction": round(1 - tokens / padded, 4) if padded else None,
             "step_time_ms": round(1000 * seconds / steps, 3),
-            "peak_memory_mb": round(run.peak_mb, 1), "memory_kind": run.memory_kind,
-            "params": sum(p.numel() for p in model.parameters()), "matmul_params": total,
-            "trainable_matmul_params": trainable, "flops_per_token": per_token,
+            "peak_memory_mb": round(run.peak_mb, 1),
+            "memory_kind": run.memory_kind,
+            "params": sum(p.numel() for p in model.parameters()),
+            "matmul_params": total,
+            "trainable_matmul_params": trainable,
+            "flops_per_token": per_token,
             "achieved_tflops": round(per_token * tokens / seconds / 1e12, 3),
         }
         row["mfu"] = round(row["achieved_tflops"] / peak_tflops, 4) if peak_tflops else "n/a"
@@ -294,20 +357,38 @@ def infer_rows(spec: ModelSpec, features: Dataset, tokenizer: Any, warm: int) ->
     from transformers import Trainer
 
     output_dir = Path(tempfile.mkdtemp(prefix="reprotune-throughput-"))
-    seed_trainer = quiet(Trainer(model=model, args=seed_arguments(output_dir, 16, 1),
-                                 data_collator=collator(tokenizer, "seed"), processing_class=tokenizer))
+    seed_trainer = quiet(
+        Trainer(
+            model=model,
+            args=seed_arguments(output_dir, 16, 1),
+            data_collator=collator(tokenizer, "seed"),
+            processing_class=tokenizer,
+        )
+    )
 
     def seed_pass(subset: Dataset) -> None:
         seed_trainer.predict(subset)
 
-    runs = [("seed: Trainer.predict fp32", 16, seed_pass),
-            ("pipeline: inference.batches fp32", EvaluateParams().batch_size, lambda s: pipeline_pass(s, "fp32"))]
+    runs = [
+        ("seed: Trainer.predict fp32", 16, seed_pass),
+        ("pipeline: inference.batches fp32", EvaluateParams().batch_size, lambda s: pipeline_pass(s, "fp32")),
+    ]
     if cuda():
-        runs.append(("pipeline: inference.batches precision auto (bf16/fp16 autocast)", EvaluateParams().batch_size,
-                     lambda s: pipeline_pass(s, "auto")))
+        runs.append(
+            (
+                "pipeline: inference.batches precision auto (bf16/fp16 autocast)",
+                EvaluateParams().batch_size,
+                lambda s: pipeline_pass(s, "auto"),
+            )
+        )
     elif cpu_bf16():
-        runs.append(("pipeline: inference.batches bf16 (CPU autocast; what auto picks here)",
-                     EvaluateParams().batch_size, lambda s: pipeline_pass(s, "bf16")))
+        runs.append(
+            (
+                "pipeline: inference.batches bf16 (CPU autocast; what auto picks here)",
+                EvaluateParams().batch_size,
+                lambda s: pipeline_pass(s, "bf16"),
+            )
+        )
     flags = PrecisionFlags()
     for label, batch_size, run in runs:
         flags.restore()
@@ -318,20 +399,30 @@ def infer_rows(spec: ModelSpec, features: Dataset, tokenizer: Any, warm: int) ->
             run(data)
             synchronize()
             seconds = time.perf_counter() - started
-        rows.append({"model": spec.name, "path": label, "batch_size": batch_size, "examples": len(data),
-                     "precision": "fp32" if "fp32" in label else "bf16" if "bf16" in label and not cuda() else "auto",
-                     "seconds": round(seconds, 4), "examples_per_s": round(len(data) / seconds, 1),
-                     "tokens_per_s": round(tokens / seconds, 1), "peak_memory_mb": round(memory.peak_mb, 1),
-                     "memory_kind": memory.kind})
+        rows.append(
+            {
+                "model": spec.name,
+                "path": label,
+                "batch_size": batch_size,
+                "examples": len(data),
+                "precision": "fp32" if "fp32" in label else "bf16" if "bf16" in label and not cuda() else "auto",
+                "seconds": round(seconds, 4),
+                "examples_per_s": round(len(data) / seconds, 1),
+                "tokens_per_s": round(tokens / seconds, 1),
+                "peak_memory_mb": round(memory.peak_mb, 1),
+                "memory_kind": memory.kind,
+            }
+        )
     flags.restore()
     base = rows[0]["examples_per_s"]
-    fp32 = next(row["examples_per_s"] for row in rows
-                if row["path"].startswith("pipeline") and row["precision"] == "fp32")
+    fp32 = next(
+        row["examples_per_s"] for row in rows if row["path"].startswith("pipeline") and row["precision"] == "fp32"
+    )
     for row in rows:
         row["speedup"] = round(row["examples_per_s"] / base, 2)
         row["vs_pipeline_fp32"] = round(row["examples_per_s"] / fp32, 2) if row["path"].startswith("pipeline") else None
     shutil.rmtree(output_dir, ignore_errors=True)
-    del model, seed_trainer
+    model = seed_trainer = None  # drop the references so the next rows start from empty memory
     release_memory()
     return rows
 
@@ -341,27 +432,55 @@ def add_speedups(rows: list[dict[str, Any]]) -> None:
     reduced-precision fast rows relative to the fast fp32 row of the same batch size
     (`vs_fast_fp32`)."""
     for row in rows:
-        seed = next((r for r in rows if r["model"] == row["model"] and r["method"] == row["method"]
-                     and r["style"] == "seed"), None)
+        seed = next(
+            (r for r in rows if r["model"] == row["model"] and r["method"] == row["method"] and r["style"] == "seed"),
+            None,
+        )
         row["speedup"] = round(row["samples_per_s"] / seed["samples_per_s"], 2) if seed else None
-        fp32 = next((r for r in rows if r["model"] == row["model"] and r["method"] == row["method"]
-                     and r["style"] == "fast" and r.get("precision_param") == "fp32"
-                     and r["batch_size"] == row["batch_size"] and r["compile"] == row["compile"]
-                     and r["workers"] == row["workers"]), None)
-        row["vs_fast_fp32"] = (round(row["samples_per_s"] / fp32["samples_per_s"], 2)
-                               if fp32 and row["style"] == "fast" else None)
+        fp32 = next(
+            (
+                r
+                for r in rows
+                if r["model"] == row["model"]
+                and r["method"] == row["method"]
+                and r["style"] == "fast"
+                and r.get("precision_param") == "fp32"
+                and r["batch_size"] == row["batch_size"]
+                and r["compile"] == row["compile"]
+                and r["workers"] == row["workers"]
+            ),
+            None,
+        )
+        row["vs_fast_fp32"] = (
+            round(row["samples_per_s"] / fp32["samples_per_s"], 2) if fp32 and row["style"] == "fast" else None
+        )
 
 
 def lora_memory(rows: list[dict[str, Any]], target: float) -> list[dict[str, Any]]:
     """LoRA peak memory over full fine-tuning peak memory, per model and configuration."""
     out = []
     for lora in (r for r in rows if r["method"] == "lora"):
-        full = next((r for r in rows if r["method"] == "full" and r["model"] == lora["model"]
-                     and r["config"] == lora["config"]), None)
+        full = next(
+            (
+                r
+                for r in rows
+                if r["method"] == "full" and r["model"] == lora["model"] and r["config"] == lora["config"]
+            ),
+            None,
+        )
         if full is None or not full["peak_memory_mb"]:
             continue
         ratio = lora["peak_memory_mb"] / full["peak_memory_mb"]
-        out.append({"model": lora["model"], "config": lora["config"], "full_mb": full["peak_memory_mb"],
-                    "lora_mb": lora["peak_memory_mb"], "ratio": round(ratio, 3), "memory_kind": lora["memory_kind"],
-                    "target": target, "meets_target": (ratio <= target) if cuda() else "n/a (CPU RSS)"})
+        out.append(
+            {
+                "model": lora["model"],
+                "config": lora["config"],
+                "full_mb": full["peak_memory_mb"],
+                "lora_mb": lora["peak_memory_mb"],
+                "ratio": round(ratio, 3),
+                "memory_kind": lora["memory_kind"],
+                "target": target,
+                "meets_target": (ratio <= target) if cuda() else "n/a (CPU RSS)",
+            }
+        )
     return out

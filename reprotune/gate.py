@@ -108,8 +108,12 @@ def _file_key(rel: PurePosixPath) -> tuple[str, str] | None:
 
 
 def is_quality(method: str) -> bool:
-    return ("/" not in method and not method.endswith("-cost") and not method.startswith("export-")
-            and method not in AUX_FILES)
+    return (
+        "/" not in method
+        and not method.endswith("-cost")
+        and not method.startswith("export-")
+        and method not in AUX_FILES
+    )
 
 
 def _parse(text: str, where: str) -> dict[str, float]:
@@ -252,8 +256,15 @@ def _rule_for(rules: dict[str, GateRule], method: str, metric: str, quality: boo
 
 
 def compare_metric(
-    task: str, method: str, metric: str, old: float, new: float, rule: GateRule | None, quality: bool,
-    old_ci: tuple[float, float] | None = None, new_ci: tuple[float, float] | None = None,
+    task: str,
+    method: str,
+    metric: str,
+    old: float,
+    new: float,
+    rule: GateRule | None,
+    quality: bool,
+    old_ci: tuple[float, float] | None = None,
+    new_ci: tuple[float, float] | None = None,
 ) -> Row:
     row = Row(task, method, metric, old, new, "unchanged", old_ci=old_ci, new_ci=new_ci)
     if old == new or (math.isnan(old) and math.isnan(new)):
@@ -336,13 +347,26 @@ def compare(
                     continue
                 if metric not in old or metric not in new:
                     report.rows.append(
-                        Row(task, method, metric, old.get(metric), new.get(metric),
-                            "new" if metric not in old else "removed")
+                        Row(
+                            task,
+                            method,
+                            metric,
+                            old.get(metric),
+                            new.get(metric),
+                            "new" if metric not in old else "removed",
+                        )
                     )
                     continue
                 row = compare_metric(
-                    task, method, metric, old[metric], new[metric], _rule_for(task_rules, method, metric, quality),
-                    quality, old_ci.get(metric), new_ci.get(metric),
+                    task,
+                    method,
+                    metric,
+                    old[metric],
+                    new[metric],
+                    _rule_for(task_rules, method, metric, quality),
+                    quality,
+                    old_ci.get(metric),
+                    new_ci.get(metric),
                 )
                 if row.verdict != "unchanged" or show_all:
                     report.rows.append(row)
@@ -387,14 +411,17 @@ def build_parser() -> argparse.ArgumentParser:
         "dropped by more than its tolerance (tasks.<task>.gate in params.yaml).",
     )
     parser.add_argument(
-        "rev", nargs="?", default=None,
+        "rev",
+        nargs="?",
+        default=None,
         help="git revision to compare with (default: origin/$GITHUB_BASE_REF or "
         "origin/$CI_MERGE_REQUEST_TARGET_BRANCH_NAME when set, else HEAD)",
     )
     parser.add_argument("--md", metavar="FILE", help="also write the Markdown table to FILE")
     parser.add_argument("--all", action="store_true", help="list unchanged metrics too")
     parser.add_argument(
-        "--include-cost", action="store_true",
+        "--include-cost",
+        action="store_true",
         help="also compare cost, training-curve, tokenize and error-summary metrics "
         "(they gate only when named in gate)",
     )

@@ -49,8 +49,14 @@ def read_records(texts: list[str], source: str | None, fields: tuple[str, ...]) 
     return records
 
 
-def predict(task_name: str, method: str, records: list[dict[str, Any]], params_path: str = "params.yaml",
-            fmt: str = "checkpoint", int8: bool = False) -> list[dict]:
+def predict(
+    task_name: str,
+    method: str,
+    records: list[dict[str, Any]],
+    params_path: str = "params.yaml",
+    fmt: str = "checkpoint",
+    int8: bool = False,
+) -> list[dict]:
     if fmt != "checkpoint" or int8:
         from reprotune.export.runtime import load_predictor
 
@@ -70,16 +76,21 @@ def predict(task_name: str, method: str, records: list[dict[str, Any]], params_p
 
 
 def main(argv: list[str]) -> str | None:
-    parser = argparse.ArgumentParser(prog="reprotune-predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="reprotune-predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("task", help="a task name from params.yaml")
     parser.add_argument("--method", default="full", choices=["full", "lora"])
     parser.add_argument("--text", action="append", default=[], help="an input text (repeatable)")
     parser.add_argument("--input", help="file with one record per line, '-' for stdin")
     parser.add_argument("--output", help="write JSON lines here instead of stdout")
     parser.add_argument("--html", help="also write NER entities as highlighted HTML")
-    parser.add_argument("--format", default="checkpoint", choices=["checkpoint", "onnx"],
-                        help="checkpoint: the trained model; onnx: models/<task>/export-<method>/onnx/model.onnx")
+    parser.add_argument(
+        "--format",
+        default="checkpoint",
+        choices=["checkpoint", "onnx"],
+        help="checkpoint: the trained model; onnx: models/<task>/export-<method>/onnx/model.onnx",
+    )
     parser.add_argument("--int8", action="store_true", help="with --format onnx: the int8-quantized model")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)

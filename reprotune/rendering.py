@@ -13,10 +13,10 @@ def render_html(results: list[dict[str, Any]]) -> str:
     for result in results:
         text, cursor, parts = result["text"], 0, []
         for entity in result.get("entities", []):
-            parts.append(html.escape(text[cursor:entity["start"]]))
+            parts.append(html.escape(text[cursor : entity["start"]]))
             parts.append(
-                f'<mark title="{entity["score"]:.2f}">{html.escape(text[entity["start"]:entity["end"]])}'
-                f'<sub>{html.escape(entity["type"])}</sub></mark>'
+                f'<mark title="{entity["score"]:.2f}">{html.escape(text[entity["start"] : entity["end"]])}'
+                f"<sub>{html.escape(entity['type'])}</sub></mark>"
             )
             cursor = entity["end"]
         parts.append(html.escape(text[cursor:]))

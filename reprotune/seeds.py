@@ -51,7 +51,8 @@ def run_seeds(task_name: str, seeds: list[int]) -> list[str]:
     names = []
     for seed in seeds:
         name = f"{task_name}-seed{seed}"
-        overrides = [arg for key in SEED_KEYS for arg in ("-S", f"tasks.{task_name}.{key}.seed={seed}")]
+        # `++`: set the key whether or not params.yaml writes it (the default seed may be implicit)
+        overrides = [arg for key in SEED_KEYS for arg in ("-S", f"++tasks.{task_name}.{key}.seed={seed}")]
         _dvc("exp", "run", "--temp", "-n", name, *overrides)
         names.append(name)
     return names
@@ -122,8 +123,15 @@ def pooled(per_seed: list[pd.DataFrame]) -> pd.DataFrame:
     return total
 
 
-def summarise(task_name: str, type_name: str, predictions: dict[int, dict[str, pd.DataFrame]], meta: Any,
-              resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+def summarise(
+    task_name: str,
+    type_name: str,
+    predictions: dict[int, dict[str, pd.DataFrame]],
+    meta: Any,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
     """Per-seed headline metrics, their mean and sd, and the pooled paired test of LoRA - full."""
     metrics = tasks.metrics(type_name)
     stats = {run: aligned_stats(tables, meta, type_name) for run, tables in predictions.items()}
@@ -131,12 +139,13 @@ def summarise(task_name: str, type_name: str, predictions: dict[int, dict[str, p
     for method in paths.METHODS:
         per_seed[method] = {key: [] for key in metrics.HEADLINE_KEYS}
         for run in stats:
-            values = metrics.HEADLINE(stats[run][method])
+            headline = metrics.HEADLINE(stats[run][method])
             for key in metrics.HEADLINE_KEYS:
-                per_seed[method][key].append(float(values[key]))
+                per_seed[method][key].append(float(headline[key]))
     pooled_stats = {method: pooled([stats[run][method] for run in stats]) for method in paths.METHODS}
-    paired = compare_methods(pooled_stats, metrics.HEADLINE, metrics.HEADLINE_KEYS, resamples, seed, level,
-                             comparisons=[("full", "lora")])
+    paired = compare_methods(
+        pooled_stats, metrics.HEADLINE, metrics.HEADLINE_KEYS, resamples, seed, level, comparisons=[("full", "lora")]
+    )
     summary: dict[str, Any] = {"seeds": len(stats), "seed_values": list(stats)}
     for method, by_key in per_seed.items():
         for key, values in by_key.items():
@@ -150,15 +159,23 @@ def summarise(task_name: str, type_name: str, predictions: dict[int, dict[str, p
 
 def markdown(task_name: str, summary: dict[str, Any], keys: tuple[str, ...]) -> str:
     seeds = ", ".join(str(seed) for seed in summary["seed_values"])
-    lines = [f"# {task_name}: full against LoRA over {summary['seeds']} training seeds ({seeds})", "",
-             "| metric | full mean ± sd | LoRA mean ± sd | per seed (full / LoRA) |", "| --- | --- | --- | --- |"]
+    lines = [
+        f"# {task_name}: full against LoRA over {summary['seeds']} training seeds ({seeds})",
+        "",
+        "| metric | full mean ± sd | LoRA mean ± sd | per seed (full / LoRA) |",
+        "| --- | --- | --- | --- |",
+    ]
     for key in keys:
         full = [summary[f"full.{key}.{part}"] for part in ("mean", "sd", "per_seed")]
         lora = [summary[f"lora.{key}.{part}"] for part in ("mean", "sd", "per_seed")]
         per = "; ".join(f"{a:.4f} / {b:.4f}" for a, b in zip(full[2], lora[2], strict=True))
         lines.append(f"| {key} | {full[0]:.4f} ± {full[1]:.4f} | {lora[0]:.4f} ± {lora[1]:.4f} | {per} |")
-    lines += ["", "Paired on the same test examples, every seed's predictions pooled (each example's "
-              "statistics summed over seeds):", ""]
+    lines += [
+        "",
+        "Paired on the same test examples, every seed's predictions pooled (each example's "
+        "statistics summed over seeds):",
+        "",
+    ]
     lines += [f"- {metric}: {text}" for metric, text in summary["verdicts"].items()]
     return "\n".join(lines) + "\n"
 
@@ -173,8 +190,9 @@ def report(task_name: str) -> Path:
         )
     meta = tasks.parse_meta(task.type, read_meta(paths.tokenized_dir(task_name)))
     settings = task.error_analysis.significance
-    summary = summarise(task_name, task.type, load_predictions(task_name, runs), meta, settings.resamples,
-                        settings.seed, settings.level)
+    summary = summarise(
+        task_name, task.type, load_predictions(task_name, runs), meta, settings.resamples, settings.seed, settings.level
+    )
     write_json(paths.seeds_file(task_name), summary)
     target = Path("reports") / "seeds" / f"{task_name}.md"
     write_text(target, markdown(task_name, summary, tasks.metrics(task.type).HEADLINE_KEYS))
@@ -182,8 +200,9 @@ def report(task_name: str) -> Path:
 
 
 def main(argv: list[str]) -> str:
-    parser = argparse.ArgumentParser(prog="reprotune-seeds", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="reprotune-seeds", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train and evaluate more seeds as DVC experiments")
     run.add_argument("task")

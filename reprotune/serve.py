@@ -40,8 +40,9 @@ def parse_records(body: bytes, fields: tuple[str, ...], max_records: int) -> lis
     except UnicodeDecodeError as exc:
         raise RequestError(HTTPStatus.BAD_REQUEST, "the body is not UTF-8") from exc
     except json.JSONDecodeError as exc:
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"the body is not JSON: {exc.msg} at line {exc.lineno} "
-                                                   f"column {exc.colno}") from exc
+        raise RequestError(
+            HTTPStatus.BAD_REQUEST, f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
     if not isinstance(data, dict):
         raise RequestError(HTTPStatus.BAD_REQUEST, 'send a JSON object: {"records": [...]} or one record')
     items = data["records"] if "records" in data else [data]
@@ -50,8 +51,9 @@ def parse_records(body: bytes, fields: tuple[str, ...], max_records: int) -> lis
     if not items:
         raise RequestError(HTTPStatus.BAD_REQUEST, "'records' is empty")
     if len(items) > max_records:
-        raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                           f"{len(items)} records; at most {max_records} per request")
+        raise RequestError(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{len(items)} records; at most {max_records} per request"
+        )
     records = []
     for number, item in enumerate(items, start=1):
         if isinstance(item, str):
@@ -60,8 +62,9 @@ def parse_records(body: bytes, fields: tuple[str, ...], max_records: int) -> lis
             raise RequestError(HTTPStatus.BAD_REQUEST, f"record {number} must be an object or a string")
         missing = [field for field in fields if field not in item]
         if missing:
-            raise RequestError(HTTPStatus.BAD_REQUEST,
-                               f"record {number} lacks field '{missing[0]}' (needs: {', '.join(fields)})")
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST, f"record {number} lacks field '{missing[0]}' (needs: {', '.join(fields)})"
+            )
         wrong = [field for field in fields if not isinstance(item[field], str)]
         if wrong:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"record {number}: '{wrong[0]}' must be a string")
@@ -69,8 +72,14 @@ def parse_records(body: bytes, fields: tuple[str, ...], max_records: int) -> lis
     return records
 
 
-def make_server(predictor: Any, host: str = "127.0.0.1", port: int = 8000, max_bytes: int = MAX_BYTES,
-                max_records: int = MAX_RECORDS, quiet: bool = False) -> ThreadingHTTPServer:
+def make_server(
+    predictor: Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_bytes: int = MAX_BYTES,
+    max_records: int = MAX_RECORDS,
+    quiet: bool = False,
+) -> ThreadingHTTPServer:
     """A server calling `predictor(records)`; `predictor.fields` and `.description` describe it.
     Port 0 picks a free port (server.server_address has it)."""
 
@@ -118,8 +127,9 @@ def make_server(predictor: Any, host: str = "127.0.0.1", port: int = 8000, max_b
                 self._error(HTTPStatus.BAD_REQUEST, "Content-Length is not a number", close=True)
                 return
             if length > max_bytes:
-                self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                            f"the body has {length} bytes; at most {max_bytes}", close=True)
+                self._error(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body has {length} bytes; at most {max_bytes}", close=True
+                )
                 return
             body = self.rfile.read(length)
             try:
@@ -147,12 +157,17 @@ def make_server(predictor: Any, host: str = "127.0.0.1", port: int = 8000, max_b
 
 
 def main(argv: list[str]) -> str | None:
-    parser = argparse.ArgumentParser(prog="reprotune-serve", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="reprotune-serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("task", help="a task name from params.yaml")
     parser.add_argument("--method", default="full", choices=["full", "lora"])
-    parser.add_argument("--format", default="checkpoint", choices=["checkpoint", "onnx"],
-                        help="checkpoint: the trained model; onnx: the export stage's ONNX model")
+    parser.add_argument(
+        "--format",
+        default="checkpoint",
+        choices=["checkpoint", "onnx"],
+        help="checkpoint: the trained model; onnx: the export stage's ONNX model",
+    )
     parser.add_argument("--int8", action="store_true", help="with --format onnx: the int8 model")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
@@ -173,8 +188,11 @@ def main(argv: list[str]) -> str | None:
     except OSError as exc:
         raise ReprotuneError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
     port = server.server_address[1]
-    print(f"reprotune-serve: {args.task} {args.method} ({args.format}) on http://{args.host}:{port} "
-          "(POST /predict, GET /health; Ctrl-C stops)", file=sys.stderr)
+    print(
+        f"reprotune-serve: {args.task} {args.method} ({args.format}) on http://{args.host}:{port} "
+        "(POST /predict, GET /health; Ctrl-C stops)",
+        file=sys.stderr,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

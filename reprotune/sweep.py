@@ -101,8 +101,9 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _test_value(test: Mapping[str, Any] | None, metric: str | None,
-                headline: Sequence[str]) -> tuple[str | None, float | None]:
+def _test_value(
+    test: Mapping[str, Any] | None, metric: str | None, headline: Sequence[str]
+) -> tuple[str | None, float | None]:
     if not test:
         return None, None
     for key in ([metric] if metric else []) + list(headline):
@@ -124,8 +125,9 @@ def _fallback_direction(metric: str) -> bool:
     return not any(word in metric for word in LOWER_IS_BETTER)
 
 
-def candidates(payload: Sequence[Mapping[str, Any]], task: str, method: str,
-               metrics_dir: str = "metrics") -> list[Candidate]:
+def candidates(
+    payload: Sequence[Mapping[str, Any]], task: str, method: str, metrics_dir: str = "metrics"
+) -> list[Candidate]:
     """Every revision of the payload as a candidate for `method` of `task`."""
     cost_path = f"{metrics_dir}/{task}/{method}-cost.json"
     test_path = f"{metrics_dir}/{task}/{method}.json"
@@ -148,15 +150,20 @@ def candidates(payload: Sequence[Mapping[str, Any]], task: str, method: str,
                 greater = _fallback_direction(metric)
         elif not note:
             note = f"no {cost_path}"
-        test_metric, test_value = _test_value(_file_data(data.get("metrics"), test_path), metric,
-                                              _headline_keys(task_type) if task_type else ())
-        found.append(Candidate(name, str(entry.get("rev", "")), params, metric, value, greater,
-                               test_metric, test_value, note=note))
+        test_metric, test_value = _test_value(
+            _file_data(data.get("metrics"), test_path), metric, _headline_keys(task_type) if task_type else ()
+        )
+        found.append(
+            Candidate(
+                name, str(entry.get("rev", "")), params, metric, value, greater, test_metric, test_value, note=note
+            )
+        )
     baseline = next((c.params for c in found if c.name.endswith("(baseline)")), {})
     other = [f"tasks.{task}.train_{m}." for m in METHODS if m != method]
     for candidate in found:
-        candidate.changed = changed_params(baseline, candidate.params, keep=(f"tasks.{task}.", "pipeline."),
-                                           drop=tuple(other))
+        candidate.changed = changed_params(
+            baseline, candidate.params, keep=(f"tasks.{task}.", "pipeline."), drop=tuple(other)
+        )
     return found
 
 
@@ -172,8 +179,9 @@ def _default_metric(task_type: Any) -> str | None:
         return None
 
 
-def changed_params(baseline: Mapping[str, Any], params: Mapping[str, Any], keep: tuple[str, ...] = ("",),
-                   drop: tuple[str, ...] = ()) -> list[str]:
+def changed_params(
+    baseline: Mapping[str, Any], params: Mapping[str, Any], keep: tuple[str, ...] = ("",), drop: tuple[str, ...] = ()
+) -> list[str]:
     """`key=value` for each param under `keep` (and not under `drop`) that differs from the
     baseline commit, `tasks.` left off; for one method that is its task's keys, the other
     method's train section aside."""
@@ -208,13 +216,21 @@ def choose(found: Sequence[Candidate], method: str, metric: str | None = None) -
             ranked.append(candidate)
         else:
             if not candidate.note:
-                candidate.note = (f"selected by validation {candidate.validation_metric}, not {metric}"
-                                  if candidate.validation_metric else "no validation metric recorded")
+                candidate.note = (
+                    f"selected by validation {candidate.validation_metric}, not {metric}"
+                    if candidate.validation_metric
+                    else "no validation metric recorded"
+                )
             skipped.append(candidate)
     greater = ranked[0].greater_is_better if ranked else True
     order = {id(c): index for index, c in enumerate(found)}  # ties: the baseline, then dvc's order
-    ranked.sort(key=lambda c: (-c.validation_value if greater else c.validation_value,  # type: ignore[operator]
-                               not c.name.endswith("(baseline)"), order[id(c)]))
+    ranked.sort(
+        key=lambda c: (
+            -c.validation_value if greater else c.validation_value,  # type: ignore[operator]
+            not c.name.endswith("(baseline)"),
+            order[id(c)],
+        )
+    )
     return Choice(method, metric, ranked, skipped)
 
 
@@ -233,8 +249,10 @@ def to_markdown(choice: Choice, task: str) -> str:
     for candidate in choice.ranked:
         test = f"{candidate.test_metric} {_cell(candidate.test_value)}" if candidate.test_metric else "–"
         mark = " ★" if candidate is choice.winner else ""
-        lines.append(f"| {candidate.name}{mark} | {', '.join(candidate.changed) or '–'} | "
-                     f"{_cell(candidate.validation_value)} | {test} |")
+        lines.append(
+            f"| {candidate.name}{mark} | {', '.join(candidate.changed) or '–'} | "
+            f"{_cell(candidate.validation_value)} | {test} |"
+        )
     for candidate in choice.skipped:
         lines.append(f"| {candidate.name} | {', '.join(candidate.changed) or '–'} | – ({candidate.note}) | – |")
     lines.append("")
@@ -243,8 +261,10 @@ def to_markdown(choice: Choice, task: str) -> str:
         lines.append(f"No experiment recorded a validation {metric} for {task} ({choice.method}).")
     else:
         apply = "" if winner.name.endswith("(baseline)") else f"; `dvc exp apply {winner.name}` to take it"
-        lines.append(f"**Best ({choice.method}, validation {metric}): {winner.name}** "
-                     f"= {_cell(winner.validation_value)}{apply}. The test metric was not used to choose.")
+        lines.append(
+            f"**Best ({choice.method}, validation {metric}): {winner.name}** "
+            f"= {_cell(winner.validation_value)}{apply}. The test metric was not used to choose."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -286,22 +306,33 @@ def queue_arguments(task: str, sets: Sequence[str]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reprotune-sweep", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="reprotune-sweep",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     best = commands.add_parser("best", help="rank experiments by the validation metric; print the table and winner")
     best.add_argument("--task", required=True, help="the task (tasks.<task> in params.yaml)")
-    best.add_argument("--method", choices=METHODS, action="append",
-                      help="full or lora (repeatable; default: both)")
-    best.add_argument("--metric", help="the validation metric to rank by (default: the selection metric the "
-                                       "train stage recorded); experiments selected by another are skipped")
+    best.add_argument("--method", choices=METHODS, action="append", help="full or lora (repeatable; default: both)")
+    best.add_argument(
+        "--metric",
+        help="the validation metric to rank by (default: the selection metric the "
+        "train stage recorded); experiments selected by another are skipped",
+    )
     best.add_argument("--from-json", help="a saved `dvc exp show --json` output instead of running dvc")
     best.add_argument("--metrics-dir", default="metrics")
     best.add_argument("--md", help="also write the Markdown to this file")
     grid = commands.add_parser("grid", help="queue one DVC experiment per combination (dvc exp run --queue -S)")
     grid.add_argument("--task", required=True)
-    grid.add_argument("-S", "--set", dest="sets", action="append", required=True,
-                      help="key=v1,v2 or key=range(1,4); key relative to tasks.<task> (e.g. train_lora.r=4,8)")
+    grid.add_argument(
+        "-S",
+        "--set",
+        dest="sets",
+        action="append",
+        required=True,
+        help="key=v1,v2 or key=range(1,4); key relative to tasks.<task> (e.g. train_lora.r=4,8)",
+    )
     grid.add_argument("--dry-run", action="store_true", help="print the dvc command only")
     return parser
 

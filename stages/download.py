@@ -14,8 +14,9 @@ def main(args: list[str]) -> str:
     task = tasks.load_task(task_name, "download")
     sources = tasks.sources(task.type)
     raw, report = sources.load_raw(task.download)
-    raw, carving = carve_missing_splits(raw, task.download.make_splits, sources.SPLIT_GROUP_COLUMN,
-                                        sources.TEXT_FIELDS, task.download.duplicates)
+    raw, carving = carve_missing_splits(
+        raw, task.download.make_splits, sources.SPLIT_GROUP_COLUMN, sources.TEXT_FIELDS, task.download.duplicates
+    )
     before_limits = raw
     raw = limit_samples(raw, task.download.max_samples, task.download.sample_seed)
     check_not_empty(raw)
@@ -27,9 +28,12 @@ def main(args: list[str]) -> str:
     if task.download.max_samples:
         report["overlap_before_max_samples"] = overlap_report(before_limits, sources.TEXT_FIELDS, carving["carved"])
     if task.download.source == "hub":
-        report["hub"] = {"dataset": task.download.dataset, "config": task.download.config,
-                         "revision_requested": task.download.revision,
-                         "revision_resolved": resolved_revision(task.download)}
+        report["hub"] = {
+            "dataset": task.download.dataset,
+            "config": task.download.config,
+            "revision_requested": task.download.revision,
+            "revision_resolved": resolved_revision(task.download),
+        }
     save_dataset(raw, paths.raw_dir(task_name), {"download_report.json": report})
     sizes = ", ".join(f"{split} {len(dataset)}" for split, dataset in raw.items())
     return f"download {task_name}: {sizes} -> {paths.raw_dir(task_name)}"

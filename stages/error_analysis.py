@@ -29,8 +29,9 @@ def main(args: list[str]) -> str:
         summary = analysis.analyse(predictions, meta, task, report, confusion)
         summary_file = report / "summary.md"
         if summary_file.exists():
-            write_text(summary_file, with_section(summary_file.read_text(encoding="utf-8"),
-                                                  significance_lines(results)))
+            write_text(
+                summary_file, with_section(summary_file.read_text(encoding="utf-8"), significance_lines(results))
+            )
     write_json(paths.error_summary_file(task_name), summary)
     write_json(paths.significance_file(task_name), significance_metrics(results))
     return f"error-analysis {task_name}: read {paths.report_dir(task_name) / 'summary.md'} first"

@@ -17,8 +17,10 @@ def main(args: list[str]) -> str:
     metrics = run_export(task_name, method, task)
     latency = metrics["latency"]
     headline = ", ".join(f"{name} p50 {t['p50_ms']:.1f} ms" for name, t in latency.items())
-    return (f"export {task_name} {method}: {headline} -> {export_dir(task_name, method)}, "
-            f"{export_metrics_file(task_name, method)}")
+    return (
+        f"export {task_name} {method}: {headline} -> {export_dir(task_name, method)}, "
+        f"{export_metrics_file(task_name, method)}"
+    )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ def main(args: list[str]) -> str:
     download_report = json.loads((raw_path / "download_report.json").read_text(encoding="utf-8"))
     tokenizer = load_tokenizer(task.model, pretokenized=tasks.params_module(task.type).PRETOKENIZED_INPUT)
     length_key = "max_length" if getattr(task.tokenize, "max_length", None) is not None else "chunk_size"
-    check_length(task.model, tokenizer, getattr(task.tokenize, length_key, None),
-                 f"tasks.{task_name}.tokenize.{length_key}")
+    check_length(
+        task.model, tokenizer, getattr(task.tokenize, length_key, None), f"tasks.{task_name}.tokenize.{length_key}"
+    )
     meta = preprocess.prepare_meta(raw, download_report, task)
     features, report = preprocess.tokenize(raw, tokenizer, task, meta)
     report["download"] = download_report

@@ -43,8 +43,9 @@ def stage_env(audit_dir: Path | None = None) -> dict[str, str]:
 
 
 def run(repo: Path, *args: str, timeout: int = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(list(args), cwd=repo, env=env or stage_env(), capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        list(args), cwd=repo, env=env or stage_env(), capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 

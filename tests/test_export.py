@@ -21,9 +21,16 @@ from reprotune.export.params import ExportParams
 from reprotune.export.runtime import OnnxModel
 
 LABELS = ["O", "B-person", "I-person", "B-location", "I-location"]
-TEXTS = ["Obama visited Paris last week", "the cat sat on the mat", "Angela Merkel met Emmanuel Macron in Berlin",
-         "nothing here", "I flew from London to New York and then to San Francisco for a conference", "ok",
-         "Taylor Swift sings", "rain again in Manchester today"]
+TEXTS = [
+    "Obama visited Paris last week",
+    "the cat sat on the mat",
+    "Angela Merkel met Emmanuel Macron in Berlin",
+    "nothing here",
+    "I flew from London to New York and then to San Francisco for a conference",
+    "ok",
+    "Taylor Swift sings",
+    "rain again in Manchester today",
+]
 
 
 def sharpen(model: torch.nn.Module, head: str, scale: float = 30.0, seed: int = 0) -> torch.nn.Module:
@@ -49,8 +56,11 @@ def ner_model(tiny_model_dir: Path):
 
     torch.manual_seed(0)
     model = AutoModelForTokenClassification.from_pretrained(
-        str(tiny_model_dir), num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
-        label2id={label: i for i, label in enumerate(LABELS)})
+        str(tiny_model_dir),
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={label: i for i, label in enumerate(LABELS)},
+    )
     return sharpen(model, "classifier")
 
 
@@ -87,8 +97,9 @@ def ner_onnx(tmp_path_factory, ner_model, tokenizer) -> dict[str, Path]:
 
 def run_compare(reference, candidates, features, collate, names=("logits",), tokenizer=None):
     inputs = input_names(reference, tokenizer) if tokenizer is not None else ("input_ids", "attention_mask")
-    return parity.compare(reference, candidates, features, collate, batch_size=3, input_names=inputs,
-                          output_names=names)
+    return parity.compare(
+        reference, candidates, features, collate, batch_size=3, input_names=inputs, output_names=names
+    )
 
 
 # merge -----------------------------------------------------------------------------
@@ -132,8 +143,12 @@ def test_onnx_and_int8_parity_pass(ner_model, ner_onnx, ner_features, ner_collat
     parity.check_identical(reports["onnx"])
     assert reports["onnx"]["max_abs_logit_diff"] < 1e-4
     assert reports["pytorch"]["label_accuracy"] == 1.0
-    result = parity.check_metric("label_accuracy", reports["pytorch"]["label_accuracy"],
-                                 reports["int8"]["label_accuracy"], ExportParams().int8_tolerance)
+    result = parity.check_metric(
+        "label_accuracy",
+        reports["pytorch"]["label_accuracy"],
+        reports["int8"]["label_accuracy"],
+        ExportParams().int8_tolerance,
+    )
     assert result["drop"] <= result["tolerance"]
     assert reports["int8"]["max_abs_logit_diff"] > reports["onnx"]["max_abs_logit_diff"]
     assert ner_onnx["int8"].stat().st_size < ner_onnx["fp32"].stat().st_size / 2
@@ -149,12 +164,18 @@ def test_classification_onnx_parity(tmp_path, tiny_model_dir, tokenizer):
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
     torch.manual_seed(2)
-    model = sharpen(AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=3),
-                    "classifier", seed=2)
+    model = sharpen(
+        AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=3), "classifier", seed=2
+    )
     export_onnx(model, tokenizer, tmp_path / "model.onnx")
     features = Dataset.from_dict(dict(tokenizer(TEXTS, truncation=True, max_length=32)))
-    reports = run_compare(model, {"onnx": OnnxModel(tmp_path / "model.onnx")}, features,
-                          DataCollatorWithPadding(tokenizer), tokenizer=tokenizer)
+    reports = run_compare(
+        model,
+        {"onnx": OnnxModel(tmp_path / "model.onnx")},
+        features,
+        DataCollatorWithPadding(tokenizer),
+        tokenizer=tokenizer,
+    )
     parity.check_identical(reports["onnx"])
     assert reports["onnx"]["predictions"] == len(TEXTS)
 
@@ -168,9 +189,14 @@ def test_qa_onnx_parity(tmp_path, tiny_model_dir, tokenizer):
     info = export_onnx(model, tokenizer, tmp_path / "model.onnx")
     assert info["outputs"] == ["start_logits", "end_logits"]
     features = Dataset.from_dict(dict(tokenizer(["who went?"] * len(TEXTS), TEXTS, truncation=True)))
-    reports = run_compare(model, {"onnx": OnnxModel(tmp_path / "model.onnx")}, features,
-                          DataCollatorWithPadding(tokenizer), names=("start_logits", "end_logits"),
-                          tokenizer=tokenizer)
+    reports = run_compare(
+        model,
+        {"onnx": OnnxModel(tmp_path / "model.onnx")},
+        features,
+        DataCollatorWithPadding(tokenizer),
+        names=("start_logits", "end_logits"),
+        tokenizer=tokenizer,
+    )
     parity.check_identical(reports["onnx"])
     assert reports["onnx"]["predictions"] == 2 * len(TEXTS)
 
@@ -181,13 +207,15 @@ def test_broken_export_fails_parity(tmp_path, ner_model, ner_onnx, ner_features,
 
     graph = onnx.load(str(ner_onnx["fp32"]))
     # the head's weight matrix (constant folding may have transposed and renamed it)
-    head = next(init for init in graph.graph.initializer
-                if len(init.dims) == 2 and len(LABELS) in init.dims and 32 in init.dims)
+    head = next(
+        init for init in graph.graph.initializer if len(init.dims) == 2 and len(LABELS) in init.dims and 32 in init.dims
+    )
     weights = numpy_helper.to_array(head)
     head.CopyFrom(numpy_helper.from_array(-weights, head.name))
     onnx.save(graph, str(tmp_path / "broken.onnx"))
-    reports = run_compare(ner_model, {"onnx": OnnxModel(tmp_path / "broken.onnx")}, ner_features, ner_collate,
-                          tokenizer=tokenizer)
+    reports = run_compare(
+        ner_model, {"onnx": OnnxModel(tmp_path / "broken.onnx")}, ner_features, ner_collate, tokenizer=tokenizer
+    )
     with pytest.raises(ReprotuneError, match="predicts differently"):
         parity.check_identical(reports["onnx"])
 
@@ -216,8 +244,9 @@ def test_onnx_model_runs_in_the_family_predict(tmp_path, tiny_model_dir, ner_mod
     fast = __import__("transformers").AutoTokenizer.from_pretrained(str(tiny_model_dir), add_prefix_space=False)
     expected = family.predict_records(ner_model, fast, records, meta, params)
     got = family.predict_records(OnnxModel(ner_onnx["fp32"]), fast, records, meta, params)
-    assert [[(e["type"], e["start"], e["end"]) for e in r["entities"]] for r in got] == \
-           [[(e["type"], e["start"], e["end"]) for e in r["entities"]] for r in expected]
+    assert [[(e["type"], e["start"], e["end"]) for e in r["entities"]] for r in got] == [
+        [(e["type"], e["start"], e["end"]) for e in r["entities"]] for r in expected
+    ]
     assert any(r["entities"] for r in expected)
 
 
@@ -230,25 +259,53 @@ def test_output_names_refuse_unknown_heads(tiny_model_dir):
 
 # model card ------------------------------------------------------------------------
 def test_model_card_holds_the_real_metrics(tmp_path):
-    metrics = {"f1": 0.40678, "f1_ci_low": 0.35123, "f1_ci_high": 0.46011, "precision": 0.424242,
-               "recall": 0.390698, "sentences": 360,
-               "per_type": {"person": {"f1": 0.526316, "precision": 0.428571, "recall": 0.681818, "support": 66}}}
+    metrics = {
+        "f1": 0.40678,
+        "f1_ci_low": 0.35123,
+        "f1_ci_high": 0.46011,
+        "precision": 0.424242,
+        "recall": 0.390698,
+        "sentences": 360,
+        "per_type": {"person": {"f1": 0.526316, "precision": 0.428571, "recall": 0.681818, "support": 66}},
+    }
     (tmp_path / "metrics" / "wnut16").mkdir(parents=True)
     (tmp_path / "metrics" / "wnut16" / "lora.json").write_text(json.dumps(metrics))
     (tmp_path / "data" / "wnut16" / "raw").mkdir(parents=True)
     (tmp_path / "data" / "wnut16" / "raw" / "download_report.json").write_text(
-        json.dumps({"examples": {"train": 2000, "validation": 240, "test": 360}}))
-    lock = {"schema": "2.0", "stages": {
-        "download@wnut16": {"params": {"params.yaml": {"tasks.wnut16.download": {
-            "source": "hub", "dataset": "wnut_16", "make_splits": {"test": 0.15}}}}},
-        "train-lora@wnut16": {"params": {"params.yaml": {"tasks.wnut16.train_lora": {
-            "r": 8, "alpha": 16, "learning_rate": 0.001, "epochs": 3}}},
-            "outs": [{"path": "models/wnut16/lora", "md5": "0123456789abcdef0123456789abcdef.dir"}]}}}
+        json.dumps({"examples": {"train": 2000, "validation": 240, "test": 360}})
+    )
+    lock = {
+        "schema": "2.0",
+        "stages": {
+            "download@wnut16": {
+                "params": {
+                    "params.yaml": {
+                        "tasks.wnut16.download": {"source": "hub", "dataset": "wnut_16", "make_splits": {"test": 0.15}}
+                    }
+                }
+            },
+            "train-lora@wnut16": {
+                "params": {
+                    "params.yaml": {
+                        "tasks.wnut16.train_lora": {"r": 8, "alpha": 16, "learning_rate": 0.001, "epochs": 3}
+                    }
+                },
+                "outs": [{"path": "models/wnut16/lora", "md5": "0123456789abcdef0123456789abcdef.dir"}],
+            },
+        },
+    }
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
     model = type("M", (), {"name_or_path": "sentence-transformers/all-MiniLM-L6-v2", "revision": None})()
-    info = card.gather("wnut16", "lora", "ner", model,
-                       {"labels": LABELS, "types_missing_from_train": ["B-tvshow", "I-tvshow"]},
-                       {"size_bytes": {"pytorch": 1000, "onnx": 900, "int8": 300}}, tmp_path, ["model", "onnx", "int8"])
+    info = card.gather(
+        "wnut16",
+        "lora",
+        "ner",
+        model,
+        {"labels": LABELS, "types_missing_from_train": ["B-tvshow", "I-tvshow"]},
+        {"size_bytes": {"pytorch": 1000, "onnx": 900, "int8": 300}},
+        tmp_path,
+        ["model", "onnx", "int8"],
+    )
     text = card.render(info)
     head, body = card.split_card(text)
     assert head["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
@@ -339,7 +396,9 @@ def test_server_answers_valid_and_invalid_requests(server_factory):
     assert status == 200 and [p["length"] for p in body["predictions"]] == [1, 2]
 
     bad = {
-        b"{not json": (400, "not JSON"), b"[1, 2]": (400, "JSON object"), b"\xff\xfe": (400, "UTF-8"),
+        b"{not json": (400, "not JSON"),
+        b"[1, 2]": (400, "JSON object"),
+        b"\xff\xfe": (400, "UTF-8"),
         json.dumps({"records": []}).encode(): (400, "empty"),
         json.dumps({"records": {"text": "x"}}).encode(): (400, "must be a list"),
         json.dumps({"records": [{"txt": "x"}]}).encode(): (400, "lacks field 'text'"),
@@ -378,9 +437,14 @@ def test_server_runs_the_onnx_model(server_factory, tmp_path, tiny_model_dir, ne
 
     params = tasks.params_module("ner").PARAMS.model_validate(tiny_task(tmp_path / "data", tiny_model_dir))
     meta = tasks.parse_meta("ner", {"labels": LABELS, "types_missing_from_train": []})
-    predictor = Predictor(tasks.family("ner"), OnnxModel(ner_onnx["fp32"]),
-                          AutoTokenizer.from_pretrained(str(tiny_model_dir)), meta, params,
-                          {"task": "tiny", "format": "onnx"})
+    predictor = Predictor(
+        tasks.family("ner"),
+        OnnxModel(ner_onnx["fp32"]),
+        AutoTokenizer.from_pretrained(str(tiny_model_dir)),
+        meta,
+        params,
+        {"task": "tiny", "format": "onnx"},
+    )
     port = server_factory(predictor)
     status, body = request(port, "POST", "/predict", {"records": [{"text": TEXTS[0]}, {"text": TEXTS[2]}]})
     assert status == 200 and len(body["predictions"]) == 2

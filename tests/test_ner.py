@@ -164,15 +164,18 @@ def test_free_text_words_keep_character_offsets() -> None:
     assert all(text[start:end] == word for word, start, end in words)
     tags = ["B-PER", "O", "B-LOC", "O", "O", "O"]
     spans = entity_spans(text, words, tags, [0.9, 0.1, 0.8, 0.1, 0.1, 0.1])
-    assert spans == [{"text": "Obama", "type": "PER", "start": 0, "end": 5, "score": 0.9},
-                     {"text": "New-York", "type": "LOC", "start": 15, "end": 23, "score": 0.8}]
+    assert spans == [
+        {"text": "Obama", "type": "PER", "start": 0, "end": 5, "score": 0.9},
+        {"text": "New-York", "type": "LOC", "start": 15, "end": 23, "score": 0.8},
+    ]
 
 
 def test_html_rendering_highlights_entities_and_escapes_text() -> None:
     from reprotune.rendering import render_html
 
-    page = render_html([{"text": "<b>Bob</b> x", "entities": [{"text": "Bob", "type": "PER", "start": 3, "end": 6,
-                                                              "score": 0.5}]}])
+    page = render_html(
+        [{"text": "<b>Bob</b> x", "entities": [{"text": "Bob", "type": "PER", "start": 3, "end": 6, "score": 0.5}]}]
+    )
     assert "&lt;b&gt;<mark" in page and "Bob<sub>PER</sub></mark>&lt;/b&gt; x" in page
 
 
@@ -189,8 +192,16 @@ def test_confusion_pairs_do_not_depend_on_the_hash_seed() -> None:
         "frame = pd.DataFrame([{'id': 's1', 'tokens': list('abcdefgh'), 'gold': tags, 'pred': tags}])\n"
         "print(error_table(frame, 'full')[2])\n"
     )
-    outputs = {subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": str(seed)},
-                              check=True, capture_output=True, text=True).stdout for seed in range(3)}
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        for seed in range(3)
+    }
     assert len(outputs) == 1, outputs
     assert outputs.pop().startswith("[{'actual': 'person'")
 
@@ -212,11 +223,15 @@ def write_jsonl(tmp_path: Path, rows: list[dict], name: str = "d.jsonl") -> Path
     return write(tmp_path, "".join(json.dumps(row) + "\n" for row in rows), name)
 
 
-@pytest.mark.parametrize("columns,key", [({"tag_column": -5}, "download.tag_column"),
-                                         ({"token_column": 5}, "download.token_column"),
-                                         ({"token_column": -4, "tag_column": 4}, "download.tag_column")])
-def test_conll_column_index_beyond_the_line_names_key_and_column_count(tmp_path: Path, columns: dict,
-                                                                      key: str) -> None:
+@pytest.mark.parametrize(
+    "columns,key",
+    [
+        ({"tag_column": -5}, "download.tag_column"),
+        ({"token_column": 5}, "download.token_column"),
+        ({"token_column": -4, "tag_column": 4}, "download.tag_column"),
+    ],
+)
+def test_conll_column_index_beyond_the_line_names_key_and_column_count(tmp_path: Path, columns: dict, key: str) -> None:
     path = write(tmp_path, "EU\tNNP\tB-NP\tB-ORG\nrejects\tVBZ\tB-VP\tO\n")
     with pytest.raises(ReprotuneError, match=rf"data\.conll:1: .*{key}.*4 columns"):
         read_conll(path, **columns)
@@ -244,8 +259,13 @@ def test_conll_empty_tag_names_line_and_tag_column(tmp_path: Path) -> None:
         read_conll(path)
 
 
-@pytest.mark.parametrize("row,key", [({"tokens": "ab", "ner_tags": ["O", "O"]}, "download.tokens_field"),
-                                     ({"tokens": ["a", "b"], "ner_tags": "OO"}, "download.tags_field")])
+@pytest.mark.parametrize(
+    "row,key",
+    [
+        ({"tokens": "ab", "ner_tags": ["O", "O"]}, "download.tokens_field"),
+        ({"tokens": ["a", "b"], "ner_tags": "OO"}, "download.tags_field"),
+    ],
+)
 def test_a_string_cell_is_refused_not_split_into_characters(tmp_path: Path, row: dict, key: str) -> None:
     path = write_jsonl(tmp_path, [{"tokens": ["x"], "ner_tags": ["O"]}, row])
     with pytest.raises(ReprotuneError, match=rf"d\.jsonl:2: .*\({key}\) is a string, not a list.*list of tokens"):
@@ -256,8 +276,16 @@ def test_csv_is_not_a_ner_source() -> None:
     """CSV cells cannot hold the lists of tokens and tags a sentence needs."""
     from reprotune.tasks import validate_task
 
-    section = {"type": "ner", "model": {"name_or_path": "m"}, "download": {"source": "csv", "path": "x.csv"},
-               "tokenize": {}, "train_full": {}, "train_lora": {}, "evaluate": {}, "error_analysis": {}}
+    section = {
+        "type": "ner",
+        "model": {"name_or_path": "m"},
+        "download": {"source": "csv", "path": "x.csv"},
+        "tokenize": {},
+        "train_full": {},
+        "train_lora": {},
+        "evaluate": {},
+        "error_analysis": {},
+    }
     with pytest.raises(ReprotuneError, match=r"tasks\.t\.download\.source.*jsonl"):
         validate_task("t", section)
 
@@ -267,8 +295,9 @@ CONLL2003_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "
 
 def test_integer_tags_map_through_download_labels(tmp_path: Path) -> None:
     """What `Dataset.to_json` writes for conll2003: class ids, one JSON object per line."""
-    path = write_jsonl(tmp_path, [{"id": "0", "tokens": ["EU", "rejects", "German"], "ner_tags": [3, 0, 7]}],
-                       "conll2003.json")
+    path = write_jsonl(
+        tmp_path, [{"id": "0", "tokens": ["EU", "rejects", "German"], "ner_tags": [3, 0, 7]}], "conll2003.json"
+    )
     raw, _ = load_ner(source="json", path=str(path), labels=CONLL2003_LABELS)
     assert raw["train"][0]["tags"] == ["B-ORG", "O", "B-MISC"]
     with pytest.raises(ReprotuneError, match=r"conll2003\.json:1: .*class ids.*download\.labels"):
@@ -283,8 +312,9 @@ def test_class_label_names_from_the_hub_or_parquet_are_used(tmp_path: Path) -> N
     from reprotune.tasks.ner.params import NerDownloadParams
     from reprotune.tasks.ner.sources import rows_from_dataset
 
-    features = Features({"tokens": Sequence(Value("string")),
-                         "ner_tags": Sequence(ClassLabel(names=["O", "B-PER", "I-PER"]))})
+    features = Features(
+        {"tokens": Sequence(Value("string")), "ner_tags": Sequence(ClassLabel(names=["O", "B-PER", "I-PER"]))}
+    )
     dataset = Dataset.from_dict({"tokens": [["Bob", "Dylan", "sang"]], "ner_tags": [[1, 2, 0]]}, features=features)
     rows = rows_from_dataset(dataset, NerDownloadParams(source="hub", dataset="x"), "train")
     assert rows[0]["tags"] == ["B-PER", "I-PER", "O"]

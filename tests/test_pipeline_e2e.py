@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -88,8 +87,11 @@ decimal when a summation order changes)."""
 
 
 def quality_metrics(repo: Path, tasks: list[str]) -> dict[str, bytes]:
-    return {f"metrics/{task}/{name}": (repo / "metrics" / task / name).read_bytes()
-            for task in tasks for name in QUALITY_FILES}
+    return {
+        f"metrics/{task}/{name}": (repo / "metrics" / task / name).read_bytes()
+        for task in tasks
+        for name in QUALITY_FILES
+    }
 
 
 def test_removed_output_is_restored_from_cache_without_retraining(reproduced: tuple[Path, dict]) -> None:
@@ -135,15 +137,18 @@ def test_metrics_match_the_committed_reference(reproduced: tuple[Path, dict]) ->
     try:
         for name, content in produced.items():
             (repo / name).write_bytes(content)
-        diff = json.loads(run(repo, "dvc", "metrics", "diff", "HEAD", "--json", "--all",
-                              "--targets", *produced).stdout or "{}")
+        diff = json.loads(
+            run(repo, "dvc", "metrics", "diff", "HEAD", "--json", "--all", "--targets", *produced).stdout or "{}"
+        )
     finally:
         git(repo, "reset", "-q", "HEAD~1")
     drift = [
         f"{path} {key}: reference {change.get('old')} -> now {change.get('new')}"
-        for path, changes in diff.items() for key, change in changes.items() if drifted(change.get("old"), change.get("new"))
+        for path, changes in diff.items()
+        for key, change in changes.items()
+        if drifted(change.get("old"), change.get("new"))
     ]
-    assert not drift, "metrics drifted beyond tolerance %g:\n%s" % (TOLERANCE, "\n".join(drift))
+    assert not drift, "metrics drifted beyond tolerance {:g}:\n{}".format(TOLERANCE, "\n".join(drift))
 
 
 def test_remote_cache_restores_a_fresh_clone_without_rerunning(reproduced: tuple[Path, dict], tmp_path: Path) -> None:
@@ -192,17 +197,29 @@ def test_predict_command_reads_stdin_and_loads_base_plus_adapter(reproduced: tup
     repo, _ = reproduced
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "reprotune-predict"), "tiny_ner", "--method", "lora", "--input", "-",
-         "--html", "out.html"],
-        cwd=repo, env=env, input="Obama visited Paris\n{\"text\": \"Bob lives in Rome\"}\n", capture_output=True,
-        text=True, timeout=300,
+        [
+            str(Path(sys.executable).parent / "reprotune-predict"),
+            "tiny_ner",
+            "--method",
+            "lora",
+            "--input",
+            "-",
+            "--html",
+            "out.html",
+        ],
+        cwd=repo,
+        env=env,
+        input='Obama visited Paris\n{"text": "Bob lives in Rome"}\n',
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["text"] for line in lines] == ["Obama visited Paris", "Bob lives in Rome"]
     for line in lines:
         for entity in line["entities"]:
-            assert line["text"][entity["start"]:entity["end"]] == entity["text"] and 0 <= entity["score"] <= 1
+            assert line["text"][entity["start"] : entity["end"]] == entity["text"] and 0 <= entity["score"] <= 1
     assert (repo / "out.html").read_text().count("<p>") == 2
 
 

@@ -56,15 +56,16 @@ def record(rid: str, question: str, context: str, answer: str | None, start: int
     if answer is None:
         return {"id": rid, "question": question, "context": context, "answers": {"text": [], "answer_start": []}}
     start = context.index(answer) if start is None else start
-    return {"id": rid, "question": question, "context": context,
-            "answers": {"text": [answer], "answer_start": [start]}}
+    return {"id": rid, "question": question, "context": context, "answers": {"text": [answer], "answer_start": [start]}}
 
 
-def squad_file(tmp_path: Path, qas: list[dict], context: str = "Paris is the capital of France.",
-               name: str = "d.json") -> Path:
+def squad_file(
+    tmp_path: Path, qas: list[dict], context: str = "Paris is the capital of France.", name: str = "d.json"
+) -> Path:
     path = tmp_path / name
-    path.write_text(json.dumps({"data": [{"title": "T", "paragraphs": [{"context": context, "qas": qas}]}]}),
-                    encoding="utf-8")
+    path.write_text(
+        json.dumps({"data": [{"title": "T", "paragraphs": [{"context": context, "qas": qas}]}]}), encoding="utf-8"
+    )
     return path
 
 
@@ -75,8 +76,12 @@ META = QaMeta(version_2_with_negative=False, window=SMALL)
 # windows and labels ---------------------------------------------------------
 def test_answer_past_the_first_window_is_labelled_and_found_through_the_stride(tokenizer) -> None:
     context = FILLER + "The treasure is buried under the old oak tree."
-    out = tokenize_batch(batch(record("q1", "Where is the treasure?", context, "under the old oak tree")),
-                         tokenizer, SMALL, keep_offsets=True)
+    out = tokenize_batch(
+        batch(record("q1", "Where is the treasure?", context, "under the old oak tree")),
+        tokenizer,
+        SMALL,
+        keep_offsets=True,
+    )
     windows = len(out["input_ids"])
     assert windows > 3 and out["window"] == list(range(windows)) and set(out["example_id"]) == {"q1"}
     assert out["answer_in_window"][0] is False and out["start_positions"][0] == out["cls_index"][0] == 0
@@ -85,7 +90,7 @@ def test_answer_past_the_first_window_is_labelled_and_found_through_the_stride(t
     for i in hits:
         s, e = out["start_positions"][i], out["end_positions"][i]
         offsets = out["offset_mapping"][i]
-        assert context[offsets[s][0]:offsets[e][1]] == "under the old oak tree"
+        assert context[offsets[s][0] : offsets[e][1]] == "under the old oak tree"
     # Every context character is covered by some window: nothing is lost to truncation.
     covered = set()
     for offsets in out["offset_mapping"]:
@@ -99,8 +104,9 @@ def test_answer_past_the_first_window_is_labelled_and_found_through_the_stride(t
     end_logits = [np.zeros(len(ids)) for ids in out["input_ids"]]
     start_logits[i][out["start_positions"][i]] = 5.0
     end_logits[i][out["end_positions"][i]] = 5.0
-    answer = best_answer(context, [Window(s, e, o) for s, e, o in zip(start_logits, end_logits,
-                                                                      out["offset_mapping"])], Settings())
+    answer = best_answer(
+        context, [Window(s, e, o) for s, e, o in zip(start_logits, end_logits, out["offset_mapping"])], Settings()
+    )
     assert answer.text == "under the old oak tree" and answer.window == i
     assert answer.start == context.index("under the old oak tree")
 
@@ -113,16 +119,17 @@ def test_offsets_are_none_on_special_and_question_tokens(tokenizer) -> None:
     assert [offsets[i] for i, t in enumerate(tokens) if t in ("[SEP]", "who", "?")] == [None] * 4
     assert [tuple(o) for o in offsets if o is not None] == [(0, 3), (4, 7), (8, 11), (11, 12)]
     s, e = out["start_positions"][0], out["end_positions"][0]
-    assert tokens[s:e + 1] == ["bob"]
+    assert tokens[s : e + 1] == ["bob"]
 
 
 def test_white_space_around_the_answer_is_trimmed_before_labelling(tokenizer) -> None:
     context = "It rained in  Paris , then stopped."
     assert answer_chars(context, "  Paris ", context.index("  Paris ")) == (14, 19)
-    out = tokenize_batch(batch(record("q", "Where?", context, " Paris ", context.index(" Paris "))),
-                         tokenizer, SMALL, keep_offsets=False)
+    out = tokenize_batch(
+        batch(record("q", "Where?", context, " Paris ", context.index(" Paris "))), tokenizer, SMALL, keep_offsets=False
+    )
     tokens = tokenizer.convert_ids_to_tokens(out["input_ids"][0])
-    assert tokens[out["start_positions"][0]:out["end_positions"][0] + 1] == ["paris"]
+    assert tokens[out["start_positions"][0] : out["end_positions"][0] + 1] == ["paris"]
     assert "offset_mapping" not in out
 
 
@@ -148,7 +155,7 @@ def test_decomposed_accent_ending_the_context_is_labelled(tokenizer) -> None:
     out = tokenize_batch(batch(record("q", "Where?", context, "cafe\u0301")), tokenizer, SMALL, keep_offsets=True)
     tokens = tokenizer.convert_ids_to_tokens(out["input_ids"][0])
     assert out["answer_in_window"] == [True]
-    assert tokens[out["start_positions"][0]:out["end_positions"][0] + 1] == ["cafe"]
+    assert tokens[out["start_positions"][0] : out["end_positions"][0] + 1] == ["cafe"]
 
 
 def test_long_questions_are_cut_and_settings_checked(tokenizer) -> None:
@@ -194,8 +201,9 @@ def test_null_answer_depends_on_version_2_and_threshold() -> None:
 
 def test_predicted_span_keeps_the_decomposed_accent_after_its_last_token(tokenizer) -> None:
     context = "Son re\u0301sume\u0301 est ici."
-    out = tokenize_batch(batch(record("q", "What?", context, "re\u0301sume\u0301")), tokenizer, SMALL,
-                         keep_offsets=True)
+    out = tokenize_batch(
+        batch(record("q", "What?", context, "re\u0301sume\u0301")), tokenizer, SMALL, keep_offsets=True
+    )
     s, e = out["start_positions"][0], out["end_positions"][0]
     start, end = np.zeros(len(out["input_ids"][0])), np.zeros(len(out["input_ids"][0]))
     start[s], end[e] = 5.0, 5.0
@@ -230,20 +238,36 @@ def test_unanswerable_scoring_matches_squad_v2() -> None:
 
 # sources --------------------------------------------------------------------
 def test_malformed_answer_start_names_the_record(tmp_path: Path) -> None:
-    path = squad_file(tmp_path, [
-        {"id": "good-1", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]},
-        {"id": "bad-7", "question": "What?", "answers": [{"text": "France", "answer_start": 3}]}])
-    with pytest.raises(ReprotuneError, match=r"d\.json: record 'bad-7': answer_start 3 does not point at the answer "
-                                             r"'France' \(the context has 'is is ' there\)"):
+    path = squad_file(
+        tmp_path,
+        [
+            {"id": "good-1", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]},
+            {"id": "bad-7", "question": "What?", "answers": [{"text": "France", "answer_start": 3}]},
+        ],
+    )
+    with pytest.raises(
+        ReprotuneError,
+        match=r"d\.json: record 'bad-7': answer_start 3 does not point at the answer "
+        r"'France' \(the context has 'is is ' there\)",
+    ):
         load_records(QaDownloadParams(source="json", path=str(path)))
 
 
 def test_malformed_jsonl_record_and_bad_line_are_named(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
-    good = {"id": "a", "title": "T", "context": "Ann met Bob.", "question": "Who?",
-            "answers": {"text": ["Bob"], "answer_start": [8]}}
-    path.write_text(json.dumps(good) + "\n" + json.dumps(good | {"id": "b", "answers": {"text": ["Bob"],
-                                                                                        "answer_start": [-1]}}) + "\n")
+    good = {
+        "id": "a",
+        "title": "T",
+        "context": "Ann met Bob.",
+        "question": "Who?",
+        "answers": {"text": ["Bob"], "answer_start": [8]},
+    }
+    path.write_text(
+        json.dumps(good)
+        + "\n"
+        + json.dumps(good | {"id": "b", "answers": {"text": ["Bob"], "answer_start": [-1]}})
+        + "\n"
+    )
     with pytest.raises(ReprotuneError, match="record 'b': answer_start must be a non-negative integer"):
         load_records(QaDownloadParams(source="jsonl", path=str(path)))
     path.write_text(json.dumps(good) + "\n{not json\n")
@@ -255,9 +279,13 @@ def test_malformed_jsonl_record_and_bad_line_are_named(tmp_path: Path) -> None:
 
 
 def test_unanswerable_needs_version_2_flag(tmp_path: Path) -> None:
-    path = squad_file(tmp_path, [
-        {"id": "v2-1", "question": "Who?", "answers": [], "is_impossible": True},
-        {"id": "v2-2", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]}])
+    path = squad_file(
+        tmp_path,
+        [
+            {"id": "v2-1", "question": "Who?", "answers": [], "is_impossible": True},
+            {"id": "v2-2", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]},
+        ],
+    )
     with pytest.raises(ReprotuneError, match="record 'v2-1' has no answer.*version_2_with_negative: true"):
         load_records(QaDownloadParams(source="json", path=str(path)))
     raw, report = load_records(QaDownloadParams(source="json", path=str(path), version_2_with_negative=True))
@@ -265,19 +293,30 @@ def test_unanswerable_needs_version_2_flag(tmp_path: Path) -> None:
 
 
 def test_question_without_answers_key_is_an_error_not_unanswerable(tmp_path: Path) -> None:
-    path = squad_file(tmp_path, [{"id": "ok", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]},
-                                 {"id": "q-9", "question": "What?", "answer": [{"text": "Paris", "answer_start": 0}]}])
+    path = squad_file(
+        tmp_path,
+        [
+            {"id": "ok", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]},
+            {"id": "q-9", "question": "What?", "answer": [{"text": "Paris", "answer_start": 0}]},
+        ],
+    )
     for v2 in (False, True):
-        with pytest.raises(ReprotuneError, match=r"d\.json: data\[0\]\.paragraphs\[0\]\.qas\[1\]: record 'q-9' "
-                                                 r"has no 'answers' \(it has id, question, answer\); give it answers"):
+        with pytest.raises(
+            ReprotuneError,
+            match=r"d\.json: data\[0\]\.paragraphs\[0\]\.qas\[1\]: record 'q-9' "
+            r"has no 'answers' \(it has id, question, answer\); give it answers",
+        ):
             load_records(QaDownloadParams(source="json", path=str(path), version_2_with_negative=v2))
     impossible = squad_file(tmp_path, [{"id": "n", "question": "Who?", "is_impossible": True}], name="v2.json")
     raw, _ = load_records(QaDownloadParams(source="json", path=str(impossible), version_2_with_negative=True))
     assert raw["train"][0]["answers"] == {"text": [], "answer_start": []}
     flat = tmp_path / "d.jsonl"
     flat.write_text(json.dumps({"id": "q-9", "context": "Paris.", "question": "What?", "answer": []}) + "\n")
-    with pytest.raises(ReprotuneError, match=r"d\.jsonl:1: record 'q-9' has no 'answers'.*answers: \[\] for an "
-                                             r"unanswerable question"):
+    with pytest.raises(
+        ReprotuneError,
+        match=r"d\.jsonl:1: record 'q-9' has no 'answers'.*answers: \[\] for an "
+        r"unanswerable question",
+    ):
         load_records(QaDownloadParams(source="jsonl", path=str(flat), version_2_with_negative=True))
     flat.write_text(json.dumps({"id": "q-9", "context": "Paris.", "question": "What?", "is_impossible": True}) + "\n")
     raw, _ = load_records(QaDownloadParams(source="jsonl", path=str(flat), version_2_with_negative=True))
@@ -289,7 +328,7 @@ def test_squad_json_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     raw, _ = load_records(QaDownloadParams(source="json", path=str(path)))
     assert raw["train"]["id"] == ["a"]
-    path.write_bytes(b"\xef\xbb\xbf{\n\"data\": [}")
+    path.write_bytes(b'\xef\xbb\xbf{\n"data": [}')
     with pytest.raises(ReprotuneError, match=r"d\.json:2: not valid JSON"):
         load_records(QaDownloadParams(source="json", path=str(path)))
     path.write_text('{"id": "a", "context": "c"}\n{"id": "b", "context": "c"}\n', encoding="utf-8")
@@ -299,9 +338,15 @@ def test_squad_json_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
 
 def test_lone_surrogate_is_replaced_in_place_and_counted(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
-    rows = [{"id": 0, "context": "Paris \ud83c is big.", "question": "Which \udf0d?",
-             "answers": {"text": ["big"], "answer_start": [11]}},
-            {"id": 1, "context": "Ann met Bob.", "question": "Who?", "answers": {"text": ["Bob"], "answer_start": [8]}}]
+    rows = [
+        {
+            "id": 0,
+            "context": "Paris \ud83c is big.",
+            "question": "Which \udf0d?",
+            "answers": {"text": ["big"], "answer_start": [11]},
+        },
+        {"id": 1, "context": "Ann met Bob.", "question": "Who?", "answers": {"text": ["Bob"], "answer_start": [8]}},
+    ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     raw, report = load_records(QaDownloadParams(source="jsonl", path=str(path)))
     first = raw["train"][0]
@@ -321,26 +366,49 @@ def test_integer_id_zero_is_kept(tmp_path: Path) -> None:
 
 def test_too_few_groups_to_carve_splits_names_the_keys(tmp_path: Path) -> None:
     one = squad_file(tmp_path, [{"id": "a", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]}])
-    with pytest.raises(ReprotuneError, match=r"d\.json: download\.make_splits cannot carve validation and test out "
-                                             r"of train: download\.split_by \(auto -> context\) keeps each paragraph "
-                                             r"\(context\) whole and train has only 1 of them \(3 needed\); give them "
-                                             r"their own files with download\.files\.validation / "
-                                             r"download\.files\.test"):
+    with pytest.raises(
+        ReprotuneError,
+        match=r"d\.json: download\.make_splits cannot carve validation and test out "
+        r"of train: download\.split_by \(auto -> context\) keeps each paragraph "
+        r"\(context\) whole and train has only 1 of them \(3 needed\); give them "
+        r"their own files with download\.files\.validation / "
+        r"download\.files\.test",
+    ):
         sources.load_raw(QaDownloadParams(source="json", path=str(one)))
     article = tmp_path / "article.json"
     qa = {"question": "Who?", "answers": [{"text": "Ann", "answer_start": 0}]}
-    article.write_text(json.dumps({"data": [{"title": "T", "paragraphs": [
-        {"context": "Ann met Bob.", "qas": [qa | {"id": "p1"}]},
-        {"context": "Ann left.", "qas": [qa | {"id": "p2"}]}]}]}))
-    with pytest.raises(ReprotuneError, match=r"article\.json: .*cannot carve validation out of train: "
-                                             r"download\.split_by \(title\) keeps each article \(title\) whole and "
-                                             r"train has only 1 of them "
-                                             r"\(2 needed\); set download\.split_by: context to split by paragraph, or "
-                                             r"give them their own files with download\.files\.validation$"):
-        sources.load_raw(QaDownloadParams(source="json", split_by="title",
-                                         files={"train": str(article), "test": str(one)}))
-    assert sources.load_raw(QaDownloadParams(source="json", split_by="context",
-                                            files={"train": str(article), "test": str(one)}))[1]["groups"]["train"] == 2
+    article.write_text(
+        json.dumps(
+            {
+                "data": [
+                    {
+                        "title": "T",
+                        "paragraphs": [
+                            {"context": "Ann met Bob.", "qas": [qa | {"id": "p1"}]},
+                            {"context": "Ann left.", "qas": [qa | {"id": "p2"}]},
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    with pytest.raises(
+        ReprotuneError,
+        match=r"article\.json: .*cannot carve validation out of train: "
+        r"download\.split_by \(title\) keeps each article \(title\) whole and "
+        r"train has only 1 of them "
+        r"\(2 needed\); set download\.split_by: context to split by paragraph, or "
+        r"give them their own files with download\.files\.validation$",
+    ):
+        sources.load_raw(
+            QaDownloadParams(source="json", split_by="title", files={"train": str(article), "test": str(one)})
+        )
+    assert (
+        sources.load_raw(
+            QaDownloadParams(source="json", split_by="context", files={"train": str(article), "test": str(one)})
+        )[1]["groups"]["train"]
+        == 2
+    )
     raw, _ = sources.load_raw(QaDownloadParams(source="json", path=str(write_squad(tmp_path / "s.json"))))
     assert len(raw["train"]) == 36
 
@@ -348,8 +416,12 @@ def test_too_few_groups_to_carve_splits_names_the_keys(tmp_path: Path) -> None:
 def test_squad_json_and_flat_jsonl_give_the_same_records(tmp_path: Path) -> None:
     nested, _ = load_records(QaDownloadParams(source="json", path=str(write_squad(tmp_path / "s.json"))))
     flat = tmp_path / "s.jsonl"
-    flat.write_text("".join(json.dumps({k: r[k] for k in ("id", "title", "context", "question", "answers")}) + "\n"
-                            for r in nested["train"]))
+    flat.write_text(
+        "".join(
+            json.dumps({k: r[k] for k in ("id", "title", "context", "question", "answers")}) + "\n"
+            for r in nested["train"]
+        )
+    )
     again, _ = load_records(QaDownloadParams(source="jsonl", path=str(flat)))
     assert again["train"].to_list() == nested["train"].to_list()
     assert len(nested["train"]) == 36
@@ -396,16 +468,31 @@ def test_analysis_writes_confusion_summary_and_compares_methods(tmp_path: Path, 
     task = validate_task("t", tiny_task(tmp_path, tiny_model_dir) | {"error_analysis": {"worst_n": 2}})
 
     def frame(preds: list[str]) -> pd.DataFrame:
-        return pd.DataFrame({
-            "id": ["a", "b", "c"], "title": ["T"] * 3, "context": ["Ann met Bob in Paris."] * 3,
-            "question": ["Who met Bob?", "Where did they meet?", "Why?"],
-            "gold_texts": [["Ann"], ["in Paris"], []], "pred_text": preds, "score": [1.0, 2.0, None],
-            "answer_window": [0, 1, -1], "windows": [1, 2, 2],
-        })
+        return pd.DataFrame(
+            {
+                "id": ["a", "b", "c"],
+                "title": ["T"] * 3,
+                "context": ["Ann met Bob in Paris."] * 3,
+                "question": ["Who met Bob?", "Where did they meet?", "Why?"],
+                "gold_texts": [["Ann"], ["in Paris"], []],
+                "pred_text": preds,
+                "score": [1.0, 2.0, None],
+                "answer_window": [0, 1, -1],
+                "windows": [1, 2, 2],
+            }
+        )
 
-    summary = analyse({"baseline": frame(["met", "met", "met"]), "full": frame(["Ann", "Paris", ""]),
-                       "lora": frame(["Bob", "in Paris", "Bob"])}, META, task, tmp_path / "report",
-                      tmp_path / "confusion")
+    summary = analyse(
+        {
+            "baseline": frame(["met", "met", "met"]),
+            "full": frame(["Ann", "Paris", ""]),
+            "lora": frame(["Bob", "in Paris", "Bob"]),
+        },
+        META,
+        task,
+        tmp_path / "report",
+        tmp_path / "confusion",
+    )
     assert summary["baseline"]["outcomes"] == {"exact": 0, "partial": 0, "wrong": 3}
     assert sorted(p.name for p in (tmp_path / "confusion").iterdir()) == ["full.csv", "lora.csv"]
     assert summary["full"]["outcomes"] == {"exact": 2, "partial": 1, "wrong": 0}
@@ -420,8 +507,9 @@ def test_analysis_writes_confusion_summary_and_compares_methods(tmp_path: Path, 
 
 
 # train -> predict -> score ---------------------------------------------------
-def test_tiny_train_predict_score_through_the_generic_flow(tmp_path: Path, tiny_model_dir: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tiny_train_predict_score_through_the_generic_flow(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Validation EM/F1 during training (evaluated in dataset order although training groups
     by length) must equal predict + score of the saved best model on the same validation split."""
     from reprotune.core import paths
@@ -437,8 +525,9 @@ def test_tiny_train_predict_score_through_the_generic_flow(tmp_path: Path, tiny_
     task = validate_task("tiny_qa", section)
     monkeypatch.chdir(tmp_path)
     # Train and evaluate see only their own sections, as in the stages.
-    (tmp_path / "params.yaml").write_text(json.dumps({"pipeline": {"tasks": {"tiny_qa": "qa"}},
-                                                      "tasks": {"tiny_qa": section}}), encoding="utf-8")
+    (tmp_path / "params.yaml").write_text(
+        json.dumps({"pipeline": {"tasks": {"tiny_qa": "qa"}}, "tasks": {"tiny_qa": section}}), encoding="utf-8"
+    )
     raw, report = sources.load_raw(task.download)
     raw = limit_samples(make_missing_splits(raw, task.download.make_splits, sources.SPLIT_GROUP_COLUMN), None, 0)
     sources.validate_raw(raw, task)
@@ -459,7 +548,7 @@ def test_tiny_train_predict_score_through_the_generic_flow(tmp_path: Path, tiny_
 
     context = raw["test"][0]["context"]
     [result] = FAMILY.predict_records(model, tokenizer, [{"question": "Who?", "context": context}], meta, task)
-    assert context[result["start"]:result["end"]] == result["answer"] != "" and isinstance(result["score"], float)
+    assert context[result["start"] : result["end"]] == result["answer"] != "" and isinstance(result["score"], float)
     with pytest.raises(ReprotuneError, match="input record 1: 'context' must be a non-empty string"):
         FAMILY.predict_records(model, tokenizer, [{"question": "Who?", "context": " "}], meta, task)
 
@@ -468,18 +557,32 @@ def test_tiny_train_predict_score_through_the_generic_flow(tmp_path: Path, tiny_
         table = pd.read_parquet(paths.predictions_file("tiny_qa", method))
         scores = score(table, meta, task)
         assert {key: metrics[key] for key in scores} == scores and metrics["examples"] == len(raw["test"])
-        assert set(metrics) - set(scores) == {"exact_match_ci_low", "exact_match_ci_high", "f1_ci_low", "f1_ci_high",
-                                              "eval_precision", "eval_device", "cpu_bf16"}
+        assert set(metrics) - set(scores) == {
+            "exact_match_ci_low",
+            "exact_match_ci_high",
+            "f1_ci_low",
+            "f1_ci_high",
+            "eval_precision",
+            "eval_device",
+            "cpu_bf16",
+        }
         answered = table[table["pred_text"] != ""]
-        assert all(row.context[row.pred_start:row.pred_start + len(row.pred_text)] == row.pred_text
-                   for row in answered.itertuples())
+        assert all(
+            row.context[row.pred_start : row.pred_start + len(row.pred_text)] == row.pred_text
+            for row in answered.itertuples()
+        )
 
 
 def test_hub_split_mapped_to_test_is_not_also_validation(monkeypatch: pytest.MonkeyPatch) -> None:
     from reprotune.sources.hub import rename_splits
 
-    rows = {"id": ["a", "b"], "title": ["T", "U"], "context": ["Ann met Bob."] * 2, "question": ["Who?"] * 2,
-            "answers": [{"text": ["Bob"], "answer_start": [8]}] * 2}
+    rows = {
+        "id": ["a", "b"],
+        "title": ["T", "U"],
+        "context": ["Ann met Bob."] * 2,
+        "question": ["Who?"] * 2,
+        "answers": [{"text": ["Bob"], "answer_start": [8]}] * 2,
+    }
     source = {"train": Dataset.from_dict(rows), "validation": Dataset.from_dict(rows | {"id": ["c", "d"]})}
     monkeypatch.setattr(sources, "load_hub", lambda params: rename_splits(source, params.splits))
     raw, _ = load_records(QaDownloadParams(source="hub", dataset="squad", splits={"test": "validation"}))
@@ -491,10 +594,10 @@ def test_hub_split_mapped_to_test_is_not_also_validation(monkeypatch: pytest.Mon
 def test_lora_qa_model_reads_token_type_ids(tiny_model_dir: Path) -> None:
     """peft's QUESTION_ANS wrapper drops token_type_ids; the family must not use it."""
     import torch
+    from transformers import AutoModelForQuestionAnswering
 
     from reprotune.core.params import LoraTrainParams
     from reprotune.training.lora import apply_lora
-    from transformers import AutoModelForQuestionAnswering
 
     torch.manual_seed(0)
     model = AutoModelForQuestionAnswering.from_pretrained(str(tiny_model_dir))
@@ -503,9 +606,11 @@ def test_lora_qa_model_reads_token_type_ids(tiny_model_dir: Path) -> None:
     mask = torch.ones_like(ids)
     with torch.no_grad():
         zeros = peft_model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).start_logits
-        segments = peft_model(input_ids=ids, attention_mask=mask,
-                              token_type_ids=torch.tensor([[0, 0, 0, 1, 1, 1]])).start_logits
-        merged = peft_model.merge_and_unload()(input_ids=ids, attention_mask=mask,
-                                                token_type_ids=torch.tensor([[0, 0, 0, 1, 1, 1]])).start_logits
+        segments = peft_model(
+            input_ids=ids, attention_mask=mask, token_type_ids=torch.tensor([[0, 0, 0, 1, 1, 1]])
+        ).start_logits
+        merged = peft_model.merge_and_unload()(
+            input_ids=ids, attention_mask=mask, token_type_ids=torch.tensor([[0, 0, 0, 1, 1, 1]])
+        ).start_logits
     assert not torch.allclose(zeros, segments), "segment ids must reach the encoder"
     assert torch.allclose(segments, merged, atol=1e-5)

@@ -27,7 +27,9 @@ def test_rows_name_file_and_line_or_row(tmp_path: Path) -> None:
     names, rows = read_delimited(csv_file, "csv")
     assert names == ["text", "label"]
     assert [(r.where, r.line, r.number, r.values) for r in rows] == [
-        (f"{csv_file}:2", 2, 1, ["two\nlines", "a"]), (f"{csv_file}:5", 5, 2, ["b", "c"])]
+        (f"{csv_file}:2", 2, 1, ["two\nlines", "a"]),
+        (f"{csv_file}:5", 5, 2, ["b", "c"]),
+    ]
     jsonl = tmp_path / "d.jsonl"
     jsonl.write_text('{"a": 1}\n\n{"b": 2}\n', encoding="utf-8")
     names, rows = read_objects(jsonl, "jsonl")
@@ -35,7 +37,9 @@ def test_rows_name_file_and_line_or_row(tmp_path: Path) -> None:
     listed = tmp_path / "d.json"
     listed.write_text('[{"a": 1}, {"a": 2}]', encoding="utf-8")
     assert [(r.where, r.line, r.number) for r in read_objects(listed, "json")[1]] == [
-        (f"{listed} row 1", None, 1), (f"{listed} row 2", None, 2)]
+        (f"{listed} row 1", None, 1),
+        (f"{listed} row 2", None, 2),
+    ]
 
 
 def test_delimited_rows_keep_one_width_and_a_one_column_empty_cell(tmp_path: Path) -> None:

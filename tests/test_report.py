@@ -10,8 +10,11 @@ from reprotune.reporting.svg import confusion_chart, line_chart
 
 
 def test_metric_rows_list_scalars_then_per_type_f1() -> None:
-    metrics = {"baseline": {"f1": 0.1, "per_type": {"PER": {"f1": 0.2}}},
-               "full": {"f1": 0.8, "per_type": {"PER": {"f1": 0.9}}}, "lora": {"f1": 0.7}}
+    metrics = {
+        "baseline": {"f1": 0.1, "per_type": {"PER": {"f1": 0.2}}},
+        "full": {"f1": 0.8, "per_type": {"PER": {"f1": 0.9}}},
+        "lora": {"f1": 0.7},
+    }
     assert metric_rows(metrics) == [("f1", [0.1, 0.8, 0.7]), ("f1 PER", [0.2, 0.9, None])]
 
 
@@ -20,8 +23,9 @@ def test_build_writes_markdown_and_pictures(tmp_path: Path) -> None:
     (task / "confusion").mkdir(parents=True)
     for method, f1 in (("baseline", 0.05), ("full", 0.75), ("lora", 0.7)):
         (task / f"{method}.json").write_text(json.dumps({"f1": f1}))
-        (task / f"{method}-cost.json").write_text(json.dumps({"total_params": 100, "trainable_params": 10,
-                                                              "shipped_bytes": 2**20, "train_seconds": 3.0}))
+        (task / f"{method}-cost.json").write_text(
+            json.dumps({"total_params": 100, "trainable_params": 10, "shipped_bytes": 2**20, "train_seconds": 3.0})
+        )
     (task / "confusion" / "full.csv").write_text("actual,predicted\nPER,PER\nPER,LOC\n")
     curve = task / "train-full" / "plots" / "metrics"
     curve.mkdir(parents=True)
@@ -53,13 +57,21 @@ def write_task(root: Path, intervals: bool, significance: dict | None) -> None:
 
 
 SIGNIFICANCE = {
-    "lora_minus_full.f1.difference": 0.018, "lora_minus_full.f1.ci_low": -0.012, "lora_minus_full.f1.ci_high": 0.047,
-    "lora_minus_full.f1.p_value": 0.23, "lora_minus_full.f1.significant": 0,
+    "lora_minus_full.f1.difference": 0.018,
+    "lora_minus_full.f1.ci_low": -0.012,
+    "lora_minus_full.f1.ci_high": 0.047,
+    "lora_minus_full.f1.p_value": 0.23,
+    "lora_minus_full.f1.significant": 0,
     "lora_minus_full.f1.test": "paired bootstrap",
-    "full_minus_baseline.f1.difference": 0.339, "full_minus_baseline.f1.ci_low": 0.29,
-    "full_minus_baseline.f1.ci_high": 0.39, "full_minus_baseline.f1.p_value": 0.0009,
-    "full_minus_baseline.f1.significant": 1, "full_minus_baseline.f1.test": "paired bootstrap",
-    "level": 0.95, "resamples": 1000, "examples": 360,
+    "full_minus_baseline.f1.difference": 0.339,
+    "full_minus_baseline.f1.ci_low": 0.29,
+    "full_minus_baseline.f1.ci_high": 0.39,
+    "full_minus_baseline.f1.p_value": 0.0009,
+    "full_minus_baseline.f1.significant": 1,
+    "full_minus_baseline.f1.test": "paired bootstrap",
+    "level": 0.95,
+    "resamples": 1000,
+    "examples": 360,
 }
 
 
@@ -80,8 +92,9 @@ def test_lora_against_full_paragraph_from_significance_json(tmp_path: Path) -> N
     out.mkdir()
     markdown = build({"t": "ner"}, tmp_path / "metrics", out)
     assert "**LoRA against full**, paired on the same 360 test examples:" in markdown
-    assert ("- f1: LoRA \u2212 full = +0.018 [\u22120.012, +0.047], p = 0.23: not significant at 95% "
-            "(paired bootstrap)") in markdown
+    assert (
+        "- f1: LoRA \u2212 full = +0.018 [\u22120.012, +0.047], p = 0.23: not significant at 95% (paired bootstrap)"
+    ) in markdown
     assert "- f1: full \u2212 baseline = +0.339 [+0.290, +0.390], p < 0.001: significant at 95%" in markdown
     assert markdown.index("LoRA against full") < markdown.index("full against the baseline")
 
@@ -90,14 +103,39 @@ def test_report_words_the_verdict_as_the_uncertainty_module_does() -> None:
     from reprotune.evaluation.uncertainty import PairedResult, verdict
     from reprotune.reporting.report import verdict_text
 
-    cases = ((0.018, -0.012, 0.047, 0.23, False), (-0.1, -0.2, -0.01, 0.031, True), (0.0, 0.0, 0.0, 1.0, False),
-             (0.2, 0.1, 0.3, 0.0004, True))
+    cases = (
+        (0.018, -0.012, 0.047, 0.23, False),
+        (-0.1, -0.2, -0.01, 0.031, True),
+        (0.0, 0.0, 0.0, 1.0, False),
+        (0.2, 0.1, 0.3, 0.0004, True),
+    )
     for difference, low, high, p, significant in cases:
-        result = PairedResult("f1", 0.4, 0.4 + difference, difference, low, high, p, "paired bootstrap", significant,
-                              0.95, 1000, 360, "full", "LoRA")
-        flat = {f"lora_minus_full.f1.{k}": v for k, v in (("difference", difference), ("ci_low", low),
-                                                           ("ci_high", high), ("p_value", p),
-                                                           ("significant", int(significant)))} | {"level": 0.95}
+        result = PairedResult(
+            "f1",
+            0.4,
+            0.4 + difference,
+            difference,
+            low,
+            high,
+            p,
+            "paired bootstrap",
+            significant,
+            0.95,
+            1000,
+            360,
+            "full",
+            "LoRA",
+        )
+        flat = {
+            f"lora_minus_full.f1.{k}": v
+            for k, v in (
+                ("difference", difference),
+                ("ci_low", low),
+                ("ci_high", high),
+                ("p_value", p),
+                ("significant", int(significant)),
+            )
+        } | {"level": 0.95}
         assert verdict_text(flat, "lora_minus_full", "f1", ("LoRA", "full")) == verdict(result)
 
 

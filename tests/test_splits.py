@@ -56,7 +56,8 @@ def carving_cases(draw: st.DrawFn) -> tuple[Dataset, MakeSplits, str | None]:
     if with_groups:
         columns["group"] = draw(st.lists(st.sampled_from("abcdefgh"), min_size=len(texts), max_size=len(texts)))
     sizes = MakeSplits(
-        validation=draw(st.sampled_from([0.1, 0.2, 0.3])), test=draw(st.sampled_from([0.1, 0.25])),
+        validation=draw(st.sampled_from([0.1, 0.2, 0.3])),
+        test=draw(st.sampled_from([0.1, 0.25])),
         seed=draw(st.integers(0, 2**16)),
     )
     return dataset(texts, **columns), sizes, "group" if with_groups else None
@@ -74,8 +75,9 @@ def groups(train: Dataset, column: str | None) -> int:
     return len(sets)
 
 
-@settings(max_examples=100, derandomize=True, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=100, derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(carving_cases())
 def test_group_never_puts_one_text_on_two_sides(case: tuple[Dataset, MakeSplits, str | None]) -> None:
     train, sizes, column = case
@@ -96,8 +98,7 @@ def test_group_never_puts_one_text_on_two_sides(case: tuple[Dataset, MakeSplits,
     assert all(len(splits) == 1 for splits in owners(limited, fields).values())
 
 
-@settings(max_examples=60, derandomize=True, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(carving_cases())
 def test_drop_from_eval_leaves_no_train_text_in_eval_and_counts_the_drops(
     case: tuple[Dataset, MakeSplits, str | None],
@@ -110,8 +111,11 @@ def test_drop_from_eval_leaves_no_train_text_in_eval_and_counts_the_drops(
     assert list(raw["train"]["id"]) == list(kept["train"]["id"]), "drop_from_eval carves train as keep does"
     in_train = set(text_keys(kept["train"], fields))
     for split in ("validation", "test"):
-        expected = [i for i, key in zip(list(kept[split]["id"]), text_keys(kept[split], fields), strict=True)
-                    if key not in in_train]
+        expected = [
+            i
+            for i, key in zip(list(kept[split]["id"]), text_keys(kept[split], fields), strict=True)
+            if key not in in_train
+        ]
         assert list(raw[split]["id"]) == expected
         assert report["dropped_from_eval"][split] == len(kept[split]) - len(expected)
 
@@ -127,11 +131,13 @@ def test_normalised_text_folds_case_and_white_space_and_joins_lists() -> None:
 
 
 def test_overlap_counts_on_a_hand_made_case() -> None:
-    raw = DatasetDict({
-        "train": Dataset.from_dict({"tokens": [["Hello", "world"], ["Good", "morning"], ["a"], ["a"]]}),
-        "validation": Dataset.from_dict({"tokens": [["hello", "WORLD"], ["new"], ["Good  morning"]]}),
-        "test": Dataset.from_dict({"tokens": [["A"], ["a"], ["other"], ["hello", "world", "!"]]}),
-    })
+    raw = DatasetDict(
+        {
+            "train": Dataset.from_dict({"tokens": [["Hello", "world"], ["Good", "morning"], ["a"], ["a"]]}),
+            "validation": Dataset.from_dict({"tokens": [["hello", "WORLD"], ["new"], ["Good  morning"]]}),
+            "test": Dataset.from_dict({"tokens": [["A"], ["a"], ["other"], ["hello", "world", "!"]]}),
+        }
+    )
     report = overlap_report(raw, ("tokens",), carved=["validation"])
     assert report == {
         "validation": {"examples": 3, "with_text_in_train": 2, "split_from": "train"},
@@ -229,8 +235,13 @@ def test_qa_group_column_and_duplicate_texts_combine() -> None:
         assert report["groups_in_train"]["test"] == 8  # ten articles, two pairs joined
     # without text grouping the joined articles may part (and do for some seed)
     parted = [
-        owners(make_missing_splits(DatasetDict({"train": train}), MakeSplits(validation=0.2, test=0.2, seed=seed),
-                                   "group", fields, "keep"), fields, "group")
+        owners(
+            make_missing_splits(
+                DatasetDict({"train": train}), MakeSplits(validation=0.2, test=0.2, seed=seed), "group", fields, "keep"
+            ),
+            fields,
+            "group",
+        )
         for seed in range(12)
     ]
     assert any(sides["a"] != sides["b"] or sides["c"] != sides["d"] for sides in parted)
@@ -257,13 +268,23 @@ def test_download_stage_reports_carving_and_overlap(tmp_path: Path, monkeypatch:
     tiny = {"epochs": 1, "batch_size": 2}
     params = {
         "pipeline": {"tasks": {"t": "classification"}},
-        "tasks": {"t": {
-            "type": "classification",
-            "model": {"name_or_path": "unused"},
-            "download": {"source": "csv", "files": {"train": "train.csv", "test": "test.csv"},
-                         "make_splits": {"validation": 0.2, "seed": 3}, "max_samples": {"train": 40}},
-            "tokenize": {}, "train_full": tiny, "train_lora": tiny, "evaluate": {}, "error_analysis": {},
-        }},
+        "tasks": {
+            "t": {
+                "type": "classification",
+                "model": {"name_or_path": "unused"},
+                "download": {
+                    "source": "csv",
+                    "files": {"train": "train.csv", "test": "test.csv"},
+                    "make_splits": {"validation": 0.2, "seed": 3},
+                    "max_samples": {"train": 40},
+                },
+                "tokenize": {},
+                "train_full": tiny,
+                "train_lora": tiny,
+                "evaluate": {},
+                "error_analysis": {},
+            }
+        },
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     monkeypatch.chdir(tmp_path)
@@ -272,14 +293,19 @@ def test_download_stage_reports_carving_and_overlap(tmp_path: Path, monkeypatch:
     carving = report["carving"]
     assert carving["carved"] == ["validation"] and carving["duplicates"] == "group"
     assert carving["distinct_texts"] == 30 and carving["examples_sharing_text"] == 60
-    assert report["overlap"]["validation"] == {"examples": report["examples"]["validation"],
-                                               "with_text_in_train": 0, "split_from": "train"}
+    assert report["overlap"]["validation"] == {
+        "examples": report["examples"]["validation"],
+        "with_text_in_train": 0,
+        "split_from": "train",
+    }
     # the given test keeps its overlap: every article but those carved into validation
     # (ceil(0.2 * 30) = 6 texts) is in train, and in the 40-row subset of train those it kept
     raw = load_dataset_dir(tmp_path / "data" / "t" / "raw", "download")
     assert len(raw["test"]) == report["examples"]["test"] == 32
     assert report["overlap_before_max_samples"]["test"] == {
-        "examples": 32, "with_text_in_train": 24, "split_from": "source"
+        "examples": 32,
+        "with_text_in_train": 24,
+        "split_from": "source",
     }
     saved_train = {normalise(text) for text in list(raw["train"]["text"])}
     in_saved_train = sum(normalise(text) in saved_train for text in list(raw["test"]["text"]))

@@ -31,8 +31,11 @@ def test_best_is_chosen_by_validation_not_test() -> None:
     assert choice.winner.validation_value == 0.47 and choice.winner.test_value == 0.36
     assert choice.winner.changed == ["wnut16.train_lora.r=16"]
     skipped = {c.name: c.note for c in choice.skipped}
-    assert skipped == {"loss-exp": "selected by validation loss, not f1", "queued-exp": "queued",
-                       "failed-exp": "failed"}, "the workspace row is never a candidate"
+    assert skipped == {
+        "loss-exp": "selected by validation loss, not f1",
+        "queued-exp": "queued",
+        "failed-exp": "failed",
+    }, "the workspace row is never a candidate"
 
 
 def test_legacy_train_info_falls_back_to_best_checkpoint_metric() -> None:
@@ -60,8 +63,15 @@ def test_cli_prints_the_table_and_the_winner(tmp_path: Path, capsys: pytest.Capt
 
 def test_grid_keys_go_under_the_task() -> None:
     assert queue_arguments("wnut16", ["train_lora.r=4,8,16", "tasks.other.train_full.seed=range(1,4)"]) == [
-        "dvc", "exp", "run", "--queue", "-S", "tasks.wnut16.train_lora.r=4,8,16",
-        "-S", "tasks.other.train_full.seed=range(1,4)"]
+        "dvc",
+        "exp",
+        "run",
+        "--queue",
+        "-S",
+        "tasks.wnut16.train_lora.r=4,8,16",
+        "-S",
+        "tasks.other.train_full.seed=range(1,4)",
+    ]
     with pytest.raises(ReprotuneError, match="expected key=value"):
         queue_arguments("wnut16", ["train_lora.r"])
 
@@ -87,26 +97,38 @@ DVC_YAML = """stages:
 
 
 def scratch_repo(root: Path) -> dict[str, str]:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com", "DVC_NO_ANALYTICS": "1"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+        "DVC_NO_ANALYTICS": "1",
+    }
     (root / "params.yaml").write_text("tasks:\n  t:\n    train_lora:\n      r: 8\n      learning_rate: 0.001\n")
     (root / "stage.py").write_text(STAGE)
     (root / "dvc.yaml").write_text(DVC_YAML)
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "commit.gpgsign=false", "commit", "-qm", "scratch"]):
+    for command in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "commit.gpgsign=false", "commit", "-qm", "scratch"],
+    ):
         subprocess.run(command, cwd=root, env=env, check=True, capture_output=True)
     return env
 
 
 def exp_show(root: Path, env: dict[str, str]) -> list:
-    done = subprocess.run(["dvc", "exp", "show", "--json"], cwd=root, env=env, check=True, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        ["dvc", "exp", "show", "--json"], cwd=root, env=env, check=True, capture_output=True, text=True
+    )
     return json.loads(done.stdout)
 
 
 @pytest.mark.skipif(shutil.which("dvc") is None, reason="needs the dvc command")
 def test_dvc_queue_expands_lists_and_ranges_and_best_reads_real_exp_show(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`-S key=4,8,16` and `-S key=range(1,3)` queue one experiment per combination (dvc
     3.x); nothing is run from the queue. Two experiments run in the workspace then give a
     real `dvc exp show --json` for `best`."""
@@ -116,16 +138,26 @@ def test_dvc_queue_expands_lists_and_ranges_and_best_reads_real_exp_show(
         monkeypatch.setenv(key, value)
     assert run(["grid", "--task", "t", "-S", "train_lora.r=4,8,16", "-S", "train_lora.learning_rate=range(1,3)"]) == 0
     queued = sorted(
-        (rev["data"]["params"]["params.yaml"]["data"]["tasks"]["t"]["train_lora"]["r"],
-         rev["data"]["params"]["params.yaml"]["data"]["tasks"]["t"]["train_lora"]["learning_rate"])
-        for baseline in exp_show(tmp_path, env) for experiment in baseline.get("experiments") or []
-        if (experiment.get("executor") or {}).get("state") == "queued" for rev in experiment["revs"])
+        (
+            rev["data"]["params"]["params.yaml"]["data"]["tasks"]["t"]["train_lora"]["r"],
+            rev["data"]["params"]["params.yaml"]["data"]["tasks"]["t"]["train_lora"]["learning_rate"],
+        )
+        for baseline in exp_show(tmp_path, env)
+        for experiment in baseline.get("experiments") or []
+        if (experiment.get("executor") or {}).get("state") == "queued"
+        for rev in experiment["revs"]
+    )
     assert queued == [(r, lr) for r in (4, 8, 16) for lr in (1, 2)]
     subprocess.run(["dvc", "queue", "remove", "--queued"], cwd=tmp_path, env=env, check=True, capture_output=True)
 
     for r in (4, 16):
-        subprocess.run(["dvc", "exp", "run", "-S", f"tasks.t.train_lora.r={r}"], cwd=tmp_path, env=env,
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["dvc", "exp", "run", "-S", f"tasks.t.train_lora.r={r}"],
+            cwd=tmp_path,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     capsys.readouterr()
     assert run(["best", "--task", "t", "--method", "lora"]) == 0
     out = capsys.readouterr().out
@@ -135,6 +167,20 @@ def test_dvc_queue_expands_lists_and_ranges_and_best_reads_real_exp_show(
 
 
 def test_console_script_module_runs() -> None:
-    done = subprocess.run([sys.executable, "-m", "reprotune.sweep", "best", "--task", "wnut16", "--method", "lora",
-                           "--from-json", str(PAYLOAD)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reprotune.sweep",
+            "best",
+            "--task",
+            "wnut16",
+            "--method",
+            "lora",
+            "--from-json",
+            str(PAYLOAD),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0 and "r16-exp" in done.stdout

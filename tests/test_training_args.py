@@ -19,8 +19,9 @@ def args_for(tmp_path: Path, **params: object):
 
 
 def test_speed_params_map_onto_training_arguments(tmp_path: Path) -> None:
-    args = args_for(tmp_path, batch_size=32, gradient_accumulation_steps=4, dataloader_workers=2,
-                    group_by_length=True, warmup=0.1)
+    args = args_for(
+        tmp_path, batch_size=32, gradient_accumulation_steps=4, dataloader_workers=2, group_by_length=True, warmup=0.1
+    )
     assert args.per_device_train_batch_size == 32 and args.gradient_accumulation_steps == 4
     assert args.dataloader_num_workers == 2 and args.dataloader_persistent_workers
     assert args.train_sampling_strategy == "group_by_length"
@@ -61,8 +62,16 @@ def test_gradient_checkpointing_is_enabled_on_the_model_before_lora() -> None:
     from reprotune.training.lora import apply_lora
     from reprotune.training.train import enable_activation_checkpointing
 
-    model = BertForTokenClassification(BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2,
-                                                  num_attention_heads=2, intermediate_size=32, num_labels=3))
+    model = BertForTokenClassification(
+        BertConfig(
+            vocab_size=40,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_labels=3,
+        )
+    )
     assert not model.is_activation_checkpointing
     enable_activation_checkpointing(model)
     assert model.is_activation_checkpointing

@@ -29,32 +29,50 @@ from reprotune.tasks.ner.family import max_context_words
 from reprotune.tasks.ner.params import NerMeta, NerWindows
 
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-WORDS = ("Barack Obama visited Paris yesterday with extraordinarily unbelievable companions and then "
-         "flew to Berlin where Angela Merkel waited near the Brandenburg Gate for hours").split()
+WORDS = (
+    "Barack Obama visited Paris yesterday with extraordinarily unbelievable companions and then "
+    "flew to Berlin where Angela Merkel waited near the Brandenburg Gate for hours"
+).split()
 
 
 def ner_section(model_dir: Path, **tokenize: Any) -> dict[str, Any]:
-    return {"type": "ner", "model": {"name_or_path": str(model_dir)},
-            "download": {"source": "conll", "path": "unused.conll"},
-            "tokenize": {"max_length": 16, **tokenize},
-            "train_full": {"max_steps": 2}, "train_lora": {"max_steps": 2},
-            "evaluate": {"batch_size": 4}, "error_analysis": {}}
+    return {
+        "type": "ner",
+        "model": {"name_or_path": str(model_dir)},
+        "download": {"source": "conll", "path": "unused.conll"},
+        "tokenize": {"max_length": 16, **tokenize},
+        "train_full": {"max_steps": 2},
+        "train_lora": {"max_steps": 2},
+        "evaluate": {"batch_size": 4},
+        "error_analysis": {},
+    }
 
 
 def cls_section(model_dir: Path, **tokenize: Any) -> dict[str, Any]:
-    return {"type": "classification", "model": {"name_or_path": str(model_dir)},
-            "download": {"source": "tsv", "path": "unused.tsv"},
-            "tokenize": {"max_length": 12, **tokenize},
-            "train_full": {"max_steps": 2}, "train_lora": {"max_steps": 2},
-            "evaluate": {"batch_size": 4}, "error_analysis": {}}
+    return {
+        "type": "classification",
+        "model": {"name_or_path": str(model_dir)},
+        "download": {"source": "tsv", "path": "unused.tsv"},
+        "tokenize": {"max_length": 12, **tokenize},
+        "train_full": {"max_steps": 2},
+        "train_lora": {"max_steps": 2},
+        "evaluate": {"batch_size": 4},
+        "error_analysis": {},
+    }
 
 
 def ner_raw(sentences: list[list[str]]) -> Dataset:
-    return Dataset.from_dict({"id": [str(i) for i in range(len(sentences))], "tokens": sentences,
-                              "tags": [["O"] * len(words) for words in sentences]})
+    return Dataset.from_dict(
+        {
+            "id": [str(i) for i in range(len(sentences))],
+            "tokens": sentences,
+            "tags": [["O"] * len(words) for words in sentences],
+        }
+    )
 
 
 # params -------------------------------------------------------------------------
+
 
 def test_windows_are_off_by_default_and_a_stride_must_leave_room() -> None:
     assert validate_task("n", ner_section(Path("m"))).tokenize.windows is None
@@ -78,6 +96,7 @@ def test_classification_meta_json_is_unchanged_without_windows() -> None:
 
 
 # NER: word windows ---------------------------------------------------------------
+
 
 def test_word_windows_cover_every_word_and_overlap_by_at_most_the_stride() -> None:
     lengths = [1, 3, 1, 2, 4, 1, 1, 2, 6, 1, 1]
@@ -128,10 +147,17 @@ def test_ner_predict_gives_every_word_of_a_long_sentence_a_tag(tiny_model_dir: P
     tokenizer = load_tokenizer(task.model, pretokenized=True)
     model = NER.build_model(task, meta)
     raw = ner_raw([WORDS, WORDS[5:9]])
-    cut = NER.predict(model, tokenizer, raw, ner_preprocess.tokenize_split(raw, tokenizer, NER_LABELS, 10, False,
-                                                                           None), meta, task)
-    windowed = NER.predict(model, tokenizer, raw, ner_preprocess.tokenize_split(
-        raw, tokenizer, NER_LABELS, 10, False, task.tokenize.windows), meta, task)
+    cut = NER.predict(
+        model, tokenizer, raw, ner_preprocess.tokenize_split(raw, tokenizer, NER_LABELS, 10, False, None), meta, task
+    )
+    windowed = NER.predict(
+        model,
+        tokenizer,
+        raw,
+        ner_preprocess.tokenize_split(raw, tokenizer, NER_LABELS, 10, False, task.tokenize.windows),
+        meta,
+        task,
+    )
     assert list(cut["score"][0]).count(0.0) > 0, "truncation leaves words without a prediction"
     assert len(windowed["pred"][0]) == len(WORDS) and all(s > 0 for s in windowed["score"][0])
     assert windowed.iloc[1].to_dict() == cut.iloc[1].to_dict(), "a sentence that fits predicts as before"
@@ -146,12 +172,22 @@ def test_short_sentences_predict_identically_with_windows_on_and_off(tiny_model_
     tokenizer = load_tokenizer(off.model, pretokenized=True)
     model = NER.build_model(off, meta)
     raw = ner_raw([WORDS[:5], WORDS[4:12], WORDS[10:13]])
-    tables = [NER.predict(model, tokenizer, raw, ner_preprocess.tokenize_split(
-        raw, tokenizer, NER_LABELS, 64, False, task.tokenize.windows), meta, task) for task in (off, on)]
+    tables = [
+        NER.predict(
+            model,
+            tokenizer,
+            raw,
+            ner_preprocess.tokenize_split(raw, tokenizer, NER_LABELS, 64, False, task.tokenize.windows),
+            meta,
+            task,
+        )
+        for task in (off, on)
+    ]
     pd.testing.assert_frame_equal(*tables)
     texts = [{"text": "Angela Merkel met Barack Obama in Paris."}, {"text": "Nothing here"}]
-    assert NER.predict_records(model, tokenizer, texts, meta, off) == NER.predict_records(model, tokenizer, texts,
-                                                                                         meta, on)
+    assert NER.predict_records(model, tokenizer, texts, meta, off) == NER.predict_records(
+        model, tokenizer, texts, meta, on
+    )
 
 
 def test_ner_validation_metric_takes_each_word_from_its_max_context_window() -> None:
@@ -160,8 +196,9 @@ def test_ner_validation_metric_takes_each_word_from_its_max_context_window() -> 
     labels = ["O", "B-LOC"]
     raw = Dataset.from_dict({"tokens": [["a", "b", "c", "d"], ["e"]], "tags": [["O", "B-LOC", "O", "O"], ["O"]]})
     # sentence 0 in two windows (words 0-2, 1-3), sentence 1 in one
-    features = Dataset.from_dict({"word_ids": [[-1, 0, 1, 2, -1], [-1, 1, 2, 3, -1], [-1, 0, -1]],
-                                  "example_index": [0, 0, 1]})
+    features = Dataset.from_dict(
+        {"word_ids": [[-1, 0, 1, 2, -1], [-1, 1, 2, 3, -1], [-1, 0, -1]], "example_index": [0, 0, 1]}
+    )
     logits = np.full((3, 5, 2), -100.0)
     logits[0, :5] = np.eye(2)[[0, 0, 1, 0, 0]]  # window 0: word 1 B-LOC (central there)
     logits[1, :5] = np.eye(2)[[0, 0, 0, 0, 0]]  # window 1: word 1 O (at its edge)
@@ -172,6 +209,7 @@ def test_ner_validation_metric_takes_each_word_from_its_max_context_window() -> 
 
 
 # classification: document windows ----------------------------------------------------
+
 
 def test_aggregation_mean_and_max_on_hand_made_logits() -> None:
     windows = np.array([[0.0, 3.0], [1.0, -5.0]])
@@ -187,8 +225,13 @@ def test_aggregation_mean_and_max_on_hand_made_logits() -> None:
 def test_classification_validation_aggregates_windows_per_document(aggregate: str, accuracy: float) -> None:
     from transformers import EvalPrediction
 
-    meta = ClassificationMeta(labels=["a", "b"], labels_missing_from_train=[], text_fields=["text"], pair=False,
-                              windows=ClassificationWindows(stride=2, aggregate=aggregate))
+    meta = ClassificationMeta(
+        labels=["a", "b"],
+        labels_missing_from_train=[],
+        text_fields=["text"],
+        pair=False,
+        windows=ClassificationWindows(stride=2, aggregate=aggregate),
+    )
     features = Dataset.from_dict({"example_index": [0, 0, 1]})
     logits = np.array([[0.0, 3.0], [1.0, -5.0], [2.0, 1.0]])
     compute = CLS.train_metrics(meta, None, Dataset.from_dict({}), features)
@@ -208,8 +251,9 @@ def test_document_windows_cover_the_text_and_carry_the_label(tiny_model_dir: Pat
     content = [tokenizer.convert_ids_to_tokens(out["input_ids"][row])[1:-1] for row in first]
     joined = content[0] + [token for part in content[1:] for token in part[3:]]  # stride 3: 3 tokens repeat
     assert joined == tokenizer.tokenize(long), "every token in some window, consecutive windows share 3"
-    plain = cls_preprocess.encode_batch({"text": ["Paris in spring"], "label": [0]}, tokenizer, 12,
-                                        "longest_first", [0, 1])
+    plain = cls_preprocess.encode_batch(
+        {"text": ["Paris in spring"], "label": [0]}, tokenizer, 12, "longest_first", [0, 1]
+    )
     assert out["input_ids"][-1] == plain["input_ids"][0]
 
 
@@ -221,7 +265,7 @@ def test_sentence_pairs_split_the_longer_text_or_truncate_when_no_room(tiny_mode
     by_example = {e: [r for r, x in enumerate(out["example_index"]) if x == e] for e in (0, 1, 2)}
     assert len(by_example[0]) > 1 and len(by_example[1]) > 1
     question = tokenizer("Who met whom?", add_special_tokens=False)["input_ids"]
-    assert all(out["input_ids"][r][1:1 + len(question)] == question for r in by_example[0])
+    assert all(out["input_ids"][r][1 : 1 + len(question)] == question for r in by_example[0])
     assert by_example[2] == [len(out["example_index"]) - 1] and out["truncated"][-1], "no room: truncated"
 
 
@@ -230,13 +274,19 @@ def test_classification_predict_aggregates_window_logits(tiny_model_dir: Path) -
 
     section = cls_section(tiny_model_dir, windows={"stride": 3, "aggregate": "max"})
     task = validate_task("c", section | {"evaluate": {"batch_size": 4, "precision": "fp32"}})
-    meta = ClassificationMeta(labels=["a", "b", "c"], labels_missing_from_train=[], text_fields=["text"],
-                              pair=False, windows=task.tokenize.windows)
+    meta = ClassificationMeta(
+        labels=["a", "b", "c"],
+        labels_missing_from_train=[],
+        text_fields=["text"],
+        pair=False,
+        windows=task.tokenize.windows,
+    )
     tokenizer = load_tokenizer(task.model)
     model = CLS.build_model(task, meta)
-    raw = Dataset.from_dict({"id": ["1", "2"], "text": [" ".join(WORDS), "Paris in spring"], "label": [1, 0]},
-                            features=Features({"id": Value("string"), "text": Value("string"),
-                                               "label": ClassLabel(names=meta.labels)}))
+    raw = Dataset.from_dict(
+        {"id": ["1", "2"], "text": [" ".join(WORDS), "Paris in spring"], "label": [1, 0]},
+        features=Features({"id": Value("string"), "text": Value("string"), "label": ClassLabel(names=meta.labels)}),
+    )
     features = cls_preprocess.encode_split(raw, tokenizer, 12, "longest_first", [0, 1, 2], meta.windows)
     table = CLS.predict(model, tokenizer, raw, features, meta, task)
     assert list(table["id"]) == ["1", "2"] and list(table["truncated"]) == [False, False]
@@ -255,18 +305,22 @@ def test_short_documents_predict_identically_with_windows_on_and_off(tiny_model_
     tokenizer = load_tokenizer(task.model)
     model = CLS.build_model(task, meta_off)
     records = [{"text": "Paris in spring"}, {"text": "Obama visited Berlin yesterday with companions"}]
-    assert CLS.predict_records(model, tokenizer, records, meta_off, task) == \
-        CLS.predict_records(model, tokenizer, records, meta_on, task)
-    [long] = CLS.predict_records(model, tokenizer, [{"text": " ".join(WORDS * 3)}],
-                                 meta_on, validate_task("c", cls_section(tiny_model_dir)))
+    assert CLS.predict_records(model, tokenizer, records, meta_off, task) == CLS.predict_records(
+        model, tokenizer, records, meta_on, task
+    )
+    [long] = CLS.predict_records(
+        model, tokenizer, [{"text": " ".join(WORDS * 3)}], meta_on, validate_task("c", cls_section(tiny_model_dir))
+    )
     assert set(long["probs"]) == {"a", "b"} and abs(sum(long["probs"].values()) - 1) < 1e-4
 
 
 # end to end through the generic train and evaluate --------------------------------------
 
+
 def write_params(root: Path, name: str, section: dict[str, Any]) -> None:
-    (root / "params.yaml").write_text(json.dumps({"pipeline": {"tasks": {name: section["type"]}},
-                                                  "tasks": {name: section}}), encoding="utf-8")
+    (root / "params.yaml").write_text(
+        json.dumps({"pipeline": {"tasks": {name: section["type"]}}, "tasks": {name: section}}), encoding="utf-8"
+    )
 
 
 def prepare(name: str, section: dict[str, Any], family: str) -> tuple[Any, Any, Any, dict[str, Any]]:
@@ -286,8 +340,9 @@ def prepare(name: str, section: dict[str, Any], family: str) -> tuple[Any, Any, 
     return task, raw, features, tokenize_report
 
 
-def test_ner_windows_train_and_evaluate_through_the_generic_flow(tmp_path: Path, tiny_model_dir: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ner_windows_train_and_evaluate_through_the_generic_flow(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tiny_ner import tiny_task
 
     from reprotune.evaluation.evaluate import evaluate
@@ -304,8 +359,10 @@ def test_ner_windows_train_and_evaluate_through_the_generic_flow(tmp_path: Path,
     for split in ("train", "validation", "test"):
         assert report[split]["words_cut_by_truncation"] == 0 and report[split]["sentences_windowed"] > 0
         assert report[split]["windows"] == len(features[split]) > report[split]["sentences"] == len(raw[split])
-    meta = NerMeta(labels=json.loads((paths.tokenized_dir("tiny_ner") / "meta.json").read_text())["labels"],
-                   types_missing_from_train=[])
+    meta = NerMeta(
+        labels=json.loads((paths.tokenized_dir("tiny_ner") / "meta.json").read_text())["labels"],
+        types_missing_from_train=[],
+    )
 
     info = train("tiny_ner", "full", load_task("tiny_ner", "train-full"))
     model = NER.build_model(task, meta, source=str(paths.model_dir("tiny_ner", "full")))
@@ -316,13 +373,16 @@ def test_ner_windows_train_and_evaluate_through_the_generic_flow(tmp_path: Path,
     metrics = evaluate("tiny_ner", "full", load_task("tiny_ner", "evaluate-full"))
     table = pd.read_parquet(paths.predictions_file("tiny_ner", "full"))
     assert len(table) == len(raw["test"]) and list(table["id"]) == list(raw["test"]["id"])
-    assert all(len(pred) == len(tokens) and min(s) > 0 for pred, tokens, s in
-               zip(table["pred"], table["tokens"], table["score"])), "no word is lost"
+    assert all(
+        len(pred) == len(tokens) and min(s) > 0
+        for pred, tokens, s in zip(table["pred"], table["tokens"], table["score"])
+    ), "no word is lost"
     assert metrics["f1"] == score(table, meta, task)["f1"]
 
 
 def test_classification_windows_train_and_evaluate_through_the_generic_flow(
-        tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tiny_classification import tiny_task
 
     from reprotune.evaluation.evaluate import evaluate
@@ -355,4 +415,3 @@ def test_classification_windows_train_and_evaluate_through_the_generic_flow(
     first = table.iloc[0]
     [record] = CLS.predict_records(model, tokenizer, [{"text": first["text"]}], meta, task)
     assert record["label"] == first["pred"] and record["confidence"] == pytest.approx(first["confidence"], abs=1e-5)
-

@@ -22,8 +22,12 @@ def build_tiny_bert(target: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     source = resolve_package_path(DEFAULT_TOKENIZER)
     config = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=512,
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
     )
     target.mkdir(parents=True, exist_ok=True)
     BertModel(config).save_pretrained(str(target))
@@ -35,12 +39,20 @@ def build_tiny_bert(target: Path, seed: int = 0) -> Path:
 
 def copy_repo(target: Path) -> Path:
     """Copy the project's files (tracked and untracked-not-ignored) into a fresh git repo."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT, check=True, capture_output=True
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT, check=True, capture_output=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = REPO_ROOT / name
-        if source.is_file() and name != "dvc.lock" and not name.startswith(("data/", "models/", "reports/", "metrics/")):
+        if (
+            source.is_file()
+            and name != "dvc.lock"
+            and not name.startswith(("data/", "models/", "reports/", "metrics/"))
+        ):
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
     git(target, "init", "-q")

@@ -36,7 +36,11 @@ def tiny_task(data_dir: Path, model_dir: Path) -> dict:
         "type": "classification",
         "model": {"name_or_path": str(model_dir)},
         "download": {
-            "source": "tsv", "path": str(path), "header": False, "text_fields": [3], "label_field": 1,
+            "source": "tsv",
+            "path": str(path),
+            "header": False,
+            "text_fields": [3],
+            "label_field": 1,
             "label_map": {str(i): name for i, name in enumerate(CLASSES)},
             "make_splits": {"validation": 0.2, "test": 0.25, "seed": 1},
         },

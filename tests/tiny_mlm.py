@@ -25,8 +25,13 @@ def tiny_task(data_dir: Path, model_dir: Path) -> dict:
     return {
         "type": "mlm",
         "model": {"name_or_path": str(model_dir)},
-        "download": {"source": "text", "path": str(corpus), "document_per": "file", "pattern": "*/*.txt",
-                     "make_splits": {"validation": 0.2, "test": 0.2, "seed": 1}},
+        "download": {
+            "source": "text",
+            "path": str(corpus),
+            "document_per": "file",
+            "pattern": "*/*.txt",
+            "make_splits": {"validation": 0.2, "test": 0.2, "seed": 1},
+        },
         "tokenize": {"chunk_size": 64, "max_train_samples": 64, "max_eval_samples": 24, "masking": "whole_word"},
         "train_full": {**TINY_TRAIN, "learning_rate": 1e-3},
         "train_lora": {**TINY_TRAIN, "learning_rate": 1e-2, "r": 4, "alpha": 8},

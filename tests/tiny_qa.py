@@ -19,31 +19,44 @@ TOWNS = [
     ("Fallow", "Nina Roe", "1765", "the old forest", "paper", "a bridge"),
 ]
 
-FILLER = ("The streets are narrow and the houses are built of local stone. Visitors often remark on the quiet "
-          "squares, the small gardens and the bells that ring at noon. Markets are held every week and the "
-          "town council meets in a hall beside the church. ")
+FILLER = (
+    "The streets are narrow and the houses are built of local stone. Visitors often remark on the quiet "
+    "squares, the small gardens and the bells that ring at noon. Markets are held every week and the "
+    "town council meets in a hall beside the church. "
+)
 
 
 def article(town: str, founder: str, year: str, place: str, trade: str, event: str) -> dict:
     short = f"{town} was founded in {year} by {founder}. The town lies beside {place}."
-    long = (f"{FILLER * 2}The main trade of {town} is {trade}, which is sold across the region. "
-            f"The town grew quickly because of {event} that brought new families.")
+    long = (
+        f"{FILLER * 2}The main trade of {town} is {trade}, which is sold across the region. "
+        f"The town grew quickly because of {event} that brought new families."
+    )
 
     def qa(qid: str, question: str, context: str, answer: str) -> dict:
         return {"id": qid, "question": question, "answers": [{"text": answer, "answer_start": context.index(answer)}]}
 
-    return {"title": town, "paragraphs": [
-        {"context": short, "qas": [
-            qa(f"{town}-when", f"When was {town} founded?", short, year),
-            qa(f"{town}-who", f"Who founded {town}?", short, founder),
-            qa(f"{town}-where", f"Where does {town} lie?", short, place),
-        ]},
-        {"context": long, "qas": [
-            qa(f"{town}-what", f"What is the main trade of {town}?", long, trade),
-            qa(f"{town}-why", f"Why did {town} grow quickly?", long, f"because of {event}"),
-            qa(f"{town}-how", "How often are markets held?", long, "every week"),
-        ]},
-    ]}
+    return {
+        "title": town,
+        "paragraphs": [
+            {
+                "context": short,
+                "qas": [
+                    qa(f"{town}-when", f"When was {town} founded?", short, year),
+                    qa(f"{town}-who", f"Who founded {town}?", short, founder),
+                    qa(f"{town}-where", f"Where does {town} lie?", short, place),
+                ],
+            },
+            {
+                "context": long,
+                "qas": [
+                    qa(f"{town}-what", f"What is the main trade of {town}?", long, trade),
+                    qa(f"{town}-why", f"Why did {town} grow quickly?", long, f"because of {event}"),
+                    qa(f"{town}-how", "How often are markets held?", long, "every week"),
+                ],
+            },
+        ],
+    }
 
 
 def write_squad(path: Path) -> Path:
@@ -58,8 +71,12 @@ def tiny_task(data_dir: Path, model_dir: Path) -> dict:
     return {
         "type": "qa",
         "model": {"name_or_path": str(model_dir)},
-        "download": {"source": "json", "path": str(path), "split_by": "title",
-                     "make_splits": {"validation": 0.2, "test": 0.2, "seed": 1}},
+        "download": {
+            "source": "json",
+            "path": str(path),
+            "split_by": "title",
+            "make_splits": {"validation": 0.2, "test": 0.2, "seed": 1},
+        },
         "tokenize": {"max_length": 64, "doc_stride": 16, "max_question_length": 16},
         "train_full": {**TINY_TRAIN, "learning_rate": 1e-3},
         "train_lora": {**TINY_TRAIN, "learning_rate": 1e-2, "r": 4, "alpha": 8},

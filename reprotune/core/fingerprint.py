@@ -68,7 +68,7 @@ def path_fingerprint(ref: str, cache: HashCache) -> dict[str, Any]:
     path = resolve_path(ref, "source")
     entry: dict[str, Any] = {"ref": ref}
     if ref.startswith(PACKAGE_PREFIX):
-        package = ref[len(PACKAGE_PREFIX):].strip("/").split("/")[0]
+        package = ref[len(PACKAGE_PREFIX) :].strip("/").split("/")[0]
         entry["package"] = package
         entry["version"] = package_version(package)
     if path.is_file():

@@ -122,8 +122,9 @@ class TrainParams(Strict):
         None, gt=0, description="evaluate and save a checkpoint every N optimizer steps; null: every epoch"
     )
     class_weights: Literal["none", "balanced"] | dict[str, float] = Field(
-        "none", description="classification and ner: loss weight per label; balanced = n / (n_classes * count) "
-                            "from the train counts, or {label: weight} (unlisted labels weigh 1.0)"
+        "none",
+        description="classification and ner: loss weight per label; balanced = n / (n_classes * count) "
+        "from the train counts, or {label: weight} (unlisted labels weigh 1.0)",
     )
 
     @field_validator("class_weights", mode="before")
@@ -131,8 +132,10 @@ class TrainParams(Strict):
     def _label_names_as_text(cls, value: Any) -> Any:
         """YAML reads `{0: 2.0}` with a number for a key; label names are compared as text."""
         if isinstance(value, dict):
-            return {str(int(key)) if isinstance(key, float) and key.is_integer() else str(key): item
-                    for key, item in value.items()}
+            return {
+                str(int(key)) if isinstance(key, float) and key.is_integer() else str(key): item
+                for key, item in value.items()
+            }
         if value is None:
             return "none"
         if not isinstance(value, str) or value not in ("none", "balanced"):
@@ -188,8 +191,9 @@ class SignificanceParams(Strict):
     seed: int = Field(0, description="seeds the resampling")
     level: float = Field(0.95, gt=0, lt=1, description="a difference is significant when p < 1 - level")
     test: Literal["bootstrap", "randomisation"] = Field(
-        "bootstrap", description="p-value of F1 / EM / perplexity / macro-F1 / MCC: paired bootstrap or approximate "
-                                 "randomisation; accuracy always uses McNemar's test"
+        "bootstrap",
+        description="p-value of F1 / EM / perplexity / macro-F1 / MCC: paired bootstrap or approximate "
+        "randomisation; accuracy always uses McNemar's test",
     )
 
 
@@ -217,12 +221,17 @@ class ExportParams(Strict):
     )
     opset: int = Field(17, ge=14, le=21, description="ONNX opset for torch.onnx.export")
     tie_margin: float = Field(
-        1e-4, ge=0, description="fp32 parity: a position whose two best PyTorch logits lie closer than this "
-                                "is a tie and not counted as a mismatch"
+        1e-4,
+        ge=0,
+        description="fp32 parity: a position whose two best PyTorch logits lie closer than this "
+        "is a tie and not counted as a mismatch",
     )
     int8_tolerance: float = Field(
-        0.02, ge=0, le=1, description="int8 parity: the largest allowed drop of the family's headline test "
-                                      "metric (absolute, e.g. 0.02 = 2 points of F1) against PyTorch"
+        0.02,
+        ge=0,
+        le=1,
+        description="int8 parity: the largest allowed drop of the family's headline test "
+        "metric (absolute, e.g. 0.02 = 2 points of F1) against PyTorch",
     )
     parity_examples: int | None = Field(
         None, gt=0, description="test features the parity check runs on (the first N); None: all of them"
@@ -244,9 +253,7 @@ class ExportParams(Strict):
 class GateRule(Strict):
     """How far one metric may drop before the gate fails (`tasks.<task>.gate.<metric>`)."""
 
-    max_drop: float | None = Field(
-        ge=0, description="largest allowed drop; null reports the metric but never gates it"
-    )
+    max_drop: float | None = Field(ge=0, description="largest allowed drop; null reports the metric but never gates it")
     relative: bool = Field(False, description="max_drop is a fraction of the old value")
     lower_is_better: bool | None = Field(
         None, description="None: inferred from the name (loss, perplexity are lower-is-better)"
@@ -280,10 +287,20 @@ STAGE_SECTIONS = ("model", "download", "tokenize", "train_full", "train_lora", "
 
 # Names users bring from HF scripts and peft, mapped to ours for the did-you-mean hint.
 HF_NAMES = {
-    "rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lr": "learning_rate",
-    "num_train_epochs": "epochs", "num_epochs": "epochs", "per_device_train_batch_size": "batch_size",
-    "per_device_eval_batch_size": "eval_batch_size", "warmup_ratio": "warmup", "warmup_steps": "warmup",
-    "model_name_or_path": "name_or_path", "fp16": "precision", "bf16": "precision",
+    "rank": "r",
+    "lora_r": "r",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+    "lr": "learning_rate",
+    "num_train_epochs": "epochs",
+    "num_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size",
+    "warmup_ratio": "warmup",
+    "warmup_steps": "warmup",
+    "model_name_or_path": "name_or_path",
+    "fp16": "precision",
+    "bf16": "precision",
 }
 
 

@@ -11,8 +11,10 @@ def markdown_table(frame: pd.DataFrame) -> str:
         return "_none_\n"
     header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
     rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    body = ["| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in row) + " |"
-            for row in frame.itertuples(index=False)]
+    body = [
+        "| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in row) + " |"
+        for row in frame.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *body]) + "\n"
 
 

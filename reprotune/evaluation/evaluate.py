@@ -44,8 +44,9 @@ def with_intervals(metrics: dict[str, Any], predictions: Any, meta: Any, task: T
     (seeded percentile bootstrap over test examples, `evaluate.bootstrap`); the keys already
     there keep their values and order. No test example or `resamples: 0`: no interval keys."""
     settings = task.evaluate.bootstrap
-    return add_intervals(metrics, tasks.metrics(task.type), predictions, meta, settings.resamples, settings.seed,
-                         settings.level)
+    return add_intervals(
+        metrics, tasks.metrics(task.type), predictions, meta, settings.resamples, settings.seed, settings.level
+    )
 
 
 def evaluate(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:

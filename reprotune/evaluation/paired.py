@@ -43,8 +43,9 @@ def aligned_stats(predictions: dict[str, pd.DataFrame], meta: Any, type_name: st
     return stats
 
 
-def significance(predictions: dict[str, pd.DataFrame], meta: Any, task: TaskParams
-                 ) -> dict[str, dict[str, PairedResult]]:
+def significance(
+    predictions: dict[str, pd.DataFrame], meta: Any, task: TaskParams
+) -> dict[str, dict[str, PairedResult]]:
     """LoRA - full, full - baseline and LoRA - baseline on every headline metric, paired on the same test examples."""
     settings = task.error_analysis.significance
     metrics = tasks.metrics(task.type)
@@ -52,13 +53,22 @@ def significance(predictions: dict[str, pd.DataFrame], meta: Any, task: TaskPara
     if not stats or len(next(iter(stats.values()))) == 0:
         return {}
     return compare_methods(
-        stats, metrics.HEADLINE, metrics.HEADLINE_KEYS, settings.resamples, settings.seed, settings.level,
-        test=settings.test, mcnemar_columns=getattr(metrics, "MCNEMAR", None),
+        stats,
+        metrics.HEADLINE,
+        metrics.HEADLINE_KEYS,
+        settings.resamples,
+        settings.seed,
+        settings.level,
+        test=settings.test,
+        mcnemar_columns=getattr(metrics, "MCNEMAR", None),
     )
 
 
-TITLES = {"lora_minus_full": "LoRA against full", "full_minus_baseline": "full against the baseline",
-          "lora_minus_baseline": "LoRA against the baseline"}
+TITLES = {
+    "lora_minus_full": "LoRA against full",
+    "full_minus_baseline": "full against the baseline",
+    "lora_minus_baseline": "LoRA against the baseline",
+}
 
 
 def significance_lines(results: dict[str, dict[str, PairedResult]]) -> list[str]:
@@ -66,11 +76,15 @@ def significance_lines(results: dict[str, dict[str, PairedResult]]) -> list[str]
     if not results:
         return []
     any_result = next(iter(next(iter(results.values())).values()))
-    lines = ["## Are the differences significant?", "",
-             f"Each method against another on the same {any_result.n_examples} test examples: the difference "
-             f"b − a, its {any_result.level * 100:g}% paired-bootstrap interval ({any_result.n_resamples} resamples) "
-             "and the p-value of the test named after it (McNemar's where each example is simply right or wrong). "
-             "Significant: p < " + f"{1 - any_result.level:.2g}" + ".", ""]
+    lines = [
+        "## Are the differences significant?",
+        "",
+        f"Each method against another on the same {any_result.n_examples} test examples: the difference "
+        f"b − a, its {any_result.level * 100:g}% paired-bootstrap interval ({any_result.n_resamples} resamples) "
+        "and the p-value of the test named after it (McNemar's where each example is simply right or wrong). "
+        "Significant: p < " + f"{1 - any_result.level:.2g}" + ".",
+        "",
+    ]
     for comparison, by_metric in results.items():
         lines.append(f"**{TITLES.get(comparison, comparison)}**")
         lines.append("")

@@ -48,8 +48,18 @@ from reprotune.core.additive import AdditiveHeadline, Headline, SumsFunction, ad
 from reprotune.core.tables import p_text, signed
 
 __all__ = [
-    "AdditiveHeadline", "Headline", "SumsFunction", "additive", "is_additive", "bootstrap_intervals",
-    "interval_keys", "interval_metrics", "PairedResult", "paired_difference", "mcnemar", "paired_accuracy",
+    "AdditiveHeadline",
+    "Headline",
+    "SumsFunction",
+    "additive",
+    "is_additive",
+    "bootstrap_intervals",
+    "interval_keys",
+    "interval_metrics",
+    "PairedResult",
+    "paired_difference",
+    "mcnemar",
+    "paired_accuracy",
     "verdict",
 ]
 
@@ -401,8 +411,6 @@ def _accuracy(sums: Mapping[str, np.ndarray], n_rows: int) -> dict[str, np.ndarr
 # --------------------------------------------------------------------------- words
 
 
-
-
 def verdict(result: PairedResult) -> str:
     """One sentence, e.g. ``"LoRA − full = −0.012 [−0.031, +0.006], p = 0.21: not significant at 95%"``."""
     words = "significant" if result.significant else "not significant"
@@ -454,7 +462,11 @@ def compare_methods(
             if metric in mcnemar_columns:
                 column = mcnemar_columns[metric]
                 results[metric] = paired_accuracy(
-                    stats[a][column].to_numpy() > 0, stats[b][column].to_numpy() > 0, n_resamples, seed, level,
+                    stats[a][column].to_numpy() > 0,
+                    stats[b][column].to_numpy() > 0,
+                    n_resamples,
+                    seed,
+                    level,
                     names=names,
                 )
                 results[metric] = PairedResult(**{**results[metric].to_dict(), "metric": metric})
@@ -495,7 +507,12 @@ def significance_metrics(results: Mapping[str, Mapping[str, PairedResult]]) -> d
 
 
 def add_intervals(
-    metrics: Mapping[str, Any], family: Any, predictions: pd.DataFrame, meta: Any, n_resamples: int, seed: int,
+    metrics: Mapping[str, Any],
+    family: Any,
+    predictions: pd.DataFrame,
+    meta: Any,
+    n_resamples: int,
+    seed: int,
     level: float = 0.95,
 ) -> dict[str, Any]:
     """``metrics`` (what ``family.score`` returned) with ``<key>_ci_low`` / ``<key>_ci_high``

@@ -56,8 +56,9 @@ def with_evaluate(task: TaskParams, settings: ExportParams) -> TaskParams:
     return task.model_copy(update={"evaluate": evaluate})
 
 
-def family_metric(family: Any, type_name: str, model: Any, tokenizer: Any, raw: Any, features: Any, meta: Any,
-                  task: TaskParams) -> float:
+def family_metric(
+    family: Any, type_name: str, model: Any, tokenizer: Any, raw: Any, features: Any, meta: Any, task: TaskParams
+) -> float:
     table = family.predict(model, tokenizer, raw, features, meta, task)
     scores = tasks.metrics(type_name).score(table, meta, task)
     value = scores.get(family.default_metric)
@@ -71,7 +72,7 @@ def run_export(task_name: str, method: str, task: TaskParams, root: Path = Path(
 
     if method not in paths.METHODS:
         raise ReprotuneError(f"unknown method '{method}'; allowed: {', '.join(paths.METHODS)}")
-    settings: ExportParams = task.export  # type: ignore[attr-defined]
+    settings: ExportParams = task.export
     if settings.quantize_int8 and not settings.onnx:
         raise ReprotuneError("params.yaml: export.quantize_int8 needs export.onnx: true")
     family = tasks.family(task.type)
@@ -87,8 +88,11 @@ def run_export(task_name: str, method: str, task: TaskParams, root: Path = Path(
     threads = settings.threads or torch.get_num_threads()
     collate = family.collator(tokenizer, task, meta)
     run_info_file = paths.model_dir(task_name, method) / paths.RUN_INFO
-    run_info = json.loads(run_info_file.read_text(encoding="utf-8")) if run_info_file.is_file() else {
-        "task": task_name, "base_model": task.model.name_or_path, "meta": meta.model_dump(mode="json")}
+    run_info = (
+        json.loads(run_info_file.read_text(encoding="utf-8"))
+        if run_info_file.is_file()
+        else {"task": task_name, "base_model": task.model.name_or_path, "meta": meta.model_dump(mode="json")}
+    )
     run_info.update({"method": method, "exported": True})
 
     target = export_dir(task_name, method)
@@ -106,8 +110,18 @@ def run_export(task_name: str, method: str, task: TaskParams, root: Path = Path(
 
         # parity ------------------------------------------------------------------
         with latency.torch_threads(threads):
-            reports = parity.compare(trained, candidates, features, collate, settings.batch_size, inputs, outputs,
-                                     settings.tie_margin, settings.parity_examples, family.model_columns())
+            reports = parity.compare(
+                trained,
+                candidates,
+                features,
+                collate,
+                settings.batch_size,
+                inputs,
+                outputs,
+                settings.tie_margin,
+                settings.parity_examples,
+                family.model_columns(),
+            )
         for name in ("merged", "onnx"):
             if name in reports:
                 parity.check_identical(reports[name], "merged LoRA" if name == "merged" else "fp32 ONNX")
@@ -116,8 +130,9 @@ def run_export(task_name: str, method: str, task: TaskParams, root: Path = Path(
                 scored = with_evaluate(task, settings)
                 with latency.torch_threads(threads):
                     reference = family_metric(family, task.type, merged, tokenizer, raw, features, meta, scored)
-                    quantized = family_metric(family, task.type, candidates["int8"], tokenizer, raw, features, meta,
-                                              scored)
+                    quantized = family_metric(
+                        family, task.type, candidates["int8"], tokenizer, raw, features, meta, scored
+                    )
                 metric_name = family.default_metric
             else:
                 metric_name = "label_accuracy"
@@ -125,13 +140,13 @@ def run_export(task_name: str, method: str, task: TaskParams, root: Path = Path(
                 if scores[0] is None or scores[1] is None:
                     raise ReprotuneError("parity: the test features carry no labels to score int8 against")
                 reference, quantized = float(scores[0]), float(scores[1])
-            reports["int8"]["metric"] = parity.check_metric(metric_name, reference, quantized,
-                                                            settings.int8_tolerance)
+            reports["int8"]["metric"] = parity.check_metric(metric_name, reference, quantized, settings.int8_tolerance)
         reports.pop("pytorch", None)
 
         # size and latency ---------------------------------------------------------
-        single, batched = latency.inputs(features, collate, settings.latency_examples, settings.batch_size, inputs,
-                                         family.model_columns())
+        single, batched = latency.inputs(
+            features, collate, settings.latency_examples, settings.batch_size, inputs, family.model_columns()
+        )
         timings = {"pytorch": latency.measure_torch(merged, single, batched, threads)}
         for name in ("onnx", "int8"):
             if name in candidates:
@@ -142,12 +157,19 @@ def run_export(task_name: str, method: str, task: TaskParams, root: Path = Path(
         for name in ("onnx", "int8"):
             if name in candidates:
                 sizes[name] = latency.size_bytes(onnx_path(out, int8=name == "int8"))
-        metrics = {"size_bytes": sizes, "latency": timings, "parity": reports, "threads": threads,
-                   "onnx": onnx_info, "test_features": len(features)}
+        metrics = {
+            "size_bytes": sizes,
+            "latency": timings,
+            "parity": reports,
+            "threads": threads,
+            "onnx": onnx_info,
+            "test_features": len(features),
+        }
 
         artifacts = ["model", *(name for name in ("onnx", "int8") if name in candidates)]
-        info = card.gather(task_name, method, task.type, task.model, meta.model_dump(mode="json"), metrics, root,
-                           artifacts)
+        info = card.gather(
+            task_name, method, task.type, task.model, meta.model_dump(mode="json"), metrics, root, artifacts
+        )
         (out / "README.md").write_text(card.render(info), encoding="utf-8")
 
     write_json(export_metrics_file(task_name, method), metrics)

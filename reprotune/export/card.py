@@ -55,10 +55,17 @@ class CardInfo:
 # gathering --------------------------------------------------------------------------
 def git_revision(root: Path) -> tuple[str | None, bool]:
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None, False
     return rev or None, bool(dirty)
@@ -89,8 +96,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def gather(task: str, method: str, family: str, model: Any, meta: dict[str, Any], export: dict[str, Any],
-           root: Path = Path("."), artifacts: list[str] | None = None) -> CardInfo:
+def gather(
+    task: str,
+    method: str,
+    family: str,
+    model: Any,
+    meta: dict[str, Any],
+    export: dict[str, Any],
+    root: Path = Path("."),
+    artifacts: list[str] | None = None,
+) -> CardInfo:
     """Read what the card says from the pipeline's files under `root`."""
     from reprotune.core import paths
 
@@ -103,14 +118,20 @@ def gather(task: str, method: str, family: str, model: Any, meta: dict[str, Any]
     revision, dirty = git_revision(root)
     limitations = {k: list(v) for k, v in meta.items() if k.endswith("_missing_from_train") and v}
     return CardInfo(
-        task=task, method=method, family=family,
-        base_model=model.name_or_path, base_revision=getattr(model, "revision", None),
-        labels=list(meta.get("labels") or []), limitations=limitations,
+        task=task,
+        method=method,
+        family=family,
+        base_model=model.name_or_path,
+        base_revision=getattr(model, "revision", None),
+        labels=list(meta.get("labels") or []),
+        limitations=limitations,
         data_source={k: v for k, v in source.items() if v not in (None, {}, [])},
         split_sizes=dict(report.get("examples") or {}),
         train_params=_section(train, f"tasks.{task}.train_{method}"),
         metrics=_read_json(root / paths.metrics_file(task, method)),
-        export=export, git_revision=revision, git_dirty=dirty,
+        export=export,
+        git_revision=revision,
+        git_dirty=dirty,
         lock_stage=f"train-{method}@{task}" if train else None,
         lock_md5=_out_md5(train, paths.model_dir(task, method).as_posix()),
         artifacts=list(artifacts or []),
@@ -125,8 +146,11 @@ def headline_metrics(metrics: dict[str, Any]) -> dict[str, tuple[float, float | 
         if key.endswith(CI_SUFFIXES) or isinstance(value, bool) or not isinstance(value, float):
             continue
         low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-        out[key] = (value, low if isinstance(low, (int, float)) else None,
-                    high if isinstance(high, (int, float)) else None)
+        out[key] = (
+            value,
+            low if isinstance(low, (int, float)) else None,
+            high if isinstance(high, (int, float)) else None,
+        )
     return out
 
 
@@ -149,31 +173,45 @@ def metadata(info: CardInfo) -> dict[str, Any]:
         data["base_model"] = info.base_model
     if info.data_source.get("source") == "hub" and info.data_source.get("dataset"):
         data["datasets"] = [info.data_source["dataset"]]
-    data["tags"] = ["reprotune", info.family, info.method, *(["peft-merged"] if info.method == "lora" else []),
-                    *(["onnx"] if "onnx" in info.artifacts else [])]
+    data["tags"] = [
+        "reprotune",
+        info.family,
+        info.method,
+        *(["peft-merged"] if info.method == "lora" else []),
+        *(["onnx"] if "onnx" in info.artifacts else []),
+    ]
     data["metrics"] = sorted(headline)
     results = [{"type": key, "value": value, "name": f"test {key}"} for key, (value, _, _) in sorted(headline.items())]
-    data["model-index"] = [{
-        "name": f"{info.task}-{info.method}",
-        "results": [{
-            "task": {"type": PIPELINE_TAGS.get(info.family), "name": TASK_NAMES.get(info.family, info.family)},
-            "dataset": {"name": _dataset_name(info), "type": _dataset_name(info), "split": "test"},
-            "metrics": results,
-        }],
-    }]
+    data["model-index"] = [
+        {
+            "name": f"{info.task}-{info.method}",
+            "results": [
+                {
+                    "task": {"type": PIPELINE_TAGS.get(info.family), "name": TASK_NAMES.get(info.family, info.family)},
+                    "dataset": {"name": _dataset_name(info), "type": _dataset_name(info), "split": "test"},
+                    "metrics": results,
+                }
+            ],
+        }
+    ]
     return {k: v for k, v in data.items() if v not in (None, [], {})}
 
 
 def render(info: CardInfo) -> str:
     meta_yaml = yaml.safe_dump(metadata(info), sort_keys=False, allow_unicode=True)
     lines = ["---", meta_yaml.rstrip(), "---", "", f"# {info.task} ({info.method})", ""]
-    method = ("LoRA, merged into the base weights (a plain transformers checkpoint)" if info.method == "lora"
-              else "full fine-tuning")
+    method = (
+        "LoRA, merged into the base weights (a plain transformers checkpoint)"
+        if info.method == "lora"
+        else "full fine-tuning"
+    )
     lines += [
         f"{TASK_NAMES.get(info.family, info.family)} model fine-tuned from `{info.base_model}`"
         f"{f' (revision `{info.base_revision}`)' if info.base_revision else ''} by {method}, "
-        "with the reprotune DVC pipeline.", "",
-        "## Model", "",
+        "with the reprotune DVC pipeline.",
+        "",
+        "## Model",
+        "",
         f"- Base model: `{info.base_model}`",
         f"- Task: {info.family} (`{PIPELINE_TAGS.get(info.family)}`)",
         f"- Method: {info.method}",
@@ -182,8 +220,7 @@ def render(info: CardInfo) -> str:
         lines.append(f"- Labels ({len(info.labels)}): {', '.join(f'`{label}`' for label in info.labels)}")
     lines += ["", "## Data", ""]
     if info.data_source:
-        lines += [f"- {key}: `{value}`" for key, value in info.data_source.items()
-                  if not isinstance(value, dict)]
+        lines += [f"- {key}: `{value}`" for key, value in info.data_source.items() if not isinstance(value, dict)]
         nested = {k: v for k, v in info.data_source.items() if isinstance(v, dict)}
         lines += [f"- {key}: {_fmt(value)}" for key, value in nested.items()]
     else:
@@ -210,8 +247,10 @@ def render(info: CardInfo) -> str:
             if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
                 columns = sorted({c for v in value.values() for c in v})
                 lines += ["", f"{key}:", "", f"| | {' | '.join(columns)} |", f"| --- |{' ---: |' * len(columns)}"]
-                lines += [f"| {name} | {' | '.join(_fmt(row.get(c, '')) for c in columns)} |"
-                          for name, row in sorted(value.items())]
+                lines += [
+                    f"| {name} | {' | '.join(_fmt(row.get(c, '')) for c in columns)} |"
+                    for name, row in sorted(value.items())
+                ]
     else:
         lines.append("No test metrics found (run the evaluate stage).")
     if info.export:
@@ -222,24 +261,41 @@ def render(info: CardInfo) -> str:
     if info.lock_stage:
         lines.append(f"- Made by DVC stage `{info.lock_stage}`; dvc.lock md5 of its output: `{info.lock_md5}`")
     lines += [
-        "", "## Intended use", "",
+        "",
+        "## Intended use",
+        "",
         f"{TASK_NAMES.get(info.family, info.family)} on text like the training data "
         f"(`{_dataset_name(info)}`). Check the test results above on your own data before relying on it.",
-        "", "## Limitations", "",
+        "",
+        "## Limitations",
+        "",
         f"- Trained on {info.split_sizes.get('train', 'an unknown number of')} examples; "
         "the intervals above show how uncertain the test figures are.",
     ]
     for key, missing in info.limitations.items():
         kind = key.removesuffix("_missing_from_train").replace("_", " ")
-        lines.append(f"- {kind.capitalize()} missing from train, so the model cannot have learned them: "
-                     f"{', '.join(f'`{m}`' for m in missing)}")
+        lines.append(
+            f"- {kind.capitalize()} missing from train, so the model cannot have learned them: "
+            f"{', '.join(f'`{m}`' for m in missing)}"
+        )
     lines.append("- Inherits the biases and the language coverage of the base model and the data.")
-    lines += ["", "## How to use", "", "```python", "from transformers import pipeline", "",
-              f"model = pipeline(\"{PIPELINE_TAGS.get(info.family)}\", model=\"path/to/this/folder\")", "```"]
+    lines += [
+        "",
+        "## How to use",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        "",
+        f'model = pipeline("{PIPELINE_TAGS.get(info.family)}", model="path/to/this/folder")',
+        "```",
+    ]
     if "onnx" in info.artifacts:
-        lines += ["", "ONNX (onnxruntime, CPU): `onnx/model.onnx`"
-                  + (", int8: `onnx/model_int8.onnx`" if "int8" in info.artifacts else "")
-                  + "; or `reprotune-predict <task> --method <method> --format onnx`."]
+        lines += [
+            "",
+            "ONNX (onnxruntime, CPU): `onnx/model.onnx`"
+            + (", int8: `onnx/model_int8.onnx`" if "int8" in info.artifacts else "")
+            + "; or `reprotune-predict <task> --method <method> --format onnx`.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -49,9 +49,14 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def inputs(features: Dataset, collate: Callable[[list[dict[str, Any]]], dict[str, Any]], count: int,
-           batch_size: int, names: tuple[str, ...],
-           columns: list[str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def inputs(
+    features: Dataset,
+    collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    count: int,
+    batch_size: int,
+    names: tuple[str, ...],
+    columns: list[str] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(one collated input per example, the same examples collated in batches). `columns`: what
     the collator reads (the family's model columns; MLM's whole-word masking needs word_ids),
     default the model's input names; only those names reach the model."""
@@ -65,12 +70,13 @@ def inputs(features: Dataset, collate: Callable[[list[dict[str, Any]]], dict[str
         return {k: v for k, v in batch.items() if k in names}
 
     single = [pick(collate([row])) for row in rows]
-    batched = [pick(collate(rows[i:i + batch_size])) for i in range(0, len(rows), batch_size)]
+    batched = [pick(collate(rows[i : i + batch_size])) for i in range(0, len(rows), batch_size)]
     return single, batched
 
 
-def measure(call: Callable[..., Any], single: list[dict[str, Any]], batched: list[dict[str, Any]],
-            warmup: int = WARMUP) -> dict[str, Any]:
+def measure(
+    call: Callable[..., Any], single: list[dict[str, Any]], batched: list[dict[str, Any]], warmup: int = WARMUP
+) -> dict[str, Any]:
     """p50/p95 milliseconds per example (batch of one) and examples per second batched."""
     for batch in (single[:warmup] or single) + batched[:1]:
         call(**batch)
@@ -93,8 +99,9 @@ def measure(call: Callable[..., Any], single: list[dict[str, Any]], batched: lis
     }
 
 
-def measure_torch(model: Any, single: list[dict[str, Any]], batched: list[dict[str, Any]],
-                  threads: int | None = None) -> dict[str, Any]:
+def measure_torch(
+    model: Any, single: list[dict[str, Any]], batched: list[dict[str, Any]], threads: int | None = None
+) -> dict[str, Any]:
     model = model.to("cpu").eval()
     with torch_threads(threads), torch.inference_mode():
         return measure(model, single, batched)

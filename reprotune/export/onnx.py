@@ -34,9 +34,7 @@ def output_names(model: Any) -> tuple[str, ...]:
     for suffix, outputs in HEAD_OUTPUTS.items():
         if name.endswith(suffix):
             return outputs
-    raise ReprotuneError(
-        f"export: {name} has no known task head; exportable heads: {', '.join(sorted(HEAD_OUTPUTS))}"
-    )
+    raise ReprotuneError(f"export: {name} has no known task head; exportable heads: {', '.join(sorted(HEAD_OUTPUTS))}")
 
 
 def input_names(model: Any, tokenizer: Any) -> tuple[str, ...]:
@@ -96,15 +94,23 @@ def export_onnx(model: Any, tokenizer: Any, target: Path, opset: int = 17) -> di
     try:
         with torch.no_grad(), _quiet():
             torch.onnx.export(
-                traced, example_inputs(tokenizer, inputs), str(target), input_names=list(inputs),
-                output_names=list(outputs), dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
+                traced,
+                example_inputs(tokenizer, inputs),
+                str(target),
+                input_names=list(inputs),
+                output_names=list(outputs),
+                dynamic_axes=axes,
+                opset_version=opset,
+                do_constant_folding=True,
                 dynamo=False,
             )
     except ReprotuneError:
         raise
     except Exception as exc:  # the exporter raises many types; one line is what the user needs
-        raise ReprotuneError(f"export: torch.onnx.export failed for {type(model).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise ReprotuneError(
+            f"export: torch.onnx.export failed for {type(model).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
     model.eval()
     onnx.checker.check_model(str(target))
     return {"inputs": list(inputs), "outputs": list(outputs), "opset": opset}

@@ -60,8 +60,14 @@ class _Tally:
         self.correct = 0
         self.labelled = 0
 
-    def add(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], keep: np.ndarray,
-            labels: dict[str, np.ndarray], tie_margin: float) -> None:
+    def add(
+        self,
+        reference: dict[str, np.ndarray],
+        candidate: dict[str, np.ndarray],
+        keep: np.ndarray,
+        labels: dict[str, np.ndarray],
+        tie_margin: float,
+    ) -> None:
         for name, ref in reference.items():
             cand = candidate[name]
             if cand.shape != ref.shape:
@@ -148,7 +154,7 @@ def compare(
     own = _Tally()
     with torch.inference_mode():
         for start in range(0, len(subset), batch_size):
-            rows = subset[start:start + batch_size]
+            rows = subset[start : start + batch_size]
             batch = collate([dict(zip(rows, values)) for values in zip(*rows.values())])
             labels = {k: np.asarray(batch[k]) for k in LABEL_COLUMNS if k in batch}
             inputs = {k: batch[k] for k in input_names if k in batch}
@@ -175,8 +181,13 @@ def check_identical(report: dict[str, Any], what: str = "onnx") -> None:
 def check_metric(metric: str, reference: float, candidate: float, tolerance: float, what: str = "int8") -> dict:
     """The candidate's metric may fall short of PyTorch's by at most `tolerance`."""
     drop = reference - candidate
-    result = {"metric": metric, "pytorch": round(reference, 6), what: round(candidate, 6),
-              "drop": round(drop, 6), "tolerance": tolerance}
+    result = {
+        "metric": metric,
+        "pytorch": round(reference, 6),
+        what: round(candidate, 6),
+        "drop": round(drop, 6),
+        "tolerance": tolerance,
+    }
     if drop > tolerance + 1e-12:
         raise ReprotuneError(
             f"parity: {what} {metric} is {candidate:.4f}, PyTorch {reference:.4f}: a drop of {drop:.4f} exceeds "

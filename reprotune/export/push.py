@@ -11,15 +11,24 @@ from typing import Any
 from reprotune.core.errors import ReprotuneError
 
 ARTIFACT_PATTERNS = {
-    "model": ["config.json", "*.safetensors", "tokenizer*", "special_tokens_map.json", "vocab.*", "merges.txt",
-              "*.model", "reprotune.json"],
+    "model": [
+        "config.json",
+        "*.safetensors",
+        "tokenizer*",
+        "special_tokens_map.json",
+        "vocab.*",
+        "merges.txt",
+        "*.model",
+        "reprotune.json",
+    ],
     "onnx": ["onnx/model.onnx", "onnx/model.onnx.data"],
     "int8": ["onnx/model_int8.onnx"],
 }
 
 
-def push(export_dir: Path, repo_id: str, artifacts: list[str], private: bool = True,
-         token: str | None = None) -> dict[str, Any]:
+def push(
+    export_dir: Path, repo_id: str, artifacts: list[str], private: bool = True, token: str | None = None
+) -> dict[str, Any]:
     """Upload README.md and the artifacts' files; return the repo URL and what went up."""
     try:
         from huggingface_hub import HfApi, get_token
@@ -39,8 +48,13 @@ def push(export_dir: Path, repo_id: str, artifacts: list[str], private: bool = T
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        commit = api.upload_folder(folder_path=str(export_dir), repo_id=repo_id, repo_type="model",
-                                   allow_patterns=patterns, commit_message="reprotune export")
+        commit = api.upload_folder(
+            folder_path=str(export_dir),
+            repo_id=repo_id,
+            repo_type="model",
+            allow_patterns=patterns,
+            commit_message="reprotune export",
+        )
     except Exception as exc:  # HTTP, auth and connection errors: one line is what the user needs
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ReprotuneError(f"export.push_to_hub: pushing to '{repo_id}' failed: {first}") from exc

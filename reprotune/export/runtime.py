@@ -89,11 +89,13 @@ class OnnxModel:
                     raise ReprotuneError(f"the ONNX model needs input '{name}'")
                 feed[name] = np.zeros(shape, dtype=np.int64)
             else:
-                feed[name] = (value.detach().cpu().numpy() if isinstance(value, torch.Tensor)
-                              else np.asarray(value)).astype(np.int64, copy=False)
+                feed[name] = (
+                    value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+                ).astype(np.int64, copy=False)
         results = self.session.run(self.output_names, feed)
-        return OnnxOutput({name: torch.from_numpy(np.ascontiguousarray(out))
-                           for name, out in zip(self.output_names, results)})
+        return OnnxOutput(
+            {name: torch.from_numpy(np.ascontiguousarray(out)) for name, out in zip(self.output_names, results)}
+        )
 
     forward = __call__
 
@@ -139,8 +141,14 @@ class Predictor:
                 raise ReprotuneError(str(exc)) from exc
 
 
-def load_predictor(task_name: str, method: str, fmt: str = "checkpoint", params_path: str = "params.yaml",
-                   int8: bool = False, threads: int | None = None) -> Predictor:
+def load_predictor(
+    task_name: str,
+    method: str,
+    fmt: str = "checkpoint",
+    params_path: str = "params.yaml",
+    int8: bool = False,
+    threads: int | None = None,
+) -> Predictor:
     """`checkpoint`: the trained model as `reprotune-predict` loads it (full, or base + adapter);
     `onnx`: models/<task>/export-<method>/onnx/model.onnx (or model_int8.onnx), with the
     tokenizer and labels saved beside it."""
@@ -161,8 +169,9 @@ def load_predictor(task_name: str, method: str, fmt: str = "checkpoint", params_
                 f"{directory} is missing; run the export stage first (dvc repro export-{method}@{task_name})"
             )
         meta = tasks.parse_meta(task.type, json.loads(run_info.read_text(encoding="utf-8"))["meta"])
-        tokenizer = load_tokenizer(task.model.model_copy(update={"name_or_path": str(directory), "revision": None}),
-                                   pretokenized=pretokenized)
+        tokenizer = load_tokenizer(
+            task.model.model_copy(update={"name_or_path": str(directory), "revision": None}), pretokenized=pretokenized
+        )
         model: Any = load_onnx_model(directory, int8=int8, threads=threads)
     elif fmt == "checkpoint":
         if int8:
@@ -177,6 +186,12 @@ def load_predictor(task_name: str, method: str, fmt: str = "checkpoint", params_
         model = load_method_model(task_name, method, task, family, meta)
     else:
         raise ReprotuneError(f"unknown format '{fmt}'; allowed: checkpoint, onnx")
-    description = {"task": task_name, "family": task.type, "method": method, "format": fmt, "int8": int8,
-                   "fields": list(family.predict_fields)}
+    description = {
+        "task": task_name,
+        "family": task.type,
+        "method": method,
+        "format": fmt,
+        "int8": int8,
+        "fields": list(family.predict_fields),
+    }
     return Predictor(family, model, tokenizer, meta, task, description)

@@ -60,7 +60,7 @@ def batches(
     order = length_order(subset) if "input_ids" in keep else list(range(len(subset)))
     with torch.inference_mode(), autocast(precision):
         for start in tqdm(range(0, len(order), batch_size), desc="predict", unit="batch"):
-            rows = order[start:start + batch_size]
+            rows = order[start : start + batch_size]
             picked = subset[rows]
             batch = collator([dict(zip(picked, values)) for values in zip(*picked.values())])
             batch = {key: value.to(target) for key, value in batch.items()}

@@ -44,14 +44,19 @@ def load_pretrained(auto_class: Any, model: ModelParams, **kwargs: Any) -> Any:
         raise _explain(exc, model.name_or_path, "model") from exc
 
 
-def load_labelled_model(auto_class: Any, model: ModelParams, labels: list[str], source: str | None = None,
-                        **kwargs: Any) -> Any:
+def load_labelled_model(
+    auto_class: Any, model: ModelParams, labels: list[str], source: str | None = None, **kwargs: Any
+) -> Any:
     """A model with a head of len(labels) outputs and readable label names in its config;
     `source` (a trained checkpoint) replaces the params' model."""
     params = model if source is None else model.model_copy(update={"name_or_path": source})
     return load_pretrained(
-        auto_class, params, num_labels=len(labels),
-        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)}, **kwargs,
+        auto_class,
+        params,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        **kwargs,
     )
 
 

@@ -24,8 +24,11 @@ COST_ROWS = (
 
 
 CI_SUFFIXES = ("_ci_low", "_ci_high")
-COMPARISONS = (("lora_minus_full", "LoRA", "full"), ("full_minus_baseline", "full", "baseline"),
-               ("lora_minus_baseline", "LoRA", "baseline"))
+COMPARISONS = (
+    ("lora_minus_full", "LoRA", "full"),
+    ("full_minus_baseline", "full", "baseline"),
+    ("lora_minus_baseline", "LoRA", "baseline"),
+)
 """significance.json prefixes, as (key, b, a): the difference is b - a."""
 
 HOW_TO_READ = [
@@ -93,23 +96,24 @@ def with_interval(value: Any, bounds: tuple[float, float] | None) -> str:
     return f"{value:.3f} [{bounds[0]:.3f}, {bounds[1]:.3f}]"
 
 
-
-
 def verdict_text(significance: dict[str, Any], comparison: str, metric: str, names: tuple[str, str]) -> str | None:
     """The paired verdict of one comparison and metric read back from significance.json, worded as
     reprotune.evaluation.uncertainty.verdict words it: `LoRA − full = −0.012 [−0.031, +0.006], p = 0.21:
     not significant at 95%`; None when the file lacks it."""
     prefix = f"{comparison}.{metric}."
     try:
-        difference, low, high, p_value = (float(significance[prefix + k])
-                                          for k in ("difference", "ci_low", "ci_high", "p_value"))
+        difference, low, high, p_value = (
+            float(significance[prefix + k]) for k in ("difference", "ci_low", "ci_high", "p_value")
+        )
         significant = bool(significance[prefix + "significant"])
     except (KeyError, TypeError, ValueError):
         return None
     level = float(significance.get("level", 0.95))
     words = "significant" if significant else "not significant"
-    return (f"{names[0]} \u2212 {names[1]} = {signed(difference)} [{signed(low)}, {signed(high)}], "
-            f"{p_text(p_value)}: {words} at {level * 100:g}%")
+    return (
+        f"{names[0]} \u2212 {names[1]} = {signed(difference)} [{signed(low)}, {signed(high)}], "
+        f"{p_text(p_value)}: {words} at {level * 100:g}%"
+    )
 
 
 def seeds_lines(seeds: dict[str, Any]) -> list[str]:
@@ -117,10 +121,16 @@ def seeds_lines(seeds: dict[str, Any]) -> list[str]:
     if not seeds.get("seeds"):
         return []
     keys = sorted({key.split(".")[1] for key in seeds if key.startswith("full.") and key.endswith(".mean")})
-    cells = [f"{key} full {seeds[f'full.{key}.mean']:.4f} ± {seeds[f'full.{key}.sd']:.4f}, "
-             f"LoRA {seeds[f'lora.{key}.mean']:.4f} ± {seeds[f'lora.{key}.sd']:.4f}" for key in keys]
-    lines = [f"**Across {seeds['seeds']} training seeds** ({', '.join(map(str, seeds.get('seed_values', [])))}; "
-             "mean ± sd): " + "; ".join(cells) + ".", ""]
+    cells = [
+        f"{key} full {seeds[f'full.{key}.mean']:.4f} ± {seeds[f'full.{key}.sd']:.4f}, "
+        f"LoRA {seeds[f'lora.{key}.mean']:.4f} ± {seeds[f'lora.{key}.sd']:.4f}"
+        for key in keys
+    ]
+    lines = [
+        f"**Across {seeds['seeds']} training seeds** ({', '.join(map(str, seeds.get('seed_values', [])))}; "
+        "mean ± sd): " + "; ".join(cells) + ".",
+        "",
+    ]
     lines += [f"- pooled over seeds, {metric}: {text}" for metric, text in (seeds.get("verdicts") or {}).items()]
     return [*lines, ""] if seeds.get("verdicts") else lines
 
@@ -129,8 +139,13 @@ def significance_lines(significance: dict[str, Any]) -> list[str]:
     """Per comparison (LoRA against full first) one line per headline metric, from significance.json."""
     lines: list[str] = []
     for comparison, b, a in COMPARISONS:
-        metrics = sorted({key[len(comparison) + 1:].rsplit(".", 1)[0] for key in significance
-                          if key.startswith(comparison + ".") and key.endswith(".difference")})
+        metrics = sorted(
+            {
+                key[len(comparison) + 1 :].rsplit(".", 1)[0]
+                for key in significance
+                if key.startswith(comparison + ".") and key.endswith(".difference")
+            }
+        )
         sentences = []
         for metric in metrics:
             text = verdict_text(significance, comparison, metric, (b, a))
@@ -165,19 +180,28 @@ def build(task_types: dict[str, str], metrics_dir: Path, out_dir: Path) -> str:
     """Write comparison.md and its SVG pictures into out_dir; return the Markdown.
     `task_types` is pipeline.tasks: task name -> family, in report order."""
     tasks = list(task_types)
-    lines = ["# Full fine-tuning against LoRA", "",
-             "Test-split metrics computed from each method's predictions; `baseline` is the pretrained encoder",
-             "with an untrained head. Curves are validation metrics per epoch and training loss per logging step.", ""]
+    lines = [
+        "# Full fine-tuning against LoRA",
+        "",
+        "Test-split metrics computed from each method's predictions; `baseline` is the pretrained encoder",
+        "with an untrained head. Curves are validation metrics per epoch and training loss per logging step.",
+        "",
+    ]
     all_metrics = {task: {m: _read_json(metrics_dir / task / f"{m}.json") for m in METHODS} for task in tasks}
     significance = {task: _read_json(metrics_dir / task / "significance.json") for task in tasks}
-    if any(interval(values, key) for by_method in all_metrics.values() for values in by_method.values()
-           for key in values) or any(significance.values()):
+    if any(
+        interval(values, key) for by_method in all_metrics.values() for values in by_method.values() for key in values
+    ) or any(significance.values()):
         lines += HOW_TO_READ
     for task in tasks:
         metrics = all_metrics[task]
         costs = {m: _read_json(metrics_dir / task / f"{m}-cost.json") for m in METHODS}
-        lines += [f"## {task} ({task_types.get(task, '?')})", "", "| | baseline | full | LoRA |",
-                  "| --- | --- | --- | --- |"]
+        lines += [
+            f"## {task} ({task_types.get(task, '?')})",
+            "",
+            "| | baseline | full | LoRA |",
+            "| --- | --- | --- | --- |",
+        ]
         for name, values in metric_rows(metrics):
             cells = [with_interval(v, interval(metrics[m], name)) for m, v in zip(METHODS, values)]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -186,8 +210,9 @@ def build(task_types: dict[str, str], metrics_dir: Path, out_dir: Path) -> str:
             if key == "shipped_bytes":
                 cells = [_cell(v / 2**20 if v else None, "{:.1f}") for v in values]
             else:
-                cells = [_cell(v, fmt) if m != "baseline" or key == "total_params" else "–"
-                         for m, v in zip(METHODS, values)]
+                cells = [
+                    _cell(v, fmt) if m != "baseline" or key == "total_params" else "–" for m, v in zip(METHODS, values)
+                ]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
         lines += significance_lines(significance[task])
@@ -212,8 +237,12 @@ def build(task_types: dict[str, str], metrics_dir: Path, out_dir: Path) -> str:
                     file = f"{task}-confusion-{method}.svg"
                     (out_dir / file).write_text(svg, encoding="utf-8")
                     pictures.append(file)
-        lines += [" ".join(f"![{p}]({p})" for p in pictures), "",
-                  f"Details: `reports/{task}/summary.md`; all plots: `dvc plots show`.", ""]
+        lines += [
+            " ".join(f"![{p}]({p})" for p in pictures),
+            "",
+            f"Details: `reports/{task}/summary.md`; all plots: `dvc plots show`.",
+            "",
+        ]
     markdown = "\n".join(lines)
     (out_dir / "comparison.md").write_text(markdown, encoding="utf-8")
     return markdown

@@ -24,21 +24,24 @@ def line_chart(series: dict[str, list[tuple[float, float]]], title: str, width: 
     def sy(y: float) -> float:
         return height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-             f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
-             f'<text x="{left}" y="16" font-size="13">{escape(title)}</text>',
-             f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#999"/>',
-             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#999"/>',
-             f'<text x="{left - 4}" y="{sy(y1) + 4:.1f}" text-anchor="end">{y1:.3g}</text>',
-             f'<text x="{left - 4}" y="{sy(y0) + 4:.1f}" text-anchor="end">{y0:.3g}</text>',
-             f'<text x="{left}" y="{height - 12}">{x0:.3g}</text>',
-             f'<text x="{width - right}" y="{height - 12}" text-anchor="end">{x1:.3g} step</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
+        f'<text x="{left}" y="16" font-size="13">{escape(title)}</text>',
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#999"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#999"/>',
+        f'<text x="{left - 4}" y="{sy(y1) + 4:.1f}" text-anchor="end">{y1:.3g}</text>',
+        f'<text x="{left - 4}" y="{sy(y0) + 4:.1f}" text-anchor="end">{y0:.3g}</text>',
+        f'<text x="{left}" y="{height - 12}">{x0:.3g}</text>',
+        f'<text x="{width - right}" y="{height - 12}" text-anchor="end">{x1:.3g} step</text>',
+    ]
     for index, (name, values) in enumerate(series.items()):
         colour = COLOURS[index % len(COLOURS)]
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in values)
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.8" points="{path}"/>')
-        parts.append(f'<text x="{width - right - 44 * index}" y="16" text-anchor="end" '
-                     f'fill="{colour}">{escape(name)}</text>')
+        parts.append(
+            f'<text x="{width - right - 44 * index}" y="16" text-anchor="end" fill="{colour}">{escape(name)}</text>'
+        )
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -54,9 +57,11 @@ def confusion_chart(pairs: list[tuple[str, str]], title: str, cell: int = 26) ->
     peak = max(counts.values())
     margin = 8 + 7 * max(len(label) for label in labels)
     size = margin + cell * len(labels) + 10
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size + 24}" font-family="sans-serif" '
-             f'font-size="10"><rect width="100%" height="100%" fill="white"/>',
-             f'<text x="4" y="14" font-size="13">{escape(title)} (rows actual, columns predicted)</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size + 24}" font-family="sans-serif" '
+        f'font-size="10"><rect width="100%" height="100%" fill="white"/>',
+        f'<text x="4" y="14" font-size="13">{escape(title)} (rows actual, columns predicted)</text>',
+    ]
     for row, actual in enumerate(labels):
         y = 24 + margin + row * cell
         parts.append(f'<text x="{margin - 4}" y="{y + cell / 2 + 3}" text-anchor="end">{escape(actual)}</text>')
@@ -64,8 +69,9 @@ def confusion_chart(pairs: list[tuple[str, str]], title: str, cell: int = 26) ->
             x = margin + col * cell
             count = counts.get((actual, predicted), 0)
             shade = int(255 - 200 * count / peak)
-            parts.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="rgb({shade},{shade},255)" '
-                         f'stroke="#ddd"/>')
+            parts.append(
+                f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="rgb({shade},{shade},255)" stroke="#ddd"/>'
+            )
             if count:
                 parts.append(f'<text x="{x + cell / 2}" y="{y + cell / 2 + 3}" text-anchor="middle">{count}</text>')
     for col, predicted in enumerate(labels):

@@ -29,9 +29,9 @@ def load_hub(params: DownloadParams) -> DatasetDict:
     return rename_splits(DatasetDict(loaded), params.splits)
 
 
-def rename_splits(raw: DatasetDict, mapping: Mapping[SplitName, str] | None) -> DatasetDict:
+def rename_splits(raw: DatasetDict, splits: Mapping[SplitName, str] | None) -> DatasetDict:
     """Map the source's split names onto train/validation/test (e.g. wikiann's names pass through)."""
-    mapping: dict[str, str] = dict(mapping or {})
+    mapping: dict[str, str] = {str(ours): theirs for ours, theirs in (splits or {}).items()}
     claimed = set(mapping.values())
     aliases = {"dev": "validation", "valid": "validation", "val": "validation"}
     out: dict[str, Dataset] = {}
@@ -39,15 +39,15 @@ def rename_splits(raw: DatasetDict, mapping: Mapping[SplitName, str] | None) -> 
         theirs = mapping.get(ours)
         if theirs is not None:
             if theirs not in raw:
-                raise ReprotuneError(
-                    f"download.splits.{ours}: source has no split '{theirs}'; it has {', '.join(raw)}"
-                )
+                raise ReprotuneError(f"download.splits.{ours}: source has no split '{theirs}'; it has {', '.join(raw)}")
             out[ours] = raw[theirs]
         elif ours in raw and ours not in claimed:
             out[ours] = raw[ours]
         else:
-            alias = next((name for name, target in aliases.items()
-                          if target == ours and name in raw and name not in claimed), None)
+            alias = next(
+                (name for name, target in aliases.items() if target == ours and name in raw and name not in claimed),
+                None,
+            )
             if alias:
                 out[ours] = raw[alias]
     if "train" not in out:

@@ -104,6 +104,7 @@ def first_repeat(values: Iterable[str]) -> tuple[int, str] | None:
 
 # Text ---------------------------------------------------------------------------------
 
+
 def open_binary(path: Path) -> BinaryIO:
     """The file opened for reading; a folder, a missing file or no permission is one line."""
     try:
@@ -147,8 +148,9 @@ def describe_separator(separator: str | None) -> str:
     return "white space" if separator is None else repr(separator)
 
 
-def read_column_lines(path: Path, separator: str | None,
-                      check_first: Callable[[Row], None] | None = None) -> Iterator[Row | None]:
+def read_column_lines(
+    path: Path, separator: str | None, check_first: Callable[[Row], None] | None = None
+) -> Iterator[Row | None]:
     """CoNLL-style files: one item a line, its columns split by `separator` (None: any white
     space), a blank line between blocks and -DOCSTART- lines, both yielded as None. Every line
     must have as many columns as the file's first data line, which `check_first` may vet."""
@@ -175,8 +177,10 @@ def read_column_lines(path: Path, separator: str | None,
 
 # CSV / TSV ------------------------------------------------------------------------------
 
-def read_delimited(path: Path, fmt: str, header: bool = True, columns: list[str] | None = None,
-                   tsv_quoting: str = "none") -> tuple[list[str] | None, list[Row]]:
+
+def read_delimited(
+    path: Path, fmt: str, header: bool = True, columns: list[str] | None = None, tsv_quoting: str = "none"
+) -> tuple[list[str] | None, list[Row]]:
     """The column names (the header, or `columns`; None without either) and the CSV/TSV data
     rows with their first line. TSV is read without quoting unless `tsv_quoting: csv` (raw
     GLUE files have bare quote marks, which CSV quoting would join across lines). Every row
@@ -221,6 +225,7 @@ def read_delimited(path: Path, fmt: str, header: bool = True, columns: list[str]
 
 # JSON, JSON lines ---------------------------------------------------------------------------
 
+
 def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line; bad JSON names file and line."""
     for number, line in read_text_lines(path):
@@ -238,8 +243,10 @@ def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def json_line_rows(path: Path) -> list[Row]:
-    return [Row(f"{path}:{number}", number, index, value)
-            for index, (number, value) in enumerate(read_json_lines(path), start=1)]
+    return [
+        Row(f"{path}:{number}", number, index, value)
+        for index, (number, value) in enumerate(read_json_lines(path), start=1)
+    ]
 
 
 def read_json_file(path: Path) -> Any:
@@ -250,7 +257,7 @@ def read_json_file(path: Path) -> Any:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise ReprotuneError(f"{path}:{line}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
     try:
         return json.loads(text)
@@ -278,11 +285,12 @@ def read_json_records(path: Path, unit: str = "example") -> list[Row]:
     elif isinstance(value, dict):
         return [Row(f"{path}:1", 1, 1, value)]  # JSON lines with a single line
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise ReprotuneError(f"{path}: expected a list of objects (or {{\"data\": [...]}}), one per {unit}")
+        raise ReprotuneError(f'{path}: expected a list of objects (or {{"data": [...]}}), one per {unit}')
     return [Row(f"{path} row {number}", None, number, item) for number, item in enumerate(value, start=1)]
 
 
 # Parquet ------------------------------------------------------------------------------------
+
 
 def parquet_feature(path: Path, column: str) -> Any:
     """The `datasets` feature (a ClassLabel with its names, say) that a Parquet file written
@@ -315,8 +323,9 @@ def class_id_to_name(label: Any, names: list[str], where: str, column: str) -> s
     if label is None or (isinstance(label, float) and label != label) or int(label) < 0:
         return None
     if int(label) >= len(names):
-        raise ReprotuneError(f"{where}: label id {label} in column '{column}' is beyond the file's "
-                             f"{len(names)} ClassLabel names")
+        raise ReprotuneError(
+            f"{where}: label id {label} in column '{column}' is beyond the file's {len(names)} ClassLabel names"
+        )
     return names[int(label)]
 
 
@@ -338,6 +347,7 @@ def first_line(exc: BaseException) -> str:
 
 
 # Any table of named fields ---------------------------------------------------------------
+
 
 def read_objects(path: Path, fmt: str, unit: str = "example") -> tuple[list[str], list[Row]]:
     """The field names (every key seen, in order) and rows of a JSON lines, JSON (a list of

@@ -190,5 +190,7 @@ def load_task(name: str, stage: str | None = None, path: str | Path = PARAMS_FIL
         return task
     if stage not in STAGE_SECTIONS:
         raise ReprotuneError(f"unknown stage '{stage}'; allowed: {', '.join(STAGE_SECTIONS)}")
-    hidden = {s: Undeclared(f"tasks.{name}.{s}", stage) for s in (*ALL_SECTIONS, "gate") if s not in STAGE_SECTIONS[stage]}
+    hidden = {
+        s: Undeclared(f"tasks.{name}.{s}", stage) for s in (*ALL_SECTIONS, "gate") if s not in STAGE_SECTIONS[stage]
+    }
     return task.model_copy(update=hidden)

@@ -71,7 +71,9 @@ class PreprocessModule(Protocol):
         """Facts derived from the raw data (and the download report) that training and evaluation share."""
         ...
 
-    def tokenize(self, raw: DatasetDict, tokenizer: Any, params: Any, meta: Any, /) -> tuple[DatasetDict, dict[str, Any]]:
+    def tokenize(
+        self, raw: DatasetDict, tokenizer: Any, params: Any, meta: Any, /
+    ) -> tuple[DatasetDict, dict[str, Any]]:
         """Tokenize every split; return the features and a report of what was cut or dropped."""
         ...
 
@@ -145,9 +147,7 @@ class TaskFamily(ABC, Generic[P, M]):
         return None
 
     @abstractmethod
-    def predict(
-        self, model: Any, tokenizer: Any, raw: Dataset, features: Dataset, meta: M, params: P
-    ) -> pd.DataFrame:
+    def predict(self, model: Any, tokenizer: Any, raw: Dataset, features: Dataset, meta: M, params: P) -> pd.DataFrame:
         """One row per raw test example with gold and predicted values."""
 
     def predict_records(

@@ -112,8 +112,9 @@ def label_counts(train_set: Any, n_labels: int, batch_size: int = 10_000) -> lis
     return counts.tolist()
 
 
-def class_weight_map(setting: str | Mapping[str, float], labels: Sequence[str], counts: Sequence[int] | None,
-                     where: str) -> dict[str, float] | None:
+def class_weight_map(
+    setting: str | Mapping[str, float], labels: Sequence[str], counts: Sequence[int] | None, where: str
+) -> dict[str, float] | None:
     """label -> loss weight, or None for `none`.
 
     `balanced`: n_samples / (n_classes * count) over the labels present in train (sklearn's
@@ -126,8 +127,10 @@ def class_weight_map(setting: str | Mapping[str, float], labels: Sequence[str], 
         assert counts is not None
         present = [count for count in counts if count > 0]
         total = sum(present)
-        return {label: round(total / (len(present) * count), 6) if count > 0 else 1.0
-                for label, count in zip(labels, counts)}
+        return {
+            label: round(total / (len(present) * count), 6) if count > 0 else 1.0
+            for label, count in zip(labels, counts)
+        }
     assert isinstance(setting, Mapping)
     unknown = [name for name in setting if name not in labels]
     if unknown:
@@ -149,16 +152,19 @@ def weighted_loss_trainer(base: type, weights: Sequence[float]) -> type:
         class_weights = weight
         loss_is_scaled_for_ga = False
 
-        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                         num_items_in_batch: Any = None) -> Any:
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
             labels = inputs["labels"]
             outputs = model(**{key: value for key, value in inputs.items() if key != "labels"})
             logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs[0]
             flat_labels = labels.reshape(-1).to(logits.device)
             if bool((flat_labels != IGNORE_INDEX).any()):
                 loss = torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]).float(), flat_labels,
-                    weight=self.class_weights.to(logits.device), ignore_index=IGNORE_INDEX,
+                    logits.reshape(-1, logits.shape[-1]).float(),
+                    flat_labels,
+                    weight=self.class_weights.to(logits.device),
+                    ignore_index=IGNORE_INDEX,
                 )
             else:  # nothing labelled in this batch: a zero that still has a graph
                 loss = logits.sum() * 0.0

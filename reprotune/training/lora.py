@@ -29,7 +29,9 @@ def linear_module_names(model: torch.nn.Module) -> list[str]:
     return sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)})
 
 
-def resolve_target_modules(model: torch.nn.Module, requested: str | list[str], head_modules: tuple[str, ...]) -> list[str]:
+def resolve_target_modules(
+    model: torch.nn.Module, requested: str | list[str], head_modules: tuple[str, ...]
+) -> list[str]:
     """Turn `auto` into the architecture's attention projections and check explicit names exist."""
     available = [name for name in linear_module_names(model) if name not in head_modules]
     if requested == "auto":
@@ -53,7 +55,9 @@ def resolve_target_modules(model: torch.nn.Module, requested: str | list[str], h
     return list(requested)
 
 
-def apply_lora(model: torch.nn.Module, params: LoraTrainParams, task_type: str | None, head_modules: tuple[str, ...]) -> Any:
+def apply_lora(
+    model: torch.nn.Module, params: LoraTrainParams, task_type: str | None, head_modules: tuple[str, ...]
+) -> Any:
     """Wrap the model in a peft LoRA model; the head is fully trained and saved with the adapter."""
     from peft import LoraConfig, get_peft_model
 

@@ -60,8 +60,9 @@ def selection_metric(params: TrainParams, family: TaskFamily[Any, Any]) -> tuple
     return metric, greater
 
 
-def training_arguments(params: TrainParams, family: TaskFamily[Any, Any], output_dir: Path,
-                       where: str = "train.precision") -> Any:
+def training_arguments(
+    params: TrainParams, family: TaskFamily[Any, Any], output_dir: Path, where: str = "train.precision"
+) -> Any:
     """HF TrainingArguments from our params; `bf16` on CPU (with use_cpu) makes accelerate
     wrap the forward pass in torch.autocast("cpu", bfloat16). `where` names the precision
     key in error messages. `eval_every` evaluates and saves every N steps (the two stay
@@ -186,8 +187,9 @@ def ordered_eval_trainer() -> type:
     return OrderedEvalTrainer
 
 
-def loss_weights(params: TrainParams, family: TaskFamily[Any, Any], meta: Any, train_features: Any,
-                 where: str) -> dict[str, float] | None:
+def loss_weights(
+    params: TrainParams, family: TaskFamily[Any, Any], meta: Any, train_features: Any, where: str
+) -> dict[str, float] | None:
     """label -> loss weight for `class_weights` (in the model's label order), or None."""
     if params.class_weights == "none":
         return None
@@ -240,7 +242,7 @@ def train(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
 
     # Under `accelerate launch` every rank trains; only rank 0 logs and writes outs.
     live_target = paths.live_dir(task_name, method)
-    with (atomic_dir(live_target) if main_process else tempfile.TemporaryDirectory()) as live_tmp:
+    with atomic_dir(live_target) if main_process else tempfile.TemporaryDirectory() as live_tmp:
         live_tmp = Path(live_tmp)
         callbacks = []
         if main_process:
@@ -292,9 +294,17 @@ def train(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
         if method == "full":
             tokenizer.save_pretrained(str(out))
         (out / RUN_INFO).write_text(
-            json.dumps({"task": task_name, "method": method, "base_model": task.model.name_or_path,
-                        "meta": meta.model_dump(mode="json")},
-                       indent=2, sort_keys=True) + "\n",
+            json.dumps(
+                {
+                    "task": task_name,
+                    "method": method,
+                    "base_model": task.model.name_or_path,
+                    "meta": meta.model_dump(mode="json"),
+                },
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n",
             encoding="utf-8",
         )
         info["shipped_bytes"] = dir_size_bytes(out)

@@ -30,15 +30,20 @@ def shown_text(row: Any) -> str:
 
 def confusion_matrix(frame: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     """Counts with actual labels as rows and predicted labels as columns, in label order."""
-    table = pd.crosstab(pd.Categorical(frame["gold"], categories=labels),
-                        pd.Categorical(frame["pred"], categories=labels), dropna=False)
+    table = pd.crosstab(
+        pd.Categorical(frame["gold"], categories=labels), pd.Categorical(frame["pred"], categories=labels), dropna=False
+    )
     table.index.name, table.columns.name = "actual", None
     return table.reindex(index=labels, columns=labels, fill_value=0).astype(int)
 
 
 def top_confusions(matrix: pd.DataFrame, count: int = 5) -> list[dict[str, Any]]:
-    pairs = [{"actual": a, "predicted": p, "count": int(matrix.loc[a, p])}
-             for a in matrix.index for p in matrix.columns if a != p and matrix.loc[a, p] > 0]
+    pairs = [
+        {"actual": a, "predicted": p, "count": int(matrix.loc[a, p])}
+        for a in matrix.index
+        for p in matrix.columns
+        if a != p and matrix.loc[a, p] > 0
+    ]
     return sorted(pairs, key=lambda item: (-item["count"], item["actual"], item["predicted"]))[:count]
 
 
@@ -69,7 +74,7 @@ def accuracy_by_length(predictions: dict[str, pd.DataFrame], buckets: int | Sequ
     bucket = length_buckets(words, buckets)
     table = pd.DataFrame({"id": first["id"], "bucket": bucket, "words": words})
     for method, frame in predictions.items():
-        correct = (frame.set_index("id")["gold"] == frame.set_index("id")["pred"])
+        correct = frame.set_index("id")["gold"] == frame.set_index("id")["pred"]
         table[method] = table["id"].map(correct).astype(float)
     grouped = table.groupby("bucket", sort=False)
     out = grouped.agg(examples=("id", "size"), min_words=("words", "min"))
@@ -99,8 +104,16 @@ def full_against_lora(full: pd.DataFrame, lora: pd.DataFrame) -> tuple[dict[str,
         "both_wrong_same_label": int((~full_right & ~lora_right & ~disagree).sum()),
     }
     who = pd.Series("neither", index=paired.index).mask(full_right, "full").mask(lora_right, "lora")
-    columns = ["id", "text", *(["text_pair"] if "text_pair" in paired else []), "gold", "pred_full",
-               "confidence_full", "pred_lora", "confidence_lora"]
+    columns = [
+        "id",
+        "text",
+        *(["text_pair"] if "text_pair" in paired else []),
+        "gold",
+        "pred_full",
+        "confidence_full",
+        "pred_lora",
+        "confidence_lora",
+    ]
     table = paired.loc[disagree, columns].assign(right=who[disagree]).sort_values("id")
     return counts, table
 
@@ -109,8 +122,9 @@ def _scores_table(predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rows = []
     for method, frame in predictions.items():
         scores = headline_scores(list(frame["gold"]), list(frame["pred"]))
-        rows.append({"method": method, "examples": len(frame), **scores,
-                     "errors": int((frame["gold"] != frame["pred"]).sum())})
+        rows.append(
+            {"method": method, "examples": len(frame), **scores, "errors": int((frame["gold"] != frame["pred"]).sum())}
+        )
     return pd.DataFrame(rows)
 
 
@@ -130,15 +144,27 @@ def _preview(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return shown[columns]
 
 
-def analyse(predictions: dict[str, pd.DataFrame], meta: ClassificationMeta, params: ClassificationTaskParams,
-            report_dir: Path, confusion_dir: Path) -> dict[str, Any]:
+def analyse(
+    predictions: dict[str, pd.DataFrame],
+    meta: ClassificationMeta,
+    params: ClassificationTaskParams,
+    report_dir: Path,
+    confusion_dir: Path,
+) -> dict[str, Any]:
     settings = params.error_analysis
-    return write_analysis(predictions, meta.labels, settings.worst_n, settings.length_buckets, report_dir,
-                          confusion_dir)
+    return write_analysis(
+        predictions, meta.labels, settings.worst_n, settings.length_buckets, report_dir, confusion_dir
+    )
 
 
-def write_analysis(predictions: dict[str, pd.DataFrame], labels: list[str], worst_n: int,
-                   buckets: int | Sequence[int], report_dir: Path, confusion_dir: Path) -> dict[str, Any]:
+def write_analysis(
+    predictions: dict[str, pd.DataFrame],
+    labels: list[str],
+    worst_n: int,
+    buckets: int | Sequence[int],
+    report_dir: Path,
+    confusion_dir: Path,
+) -> dict[str, Any]:
     """Scores and confusion matrices for every method (baseline included); per-class,
     length and mistake tables for the trained methods, whose errors are worth reading."""
     trained = {m: f for m, f in predictions.items() if m != "baseline"} or predictions
@@ -146,15 +172,21 @@ def write_analysis(predictions: dict[str, pd.DataFrame], labels: list[str], wors
     per_class = _per_class_table(trained, labels)
     by_length = accuracy_by_length(trained, buckets)
     summary: dict[str, Any] = {"labels": labels, "methods": {}, "accuracy_by_length": by_length.to_dict("records")}
-    lines = [f"# Classification error analysis ({len(labels)} classes, "
-             f"{len(next(iter(predictions.values())))} test examples)", "",
-             "Test-split scores; `baseline` is the pretrained encoder with an untrained head.", "",
-             markdown_table(scores)]
+    lines = [
+        f"# Classification error analysis ({len(labels)} classes, "
+        f"{len(next(iter(predictions.values())))} test examples)",
+        "",
+        "Test-split scores; `baseline` is the pretrained encoder with an untrained head.",
+        "",
+        markdown_table(scores),
+    ]
 
     for method, frame in predictions.items():
         matrix = confusion_matrix(frame, labels)
-        write_frame(confusion_dir / f"{method}.csv", frame[["gold", "pred"]].rename(
-            columns={"gold": "actual", "pred": "predicted"}))
+        write_frame(
+            confusion_dir / f"{method}.csv",
+            frame[["gold", "pred"]].rename(columns={"gold": "actual", "pred": "predicted"}),
+        )
         write_frame(report_dir / f"confusion_matrix_{method}.csv", matrix.reset_index())
         row = scores[scores["method"] == method].iloc[0]
         summary["methods"][method] = {
@@ -168,29 +200,44 @@ def write_analysis(predictions: dict[str, pd.DataFrame], labels: list[str], wors
         summary["full_vs_lora"] = counts
         write_frame(report_dir / "disagreements.csv", disagreements)
         right = disagreements["right"].value_counts()
-        lines += ["## Full against LoRA on the same examples", "",
-                  markdown_table(pd.DataFrame([{k: v for k, v in counts.items() if k != "examples"}])),
-                  f"They predict different labels on {counts['disagree']} examples: full is right on "
-                  f"{int(right.get('full', 0))}, LoRA on {int(right.get('lora', 0))}, neither on "
-                  f"{int(right.get('neither', 0))} (all of them in disagreements.csv).", ""]
+        lines += [
+            "## Full against LoRA on the same examples",
+            "",
+            markdown_table(pd.DataFrame([{k: v for k, v in counts.items() if k != "examples"}])),
+            f"They predict different labels on {counts['disagree']} examples: full is right on "
+            f"{int(right.get('full', 0))}, LoRA on {int(right.get('lora', 0))}, neither on "
+            f"{int(right.get('neither', 0))} (all of them in disagreements.csv).",
+            "",
+        ]
         if not disagreements.empty:
-            lines += [f"First {min(worst_n, len(disagreements))} disagreements:", "",
-                      markdown_table(_preview(disagreements.head(worst_n),
-                                        ["id", "gold", "pred_full", "pred_lora", "right", "text"]))]
+            lines += [
+                f"First {min(worst_n, len(disagreements))} disagreements:",
+                "",
+                markdown_table(
+                    _preview(disagreements.head(worst_n), ["id", "gold", "pred_full", "pred_lora", "right", "text"])
+                ),
+            ]
 
     lines += ["## Per class", "", markdown_table(per_class)]
     lines += ["## Accuracy by input length (words)", "", markdown_table(by_length)]
     for method, frame in trained.items():
-        lines += [f"## Confusion matrix ({method}; rows actual, columns predicted)", "",
-                  markdown_table(confusion_matrix(frame, labels).reset_index())]
+        lines += [
+            f"## Confusion matrix ({method}; rows actual, columns predicted)",
+            "",
+            markdown_table(confusion_matrix(frame, labels).reset_index()),
+        ]
         worst = confident_mistakes(frame, worst_n)
-        lines += [f"## {len(worst)} most confident mistakes ({method})", "",
-                  markdown_table(_preview(worst, ["id", "gold", "pred", "confidence", "text"]))]
+        lines += [
+            f"## {len(worst)} most confident mistakes ({method})",
+            "",
+            markdown_table(_preview(worst, ["id", "gold", "pred", "confidence", "text"])),
+        ]
 
     mistakes = pd.concat([f[f["gold"] != f["pred"]].assign(method=m) for m, f in trained.items()], ignore_index=True)
     keep = ["method", "id", "gold", "pred", "confidence", "text", *(["text_pair"] if "text_pair" in mistakes else [])]
-    write_frame(report_dir / "mistakes.csv", mistakes[keep].sort_values(["method", "confidence"],
-                                                                       ascending=[True, False]))
+    write_frame(
+        report_dir / "mistakes.csv", mistakes[keep].sort_values(["method", "confidence"], ascending=[True, False])
+    )
     write_frame(report_dir / "per_class.csv", per_class)
     write_frame(report_dir / "accuracy_by_length.csv", by_length)
     write_text(report_dir / "summary.md", "\n".join(lines))

@@ -48,8 +48,11 @@ def aggregate_logits(logits: np.ndarray, how: str) -> np.ndarray:
 
 def document_logits(logits: np.ndarray, grouped: list[list[int]], how: str) -> np.ndarray:
     """Documents x labels, each document's rows of `logits` aggregated."""
-    return np.stack([aggregate_logits(logits[rows], how) for rows in grouped]) if grouped else \
-        np.zeros((0, logits.shape[-1]), dtype=np.float32)
+    return (
+        np.stack([aggregate_logits(logits[rows], how) for rows in grouped])
+        if grouped
+        else np.zeros((0, logits.shape[-1]), dtype=np.float32)
+    )
 
 
 class ClassificationFamily(TaskFamily[ClassificationTaskParams, ClassificationMeta]):
@@ -64,16 +67,22 @@ class ClassificationFamily(TaskFamily[ClassificationTaskParams, ClassificationMe
     def build_model(self, params: ClassificationTaskParams, meta: ClassificationMeta, source: str | None = None) -> Any:
         from transformers import AutoModelForSequenceClassification
 
-        return load_labelled_model(AutoModelForSequenceClassification, params.model, meta.labels, source,
-                                   problem_type="single_label_classification")
+        return load_labelled_model(
+            AutoModelForSequenceClassification,
+            params.model,
+            meta.labels,
+            source,
+            problem_type="single_label_classification",
+        )
 
     def collator(self, tokenizer: Any, params: ClassificationTaskParams, meta: ClassificationMeta) -> Callable:
         from transformers import DataCollatorWithPadding
 
         return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
 
-    def train_metrics(self, meta: ClassificationMeta, params: ClassificationTaskParams, raw_eval: Dataset,
-                      features_eval: Dataset) -> Callable[[Any], dict[str, float]]:
+    def train_metrics(
+        self, meta: ClassificationMeta, params: ClassificationTaskParams, raw_eval: Dataset, features_eval: Dataset
+    ) -> Callable[[Any], dict[str, float]]:
         """Validation scores per document, as the test scores them (windows aggregated the same way)."""
         grouped = document_rows(features_eval)
 
@@ -88,8 +97,15 @@ class ClassificationFamily(TaskFamily[ClassificationTaskParams, ClassificationMe
         return compute
 
     # evaluate -------------------------------------------------------------
-    def predict(self, model: Any, tokenizer: Any, raw: Dataset, features: Dataset, meta: ClassificationMeta,
-                params: ClassificationTaskParams) -> pd.DataFrame:
+    def predict(
+        self,
+        model: Any,
+        tokenizer: Any,
+        raw: Dataset,
+        features: Dataset,
+        meta: ClassificationMeta,
+        params: ClassificationTaskParams,
+    ) -> pd.DataFrame:
         """One row per test example: id, text(s), gold and predicted label, the
         predicted label's probability (confidence) and every label's probability."""
         labels = meta.labels
@@ -105,8 +121,9 @@ class ClassificationFamily(TaskFamily[ClassificationTaskParams, ClassificationMe
             probs_of = self._window_probs(model, features, collate, grouped, meta.windows.aggregate, params)
         else:
             probs_of = {}
-            for indices, _, output in batches(model, features, collate, params.evaluate.batch_size, INPUTS,
-                                              params.evaluate.precision):
+            for indices, _, output in batches(
+                model, features, collate, params.evaluate.batch_size, INPUTS, params.evaluate.precision
+            ):
                 probs = torch.softmax(output.logits.float(), dim=-1).cpu()
                 for offset, i in enumerate(indices):
                     probs_of[i] = probs[offset]
@@ -125,12 +142,20 @@ class ClassificationFamily(TaskFamily[ClassificationTaskParams, ClassificationMe
             }
         return pd.DataFrame([rows[i] for i in sorted(rows)])
 
-    def _window_probs(self, model: Any, features: Dataset, collate: Callable, grouped: list[list[int]], how: str,
-                      params: ClassificationTaskParams) -> dict[int, torch.Tensor]:
+    def _window_probs(
+        self,
+        model: Any,
+        features: Dataset,
+        collate: Callable,
+        grouped: list[list[int]],
+        how: str,
+        params: ClassificationTaskParams,
+    ) -> dict[int, torch.Tensor]:
         """Each document's label probabilities: the softmax of its windows' aggregated logits."""
         logits: dict[int, np.ndarray] = {}
-        for indices, _, output in batches(model, features, collate, params.evaluate.batch_size, INPUTS,
-                                          params.evaluate.precision):
+        for indices, _, output in batches(
+            model, features, collate, params.evaluate.batch_size, INPUTS, params.evaluate.precision
+        ):
             values_ = output.logits.float().cpu().numpy()
             for offset, row in enumerate(indices):
                 logits[row] = values_[offset]
@@ -141,37 +166,56 @@ class ClassificationFamily(TaskFamily[ClassificationTaskParams, ClassificationMe
         probs = torch.softmax(documents.float(), dim=-1)
         return {i: probs[i] for i in range(len(grouped))}
 
-    def predict_records(self, model: Any, tokenizer: Any, records: list[dict[str, Any]], meta: ClassificationMeta,
-                        params: ClassificationTaskParams) -> list[dict[str, Any]]:
+    def predict_records(
+        self,
+        model: Any,
+        tokenizer: Any,
+        records: list[dict[str, Any]],
+        meta: ClassificationMeta,
+        params: ClassificationTaskParams,
+    ) -> list[dict[str, Any]]:
         """The predicted label, its probability and every label's probability per record;
         a sentence-pair task reads the second text from `text_pair`."""
         raw = records_dataset(records, meta)
-        features = encode_split(raw, tokenizer, params.tokenize.max_length, params.tokenize.truncation,
-                                list(range(len(meta.labels))), meta.windows)
+        features = encode_split(
+            raw,
+            tokenizer,
+            params.tokenize.max_length,
+            params.tokenize.truncation,
+            list(range(len(meta.labels))),
+            meta.windows,
+        )
         table = self.predict(model, tokenizer, raw, features, meta, params)
         keep = [column for column in ("text", "text_pair") if column in table.columns]
         return [
-            {**{column: row[column] for column in keep}, "label": row["pred"], "confidence": row["confidence"],
-             "probs": dict(zip(meta.labels, row["probs"]))}
+            {
+                **{column: row[column] for column in keep},
+                "label": row["pred"],
+                "confidence": row["confidence"],
+                "probs": dict(zip(meta.labels, row["probs"])),
+            }
             for row in table.to_dict("records")
         ]
 
 
 def records_dataset(records: list[dict[str, Any]], meta: ClassificationMeta) -> Dataset:
     """User records as a raw split (with a placeholder label) for `predict`."""
-    columns: dict[str, list] = {"id": [str(i) for i in range(1, len(records) + 1)],
-                                "text": [str(record["text"]) for record in records]}
+    columns: dict[str, list] = {
+        "id": [str(i) for i in range(1, len(records) + 1)],
+        "text": [str(record["text"]) for record in records],
+    }
     if meta.pair:
         for number, record in enumerate(records, start=1):
             if record.get("text_pair") is None:
                 raise ReprotuneError(
                     f"input record {number} lacks field 'text_pair'; this task classifies sentence pairs "
-                    "(give JSON lines like {\"text\": \"...\", \"text_pair\": \"...\"})"
+                    '(give JSON lines like {"text": "...", "text_pair": "..."})'
                 )
         columns["text_pair"] = [str(record["text_pair"]) for record in records]
     columns["label"] = [0] * len(records)
-    features = Features({**{name: Value("string") for name in columns if name != "label"},
-                         "label": ClassLabel(names=meta.labels)})
+    features = Features(
+        {**{name: Value("string") for name in columns if name != "label"}, "label": ClassLabel(names=meta.labels)}
+    )
     return Dataset.from_dict(columns, features=features)
 
 

@@ -37,12 +37,14 @@ def headline_scores(gold: Sequence[Any], predicted: Sequence[Any]) -> dict[str, 
 
 def per_class_scores(gold: Sequence[str], predicted: Sequence[str], labels: list[str]) -> dict[str, dict[str, Any]]:
     """Precision, recall, F1 and support for every label of the model, in label order."""
-    precision, recall, f1, support = precision_recall_fscore_support(
-        gold, predicted, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(gold, predicted, labels=labels, zero_division=0)
     return {
-        label: {"precision": round(float(p), 6), "recall": round(float(r), 6), "f1": round(float(f), 6),
-                "support": int(s)}
+        label: {
+            "precision": round(float(p), 6),
+            "recall": round(float(r), 6),
+            "f1": round(float(f), 6),
+            "support": int(s),
+        }
         for label, p, r, f, s in zip(labels, precision, recall, f1, support)
     }
 
@@ -74,8 +76,11 @@ def example_stats(predictions: pd.DataFrame, meta: ClassificationMeta) -> pd.Dat
     gold, pred = predictions["gold"].astype(str).to_numpy(), predictions["pred"].astype(str).to_numpy()
     labels = list(meta.labels) + sorted((set(gold) | set(pred)) - set(meta.labels))
     columns: dict[str, Any] = {"gold": gold, "pred": pred, "correct": (gold == pred).astype("int64")}
-    for kind, hit in (("tp", lambda k: (gold == k) & (pred == k)), ("gold", lambda k: gold == k),
-                      ("pred", lambda k: pred == k)):
+    for kind, hit in (
+        ("tp", lambda k: (gold == k) & (pred == k)),
+        ("gold", lambda k: gold == k),
+        ("pred", lambda k: pred == k),
+    ):
         for label in labels:
             columns[f"{kind}:{label}"] = hit(label).astype("int64")
     return pd.DataFrame(columns, index=range(len(gold)))
@@ -108,7 +113,7 @@ class ConfusionHeadline(AdditiveHeadline):
     def from_matrix_sums(self, sums: np.ndarray, n_rows: int) -> dict[str, np.ndarray]:
         sums = np.atleast_2d(np.asarray(sums, dtype=np.float64))
         k = sums.shape[1] // len(CELL_KINDS)
-        tp, gold, pred = sums[:, :k], sums[:, k:2 * k], sums[:, 2 * k:]
+        tp, gold, pred = sums[:, :k], sums[:, k : 2 * k], sums[:, 2 * k :]
         total = gold.sum(axis=1)
         correct = tp.sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -39,24 +39,32 @@ class ClassificationDownloadParams(DownloadParams):
         None, description="split -> file (or folder, for source folders), or a list of them read one after another"
     )
     text_fields: list[Column] = Field(
-        ["text"], min_length=1, max_length=2,
+        ["text"],
+        min_length=1,
+        max_length=2,
         description="one text column, or two for sentence pairs; folders offer text, title and body",
     )
     label_field: Column = "label"
     id_field: Column | None = Field(None, description="column holding a row id; default: file:line or split:row")
     tsv_quoting: Literal["none", "csv"] = Field(
-        "none", description="tsv: 'none' reads quote marks as text (raw GLUE files); 'csv' reads quoted fields, "
-                            "as pandas and HF `to_csv(sep='\\t')` write them"
+        "none",
+        description="tsv: 'none' reads quote marks as text (raw GLUE files); 'csv' reads quoted fields, "
+        "as pandas and HF `to_csv(sep='\\t')` write them",
     )
     header: bool = Field(True, description="csv/tsv: the first line names the columns")
     columns: list[str] | None = Field(None, description="names for the columns of csv/tsv files without a header")
-    labels: list[str] | None = Field(None, description="the label set in the order the model uses; default: "
-                                                        "the Hub's ClassLabel order, else the train labels sorted")
+    labels: list[str] | None = Field(
+        None,
+        description="the label set in the order the model uses; default: "
+        "the Hub's ClassLabel order, else the train labels sorted",
+    )
     label_map: dict[str, str] | None = Field(
-        None, description="raw label value -> label name, e.g. {'0': unacceptable}")
+        None, description="raw label value -> label name, e.g. {'0': unacceptable}"
+    )
     skip_labels: list[str] = Field([], description="label values whose rows are dropped and counted (SNLI's '-')")
     empty_text: Literal["fail", "drop"] = Field(
-        "fail", description="a row whose text is empty: stop, or drop it and count it")
+        "fail", description="a row whose text is empty: stop, or drop it and count it"
+    )
     pattern: str = Field("*.txt", description="folders: the files read inside each class folder (glob)")
     invalid_utf8: Literal["fail", "replace", "skip"] = Field(
         "fail",
@@ -101,18 +109,21 @@ class ClassificationWindows(Strict):
 
     stride: int = Field(gt=0, description="tokens shared by consecutive windows (the tokenizer's `stride`)")
     aggregate: Literal["mean", "max"] = Field(
-        "mean", description="how a document's window logits combine into its prediction: their mean, "
-                            "or per label the largest")
+        "mean",
+        description="how a document's window logits combine into its prediction: their mean, or per label the largest",
+    )
 
 
 class ClassificationTokenizeParams(TokenizeParams):
     truncation: Literal["longest_first", "only_first", "only_second"] = Field(
-        "longest_first", description="which text of a pair loses tokens beyond max_length (with windows: "
-                                     "which text is split into windows; longest_first: the longer one)"
+        "longest_first",
+        description="which text of a pair loses tokens beyond max_length (with windows: "
+        "which text is split into windows; longest_first: the longer one)",
     )
     windows: ClassificationWindows | None = Field(
-        None, description="null: truncate at max_length; {stride, aggregate}: every window of a long "
-                          "document is trained on with its label, and predictions aggregate the windows' logits"
+        None,
+        description="null: truncate at max_length; {stride, aggregate}: every window of a long "
+        "document is trained on with its label, and predictions aggregate the windows' logits",
     )
 
     @model_validator(mode="after")

@@ -36,8 +36,9 @@ def iter_labels(dataset: Dataset) -> Iterator[str]:
     return (names[i] for i in values(dataset, "label"))
 
 
-def prepare_meta(raw: DatasetDict, download_report: dict[str, Any],
-                 params: ClassificationTaskParams) -> ClassificationMeta:
+def prepare_meta(
+    raw: DatasetDict, download_report: dict[str, Any], params: ClassificationTaskParams
+) -> ClassificationMeta:
     """The label list is the raw ClassLabel's names (download.labels, the source's
     ClassLabel order, or the labels sorted), fixed here for every later stage; with it
     `tokenize.windows`, which evaluate and predict need to aggregate windows."""
@@ -52,8 +53,9 @@ def prepare_meta(raw: DatasetDict, download_report: dict[str, Any],
     )
 
 
-def encode_batch(batch: dict[str, list], tokenizer: Any, max_length: int, truncation: str,
-                 label_ids: list[int]) -> dict[str, list]:
+def encode_batch(
+    batch: dict[str, list], tokenizer: Any, max_length: int, truncation: str, label_ids: list[int]
+) -> dict[str, list]:
     """Batched `map` function: model inputs, `labels` in the model's order, and
     `n_tokens` (length before truncation) / `truncated` for the reports."""
     texts = [batch["text"]] + ([batch["text_pair"]] if "text_pair" in batch else [])
@@ -65,8 +67,15 @@ def encode_batch(batch: dict[str, list], tokenizer: Any, max_length: int, trunca
     return encoded
 
 
-def encode_windows(batch: dict[str, list], indices: list[int], tokenizer: Any, max_length: int, truncation: str,
-                   label_ids: list[int], stride: int) -> dict[str, list]:
+def encode_windows(
+    batch: dict[str, list],
+    indices: list[int],
+    tokenizer: Any,
+    max_length: int,
+    truncation: str,
+    label_ids: list[int],
+    stride: int,
+) -> dict[str, list]:
     """Batched `map` function (`with_indices`): one row per window of each document, in
     document order, with `example_index`; `n_tokens` and `truncated` per document, on each row."""
     pair = "text_pair" in batch
@@ -87,9 +96,13 @@ def encode_windows(batch: dict[str, list], indices: list[int], tokenizer: Any, m
     for strategy in dict.fromkeys(strategies):
         chosen = [i for i, s in enumerate(strategies) if s == strategy]
         windowed = strategy != "longest_first" or not pair
-        encoded = tokenizer(*[[column[i] for i in chosen] for column in texts], truncation=strategy,
-                            max_length=max_length, stride=stride if windowed else 0,
-                            return_overflowing_tokens=windowed)
+        encoded = tokenizer(
+            *[[column[i] for i in chosen] for column in texts],
+            truncation=strategy,
+            max_length=max_length,
+            stride=stride if windowed else 0,
+            return_overflowing_tokens=windowed,
+        )
         sample = encoded.pop("overflow_to_sample_mapping", list(range(len(chosen))))
         for key in encoded.keys():
             out.setdefault(key, []).extend(encoded[key])
@@ -132,28 +145,59 @@ def split_report(raw: Dataset, features: Dataset) -> dict[str, Any]:
     return report
 
 
-def encode_split(raw: Any, tokenizer: Any, max_length: int, truncation: str, label_ids: list[int],
-                 windows: ClassificationWindows | None, batch_size: int = 1000, num_proc: int | None = None) -> Any:
+def encode_split(
+    raw: Any,
+    tokenizer: Any,
+    max_length: int,
+    truncation: str,
+    label_ids: list[int],
+    windows: ClassificationWindows | None,
+    batch_size: int = 1000,
+    num_proc: int | None = None,
+) -> Any:
     """Features of one split or a DatasetDict: truncated (`windows` None, today's rows) or windowed."""
     columns = raw["train"].column_names if isinstance(raw, DatasetDict) else raw.column_names
     kwargs = {"tokenizer": tokenizer, "max_length": max_length, "truncation": truncation, "label_ids": label_ids}
     if windows is None:
-        return raw.map(encode_batch, batched=True, batch_size=batch_size, num_proc=num_proc, fn_kwargs=kwargs,
-                       remove_columns=columns, desc="tokenize")
-    return raw.map(encode_windows, batched=True, with_indices=True, batch_size=batch_size, num_proc=num_proc,
-                   fn_kwargs=kwargs | {"stride": windows.stride}, remove_columns=columns, desc="tokenize (windows)")
+        return raw.map(
+            encode_batch,
+            batched=True,
+            batch_size=batch_size,
+            num_proc=num_proc,
+            fn_kwargs=kwargs,
+            remove_columns=columns,
+            desc="tokenize",
+        )
+    return raw.map(
+        encode_windows,
+        batched=True,
+        with_indices=True,
+        batch_size=batch_size,
+        num_proc=num_proc,
+        fn_kwargs=kwargs | {"stride": windows.stride},
+        remove_columns=columns,
+        desc="tokenize (windows)",
+    )
 
 
-def tokenize(raw: DatasetDict, tokenizer: Any, params: ClassificationTaskParams,
-             meta: ClassificationMeta) -> tuple[DatasetDict, dict[str, Any]]:
+def tokenize(
+    raw: DatasetDict, tokenizer: Any, params: ClassificationTaskParams, meta: ClassificationMeta
+) -> tuple[DatasetDict, dict[str, Any]]:
     settings = params.tokenize
     if not meta.pair and settings.truncation == "only_second":
         raise ReprotuneError("tokenize.truncation 'only_second' needs sentence pairs (two download.text_fields)")
     label_index = {label: i for i, label in enumerate(meta.labels)}
     raw_names = raw["train"].features["label"].names
-    features = encode_split(raw, tokenizer, settings.max_length, settings.truncation,
-                            [label_index[name] for name in raw_names], settings.windows,
-                            settings.batch_size, settings.num_proc)
+    features = encode_split(
+        raw,
+        tokenizer,
+        settings.max_length,
+        settings.truncation,
+        [label_index[name] for name in raw_names],
+        settings.windows,
+        settings.batch_size,
+        settings.num_proc,
+    )
     report: dict[str, Any] = {split: split_report(raw[split], features[split]) for split in features}
     report["labels"] = meta.labels
     report["labels_missing_from_train"] = meta.labels_missing_from_train

@@ -143,15 +143,15 @@ def check_seen_in_train(split: str, ids: Sequence[str], labels: Sequence[str], t
             )
 
 
-
 @dataclass
 class Collected:
     """Rows per split, the label order the source defines (ClassLabel), and what was dropped."""
 
     rows: dict[str, list[Example]] = field(default_factory=dict)
     source_order: list[str] | None = None
-    dropped: dict[str, Counter] = field(default_factory=lambda: {
-        "no_gold_label": Counter(), "skip_labels": Counter(), "empty_text": Counter()})
+    dropped: dict[str, Counter] = field(
+        default_factory=lambda: {"no_gold_label": Counter(), "skip_labels": Counter(), "empty_text": Counter()}
+    )
     files_not_utf8: list[str] = field(default_factory=list)
 
 
@@ -163,8 +163,9 @@ class RowMaker:
         self.params, self.collected, self.split = params, collected, split
         self.names = ["text", "text_pair"][: len(params.text_fields)]
 
-    def make(self, row_id: str, texts: list[Any], label: Any, numeric: bool, where: str,
-             label_column: str) -> Example | None:
+    def make(
+        self, row_id: str, texts: list[Any], label: Any, numeric: bool, where: str, label_column: str
+    ) -> Example | None:
         params = self.params
         value = label_value(label, numeric, where, label_column)
         if value in params.skip_labels:
@@ -188,6 +189,7 @@ class RowMaker:
 
 
 # Hub --------------------------------------------------------------------------
+
 
 def hub_column(column: Column, dataset: Dataset, split: str, key: str) -> str:
     if isinstance(column, int):
@@ -235,8 +237,9 @@ def hub_rows(dataset: Dataset, params: ClassificationDownloadParams, split: str,
     return rows
 
 
-def remember_class_order(names: list[str], params: ClassificationDownloadParams, collected: Collected,
-                         where: str) -> None:
+def remember_class_order(
+    names: list[str], params: ClassificationDownloadParams, collected: Collected, where: str
+) -> None:
     """The first ClassLabel seen fixes the label order (after skip_labels and label_map)."""
     if collected.source_order is None:
         kept = [name for name in names if name not in params.skip_labels]
@@ -251,6 +254,7 @@ def collect_hub(params: ClassificationDownloadParams, collected: Collected) -> N
 
 
 # Local tables -------------------------------------------------------------------
+
 
 def column_key(column: Column, names: list[str] | None, path: Path, key: str, positional: bool) -> str | int:
     """A record key: a position into the values of a CSV/TSV row, or a field name."""
@@ -305,17 +309,26 @@ def table_rows(path: Path, params: ClassificationDownloadParams, split: str, col
     if not records:
         raise ReprotuneError(f"{path}: no data rows")
     width = len(records[0].values) if positional else None
-    get_texts = [getter(column_key(c, names, path, "text_fields", positional), width, path, "text_fields")
-                 for c in params.text_fields]
-    get_label = getter(column_key(params.label_field, names, path, "label_field", positional), width, path,
-                       "label_field")
-    get_id = (getter(column_key(params.id_field, names, path, "id_field", positional), width, path, "id_field")
-              if params.id_field is not None else None)
+    get_texts = [
+        getter(column_key(c, names, path, "text_fields", positional), width, path, "text_fields")
+        for c in params.text_fields
+    ]
+    get_label = getter(
+        column_key(params.label_field, names, path, "label_field", positional), width, path, "label_field"
+    )
+    get_id = (
+        getter(column_key(params.id_field, names, path, "id_field", positional), width, path, "id_field")
+        if params.id_field is not None
+        else None
+    )
     label_column = str(params.label_field)
     if positional and params.header and params.columns is None and isinstance(params.label_field, int):
         check_header_is_not_data(path, names, [get_label(row.values) for row in records], params.label_field)
-    class_names = (class_label_names(parquet_feature(path, params.label_field))
-                   if fmt == "parquet" and isinstance(params.label_field, str) else None)
+    class_names = (
+        class_label_names(parquet_feature(path, params.label_field))
+        if fmt == "parquet" and isinstance(params.label_field, str)
+        else None
+    )
     numeric = class_names is None and integer_column([get_label(row.values) for row in records])
     maker = RowMaker(params, collected, split)
     rows = []
@@ -337,6 +350,7 @@ def table_rows(path: Path, params: ClassificationDownloadParams, split: str, col
 
 
 # Folder per class ---------------------------------------------------------------
+
 
 def read_document(file: Path, invalid_utf8: str, collected: Collected, root: Path) -> str | None:
     """The file's text; not UTF-8: stop (naming file and line), replace bad bytes, or skip the file."""
@@ -382,14 +396,21 @@ def folder_rows(root: Path, params: ClassificationDownloadParams, split: str, co
             if text is None:
                 continue
             fields = title_and_body(text)
-            row = maker.make(f"{folder.name}/{file.name}", [fields[str(c)] for c in params.text_fields],
-                             folder.name, False, str(file), "folder name")
+            row = maker.make(
+                f"{folder.name}/{file.name}",
+                [fields[str(c)] for c in params.text_fields],
+                folder.name,
+                False,
+                str(file),
+                "folder name",
+            )
             if row is not None:
                 rows.append(row)
     return rows
 
 
 # Together -------------------------------------------------------------------------
+
 
 def collect(params: ClassificationDownloadParams) -> Collected:
     collected = Collected()
@@ -429,13 +450,19 @@ def to_dataset(params: ClassificationDownloadParams, collected: Collected) -> tu
     """Arrow splits with a ClassLabel `label` column, so the order travels with the data."""
     names, order_from = label_order(params, collected)
     if len(names) < 2:
-        column = ("the class folders" if params.source == "folders"
-                  else f"column '{params.label_field}' (download.label_field)")
-        raise ReprotuneError(f"found only the label(s) {names} in {column}; classification needs at least two "
-                             "classes (after download.skip_labels and download.label_map)")
+        column = (
+            "the class folders"
+            if params.source == "folders"
+            else f"column '{params.label_field}' (download.label_field)"
+        )
+        raise ReprotuneError(
+            f"found only the label(s) {names} in {column}; classification needs at least two "
+            "classes (after download.skip_labels and download.label_map)"
+        )
     text_columns = ["text", "text_pair"][: len(params.text_fields)]
-    features = Features({"id": Value("string"), **{c: Value("string") for c in text_columns},
-                         "label": ClassLabel(names=names)})
+    features = Features(
+        {"id": Value("string"), **{c: Value("string") for c in text_columns}, "label": ClassLabel(names=names)}
+    )
     index = {name: i for i, name in enumerate(names)}
     out = {}
     for split, rows in collected.rows.items():
@@ -451,4 +478,3 @@ def to_dataset(params: ClassificationDownloadParams, collected: Collected) -> tu
         "files_not_utf8": {"action": params.invalid_utf8, "files": collected.files_not_utf8},
     }
     return DatasetDict(out), report
-

@@ -41,12 +41,14 @@ def bucket_of(counts: pd.Series, edges: list[int]) -> pd.Series:
 
 def by_bucket(frame: pd.DataFrame, method: str, edges: list[int]) -> pd.DataFrame:
     grouped = frame.assign(bucket=bucket_of(frame["train_count"], edges)).groupby("bucket", sort=False)
-    table = pd.DataFrame({
-        "masked_tokens": grouped.size(),
-        "mean_loss": grouped["loss"].mean().round(4),
-        "perplexity": grouped["loss"].apply(lambda s: round(perplexity(s), 2)),
-        "accuracy": grouped["correct"].mean().round(4),
-    }).reset_index()
+    table = pd.DataFrame(
+        {
+            "masked_tokens": grouped.size(),
+            "mean_loss": grouped["loss"].mean().round(4),
+            "perplexity": grouped["loss"].apply(lambda s: round(perplexity(s), 2)),
+            "accuracy": grouped["correct"].mean().round(4),
+        }
+    ).reset_index()
     rank = {label: i for i, label in enumerate([*bucket_labels(edges), "unknown"])}
     table = table.sort_values("bucket", key=lambda s: s.map(rank)).reset_index(drop=True)
     return table.assign(method=method)[["method", "bucket", "masked_tokens", "mean_loss", "perplexity", "accuracy"]]
@@ -69,12 +71,14 @@ def paired(before: pd.DataFrame, after: pd.DataFrame, names: tuple[str, str]) ->
 def token_changes(pairs: pd.DataFrame, min_count: int) -> pd.DataFrame:
     """Mean loss per gold token before and after, for tokens masked at least `min_count` times."""
     grouped = pairs.groupby("label", sort=True)
-    table = pd.DataFrame({
-        "occurrences": grouped.size(),
-        "train_count": grouped["train_count"].first(),
-        "loss_before": grouped["loss_before"].mean(),
-        "loss_after": grouped["loss_after"].mean(),
-    }).reset_index()
+    table = pd.DataFrame(
+        {
+            "occurrences": grouped.size(),
+            "train_count": grouped["train_count"].first(),
+            "loss_before": grouped["loss_before"].mean(),
+            "loss_after": grouped["loss_after"].mean(),
+        }
+    ).reset_index()
     table["loss_change"] = table["loss_after"] - table["loss_before"]
     table = table[table["occurrences"] >= min_count]
     return table.round({"loss_before": 4, "loss_after": 4, "loss_change": 4}).reset_index(drop=True)
@@ -87,8 +91,11 @@ def fill_mask_table(predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
         probes = frame[frame["probe_context"] != ""][["block", "position", "probe_context", "label", "probe_fills"]]
         probes = probes.assign(**{method: [", ".join(map(str, fills)) for fills in probes["probe_fills"]]})
         probes = probes.drop(columns="probe_fills").rename(columns={"probe_context": "context", "label": "gold"})
-        merged = probes if merged is None else merged.merge(probes[["block", "position", method]],
-                                                            on=["block", "position"], how="outer")
+        merged = (
+            probes
+            if merged is None
+            else merged.merge(probes[["block", "position", method]], on=["block", "position"], how="outer")
+        )
     if merged is None:
         return pd.DataFrame(columns=["block", "position", "context", "gold"])
     return merged.sort_values(["block", "position"]).reset_index(drop=True)
@@ -103,8 +110,9 @@ def comparisons(methods: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def analyse(predictions: dict[str, pd.DataFrame], meta: MlmMeta, params: MlmTaskParams,
-            report_dir: Path, confusion_dir: Path) -> dict[str, Any]:
+def analyse(
+    predictions: dict[str, pd.DataFrame], meta: MlmMeta, params: MlmTaskParams, report_dir: Path, confusion_dir: Path
+) -> dict[str, Any]:
     """Write the frequency buckets, per-token changes and fill-mask probes; return the summary figures."""
     settings = params.error_analysis
     edges, worst_n, min_count = settings.frequency_edges, settings.worst_n, settings.min_token_count
@@ -119,26 +127,44 @@ def analyse(predictions: dict[str, pd.DataFrame], meta: MlmMeta, params: MlmTask
             "perplexity": round(perplexity(frame["loss"]), 4) if len(frame) else None,
             "accuracy": round(float(frame["correct"].mean()), 6) if len(frame) else None,
             "masked_tokens": int(len(frame)),
-            "by_frequency": {row.bucket: {"perplexity": row.perplexity, "accuracy": row.accuracy,
-                                          "masked_tokens": int(row.masked_tokens)}
-                             for row in table.itertuples(index=False)},
+            "by_frequency": {
+                row.bucket: {
+                    "perplexity": row.perplexity,
+                    "accuracy": row.accuracy,
+                    "masked_tokens": int(row.masked_tokens),
+                }
+                for row in table.itertuples(index=False)
+            },
         }
         outcome = np.where(frame["correct"].to_numpy(dtype=bool), "top1 correct", "top1 wrong")
-        write_frame(confusion_dir / f"{method}.csv",
-                    pd.DataFrame({"actual": bucket_of(frame["train_count"], edges).to_numpy(), "predicted": outcome}))
+        write_frame(
+            confusion_dir / f"{method}.csv",
+            pd.DataFrame({"actual": bucket_of(frame["train_count"], edges).to_numpy(), "predicted": outcome}),
+        )
     bucket_table = pd.concat(buckets, ignore_index=True)
     write_frame(report_dir / "frequency_buckets.csv", bucket_table)
 
-    lines = ["# Masked-LM error analysis", "",
-             "All methods are scored on the same test blocks with the same fixed masks, so every "
-             "comparison below is token for token.", ""]
+    lines = [
+        "# Masked-LM error analysis",
+        "",
+        "All methods are scored on the same test blocks with the same fixed masks, so every "
+        "comparison below is token for token.",
+        "",
+    ]
     if "baseline" not in predictions:
-        lines += ["This stage receives the full and LoRA predictions only: token-level changes compare LoRA "
-                  "against full fine-tuning. The baseline (pretrained model before adaptation) perplexity is in "
-                  "metrics/<task>/baseline.json.", ""]
-    lines += ["## Loss by train frequency of the gold token", "",
-              f"Buckets count how often the token occurs in the train blocks (edges {edges}).", "",
-              markdown_table(bucket_table)]
+        lines += [
+            "This stage receives the full and LoRA predictions only: token-level changes compare LoRA "
+            "against full fine-tuning. The baseline (pretrained model before adaptation) perplexity is in "
+            "metrics/<task>/baseline.json.",
+            "",
+        ]
+    lines += [
+        "## Loss by train frequency of the gold token",
+        "",
+        f"Buckets count how often the token occurs in the train blocks (edges {edges}).",
+        "",
+        markdown_table(bucket_table),
+    ]
 
     changes = []
     for before, after in comparisons(methods):
@@ -156,22 +182,33 @@ def analyse(predictions: dict[str, pd.DataFrame], meta: MlmMeta, params: MlmTask
         }
         shown = ["label", "occurrences", "train_count", "loss_before", "loss_after", "loss_change"]
         rose = table.sort_values(["loss_change", "label"], ascending=[False, True])
-        lines += [f"## {after} against {before}: loss change per gold token", "",
-                  f"loss_change = mean loss with {after} minus with {before}, over tokens masked at least "
-                  f"{min_count} times. Per masked token: {summary['comparisons'][name]['tokens_lower_loss']} lower, "
-                  f"{summary['comparisons'][name]['tokens_higher_loss']} higher.", "",
-                  f"### {worst_n} tokens whose loss dropped most", "",
-                  markdown_table(table.sort_values(["loss_change", "label"]).head(worst_n)[shown]), "",
-                  f"### {worst_n} tokens whose loss rose most", "",
-                  markdown_table(rose.head(worst_n)[shown]),
-                  ""]
+        lines += [
+            f"## {after} against {before}: loss change per gold token",
+            "",
+            f"loss_change = mean loss with {after} minus with {before}, over tokens masked at least "
+            f"{min_count} times. Per masked token: {summary['comparisons'][name]['tokens_lower_loss']} lower, "
+            f"{summary['comparisons'][name]['tokens_higher_loss']} higher.",
+            "",
+            f"### {worst_n} tokens whose loss dropped most",
+            "",
+            markdown_table(table.sort_values(["loss_change", "label"]).head(worst_n)[shown]),
+            "",
+            f"### {worst_n} tokens whose loss rose most",
+            "",
+            markdown_table(rose.head(worst_n)[shown]),
+            "",
+        ]
     if changes:
         write_frame(report_dir / "token_loss_changes.csv", pd.concat(changes, ignore_index=True))
 
     fills = fill_mask_table(predictions)
     write_frame(report_dir / "fill_mask.csv", fills)
-    lines += ["## Fill-mask on held-out text", "",
-              "One word of a test block replaced by the mask token; the top fills of each method.", "",
-              markdown_table(fills.drop(columns=["block", "position"]))]
+    lines += [
+        "## Fill-mask on held-out text",
+        "",
+        "One word of a test block replaced by the mask token; the top fills of each method.",
+        "",
+        markdown_table(fills.drop(columns=["block", "position"])),
+    ]
     write_text(report_dir / "summary.md", "\n".join(lines))
     return summary

@@ -65,9 +65,12 @@ def warn_untrained_head(model: Any, name: str, keys: list[str]) -> str:
         f"{'; the decoder is tied to the input embeddings' if is_tied(model) else ''}. "
         "The baseline perplexity therefore measures an untrained head, not the encoder; "
         "full fine-tuning trains the head"
-        + (" and LoRA trains it in full (modules_to_save)." if lora_trains_head(model)
-           else f", but LoRA's head modules ({', '.join(HEAD_MODULES)}) do not exist in this architecture, "
-                "so LoRA leaves the head untrained.")
+        + (
+            " and LoRA trains it in full (modules_to_save)."
+            if lora_trains_head(model)
+            else f", but LoRA's head modules ({', '.join(HEAD_MODULES)}) do not exist in this architecture, "
+            "so LoRA leaves the head untrained."
+        )
     )
     if name not in _warned:
         _warned.add(name)
@@ -172,8 +175,9 @@ def masked_only_trainer(base: type) -> type:
     would not line up with the full-length labels and would hold the vocabulary per token."""
 
     class MaskedOnlyTrainer(base):
-        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                         num_items_in_batch: Any = None) -> Any:
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
             sparse = sparse_inputs(inputs)
             if sparse is None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -184,8 +188,9 @@ def masked_only_trainer(base: type) -> type:
             with gather.only(keep):
                 return super().compute_loss(model, gathered, return_outputs, num_items_in_batch)
 
-        def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,
-                            ignore_keys: list[str] | None = None) -> Any:
+        def prediction_step(
+            self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
+        ) -> Any:
             loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
             if prediction_loss_only or logits is None or labels is None:
                 return loss, logits, labels
@@ -196,12 +201,31 @@ def masked_only_trainer(base: type) -> type:
 
 
 # predictions ----------------------------------------------------------------
-COLUMNS = ["block", "position", "label_id", "label", "loss", "pred", "correct", "top_k", "in_top_k",
-           "train_count", "probe_context", "probe_fills"]
+COLUMNS = [
+    "block",
+    "position",
+    "label_id",
+    "label",
+    "loss",
+    "pred",
+    "correct",
+    "top_k",
+    "in_top_k",
+    "train_count",
+    "probe_context",
+    "probe_fills",
+]
 
 
-def token_rows(model: Any, tokenizer: Any, features: Dataset, collate: Callable, batch_size: int,
-               top_k: int, precision: str = "auto") -> list[dict[str, Any]]:
+def token_rows(
+    model: Any,
+    tokenizer: Any,
+    features: Dataset,
+    collate: Callable,
+    batch_size: int,
+    top_k: int,
+    precision: str = "auto",
+) -> list[dict[str, Any]]:
     """One row per masked test token: its loss (-log p of the gold token), the top-k
     fills and whether the gold token is first / among them. The vocabulary head runs
     on the masked positions only (sparse_head), in the same row-major order."""
@@ -214,16 +238,23 @@ def token_rows(model: Any, tokenizer: Any, features: Dataset, collate: Callable,
 
     rows: list[dict[str, Any]] = []
     try:
-        for indices, batch, output in batches(model, features, collate, batch_size, ["input_ids", "labels"],
-                                              precision, masked_logits):
+        for indices, batch, output in batches(
+            model, features, collate, batch_size, ["input_ids", "labels"], precision, masked_logits
+        ):
             rows.extend(_rows_of_batch(tokenizer, indices, batch["labels"], output.logits[0], counts, top_k))
     finally:
         gather.remove()
     return sorted(rows, key=lambda row: (row["block"], row["position"]))
 
 
-def _rows_of_batch(tokenizer: Any, indices: list[int], labels: torch.Tensor, masked_logits: torch.Tensor,
-                   counts: list | None, top_k: int) -> list[dict[str, Any]]:
+def _rows_of_batch(
+    tokenizer: Any,
+    indices: list[int],
+    labels: torch.Tensor,
+    masked_logits: torch.Tensor,
+    counts: list | None,
+    top_k: int,
+) -> list[dict[str, Any]]:
     """Rows for one batch; `masked_logits` holds the labelled positions in row-major order."""
     where = (labels != IGNORE).nonzero().cpu()
     log_probs = torch.log_softmax(masked_logits.float(), dim=-1)
@@ -234,14 +265,22 @@ def _rows_of_batch(tokenizer: Any, indices: list[int], labels: torch.Tensor, mas
     for (row, position), label_id, loss, fills in zip(where.tolist(), gold.cpu().tolist(), losses, best):
         block = indices[row]
         fill_tokens = tokenizer.convert_ids_to_tokens(fills)
-        rows.append({
-            "block": block, "position": position, "label_id": label_id,
-            "label": tokenizer.convert_ids_to_tokens(label_id), "loss": round(float(loss), 6),
-            "pred": fill_tokens[0], "correct": fills[0] == label_id, "top_k": fill_tokens,
-            "in_top_k": label_id in fills,
-            "train_count": int(counts[block][position]) if counts is not None else -1,
-            "probe_context": "", "probe_fills": [],
-        })
+        rows.append(
+            {
+                "block": block,
+                "position": position,
+                "label_id": label_id,
+                "label": tokenizer.convert_ids_to_tokens(label_id),
+                "loss": round(float(loss), 6),
+                "pred": fill_tokens[0],
+                "correct": fills[0] == label_id,
+                "top_k": fill_tokens,
+                "in_top_k": label_id in fills,
+                "train_count": int(counts[block][position]) if counts is not None else -1,
+                "probe_context": "",
+                "probe_fills": [],
+            }
+        )
     return rows
 
 
@@ -263,8 +302,9 @@ def probe_position(tokenizer: Any, ids: list[int], labels: list[int], word_ids: 
     return None
 
 
-def probes(model: Any, tokenizer: Any, features: Dataset, count: int, top_k: int,
-           window: int = 12) -> dict[tuple[int, int], tuple[str, list[str]]]:
+def probes(
+    model: Any, tokenizer: Any, features: Dataset, count: int, top_k: int, window: int = 12
+) -> dict[tuple[int, int], tuple[str, list[str]]]:
     """Classic fill-mask on the first `count` test blocks: the block as written with
     ONE word replaced by the mask token; (block, position) -> (context, top-k fills)."""
     chosen: list[tuple[int, int, list[int]]] = []
@@ -277,10 +317,12 @@ def probes(model: Any, tokenizer: Any, features: Dataset, count: int, top_k: int
     if not chosen:
         return {}
     # the probe's label marks its position, so the collator leaves the input as built
-    inputs = Dataset.from_dict({
-        "input_ids": [ids[:p] + [tokenizer.mask_token_id] + ids[p + 1:] for _, p, ids in chosen],
-        "labels": [[IGNORE] * p + [ids[p]] + [IGNORE] * (len(ids) - p - 1) for _, p, ids in chosen],
-    })
+    inputs = Dataset.from_dict(
+        {
+            "input_ids": [ids[:p] + [tokenizer.mask_token_id] + ids[p + 1 :] for _, p, ids in chosen],
+            "labels": [[IGNORE] * p + [ids[p]] + [IGNORE] * (len(ids) - p - 1) for _, p, ids in chosen],
+        }
+    )
     collate = MlmCollator(Vocab.from_tokenizer(tokenizer), MaskSettings(strategy="token", probability=0.15))
     out: dict[tuple[int, int], tuple[str, list[str]]] = {}
     for indices, _, output in batches(model, inputs, collate, 16, ["input_ids", "labels"]):
@@ -289,14 +331,15 @@ def probes(model: Any, tokenizer: Any, features: Dataset, count: int, top_k: int
             top = output.logits[offset, position].float().topk(top_k).indices.cpu().tolist()
             start, end = max(0, position - window), min(len(ids), position + window + 1)
             left = tokenizer.decode(ids[start:position], skip_special_tokens=True)
-            right = tokenizer.decode(ids[position + 1:end], skip_special_tokens=True)
+            right = tokenizer.decode(ids[position + 1 : end], skip_special_tokens=True)
             context = f"{left} {tokenizer.mask_token} {right}".strip()
             out[(block, position)] = (context, tokenizer.convert_ids_to_tokens(top))
     return out
 
 
-def predictions_frame(rows: list[dict[str, Any]], probe_results: dict[tuple[int, int], tuple[str, list[str]]]
-                      ) -> pd.DataFrame:
+def predictions_frame(
+    rows: list[dict[str, Any]], probe_results: dict[tuple[int, int], tuple[str, list[str]]]
+) -> pd.DataFrame:
     for row in rows:
         found = probe_results.get((row["block"], row["position"]))
         if found:
@@ -332,8 +375,9 @@ def fill_masks(model: Any, tokenizer: Any, records: list[dict[str, Any]], top_k:
         filled = encoded["input_ids"][0].clone()
         for index, position in enumerate(positions):
             filled[position] = top.indices[index][0]
-        results.append({"text": record["text"], "masks": masks,
-                        "filled": tokenizer.decode(filled, skip_special_tokens=True)})
+        results.append(
+            {"text": record["text"], "masks": masks, "filled": tokenizer.decode(filled, skip_special_tokens=True)}
+        )
     return results
 
 
@@ -358,8 +402,9 @@ class MlmFamily(TaskFamily[MlmTaskParams, MlmMeta]):
         """word_ids reach the collator (whole-word masking), which does not pass them to the model."""
         return ["input_ids", "labels", "word_ids"]
 
-    def train_metrics(self, meta: MlmMeta, params: MlmTaskParams, raw_eval: Dataset,
-                      features_eval: Dataset) -> Callable[[Any], dict[str, float]]:
+    def train_metrics(
+        self, meta: MlmMeta, params: MlmTaskParams, raw_eval: Dataset, features_eval: Dataset
+    ) -> Callable[[Any], dict[str, float]]:
         """The token-weighted loss over the fixed validation masks (log of the perplexity
         the test reports), from the per-block rows `masked_only_trainer` returns."""
 
@@ -368,17 +413,26 @@ class MlmFamily(TaskFamily[MlmTaskParams, MlmMeta]):
 
         return compute
 
-    def predict(self, model: Any, tokenizer: Any, raw: Dataset, features: Dataset, meta: MlmMeta,
-                params: MlmTaskParams) -> pd.DataFrame:
+    def predict(
+        self, model: Any, tokenizer: Any, raw: Dataset, features: Dataset, meta: MlmMeta, params: MlmTaskParams
+    ) -> pd.DataFrame:
         """One row per masked test token (the fixed masks), with its loss and top-k fills."""
         settings = params.evaluate
-        rows = token_rows(model, tokenizer, features, self.collator(tokenizer, params, meta),
-                          settings.batch_size, settings.top_k, settings.precision)
+        rows = token_rows(
+            model,
+            tokenizer,
+            features,
+            self.collator(tokenizer, params, meta),
+            settings.batch_size,
+            settings.top_k,
+            settings.precision,
+        )
         found = probes(model, tokenizer, features, settings.fill_mask_examples, settings.top_k)
         return predictions_frame(rows, found)
 
-    def predict_records(self, model: Any, tokenizer: Any, records: list[dict[str, Any]], meta: MlmMeta,
-                        params: MlmTaskParams) -> list[dict[str, Any]]:
+    def predict_records(
+        self, model: Any, tokenizer: Any, records: list[dict[str, Any]], meta: MlmMeta, params: MlmTaskParams
+    ) -> list[dict[str, Any]]:
         return fill_masks(model, tokenizer, records, params.evaluate.top_k)
 
 

@@ -34,8 +34,14 @@ def score(predictions: pd.DataFrame, meta: MlmMeta, params: MlmTaskParams) -> di
     """Perplexity and masked-token accuracy over the fixed test masks."""
     losses = predictions["loss"].to_numpy(dtype=float)
     if len(losses) == 0:
-        return {"perplexity": float("nan"), "loss": float("nan"), "accuracy": 0.0, "top_k_accuracy": 0.0,
-                "masked_tokens": 0, "blocks": 0}
+        return {
+            "perplexity": float("nan"),
+            "loss": float("nan"),
+            "accuracy": 0.0,
+            "top_k_accuracy": 0.0,
+            "masked_tokens": 0,
+            "blocks": 0,
+        }
     return {
         "perplexity": round(perplexity(losses), 4),
         "loss": round(float(losses.mean()), 6),
@@ -58,13 +64,15 @@ def example_stats(predictions: pd.DataFrame, meta: MlmMeta) -> pd.DataFrame:
     there are (`masked_tokens`), how many the model got right first (`correct`) and among
     its top k (`in_top_k`). Blocks without a masked token have no row."""
     grouped = predictions.groupby("block", sort=True)
-    return pd.DataFrame({
-        "block": grouped["loss"].sum().index.to_numpy(),
-        "loss_sum": grouped["loss"].sum().to_numpy(dtype=np.float64),
-        "masked_tokens": grouped.size().to_numpy(dtype=np.float64),
-        "correct": grouped["correct"].sum().to_numpy(dtype=np.float64),
-        "in_top_k": grouped["in_top_k"].sum().to_numpy(dtype=np.float64),
-    })
+    return pd.DataFrame(
+        {
+            "block": grouped["loss"].sum().index.to_numpy(),
+            "loss_sum": grouped["loss"].sum().to_numpy(dtype=np.float64),
+            "masked_tokens": grouped.size().to_numpy(dtype=np.float64),
+            "correct": grouped["correct"].sum().to_numpy(dtype=np.float64),
+            "in_top_k": grouped["in_top_k"].sum().to_numpy(dtype=np.float64),
+        }
+    )
 
 
 @additive("loss_sum", "masked_tokens", "correct", "in_top_k")

@@ -24,8 +24,9 @@ class MlmDownloadParams(DownloadParams):
         "line", description="text source: one document per non-empty line, or one per file"
     )
     tsv_quoting: Literal["none", "csv"] = Field(
-        "none", description="tsv: 'none' reads quote marks as text (raw GLUE files); 'csv' reads quoted fields, "
-                            "as pandas and HF `to_csv(sep='\\t')` write them"
+        "none",
+        description="tsv: 'none' reads quote marks as text (raw GLUE files); 'csv' reads quoted fields, "
+        "as pandas and HF `to_csv(sep='\\t')` write them",
     )
     pattern: str = Field("**/*.txt", description="text source given a directory: the files to read (glob)")
     invalid_utf8: Literal["fail", "replace", "skip"] = Field(
@@ -81,7 +82,8 @@ class MlmEvaluateParams(EvaluateParams):
 
 class MlmErrorAnalysisParams(ErrorAnalysisParams):
     frequency_edges: list[int] = Field(
-        [1, 10, 100, 1000], min_length=1,
+        [1, 10, 100, 1000],
+        min_length=1,
         description="train-count bucket edges: [1, 10] gives buckets 0, 1-9, 10+",
     )
     min_token_count: int = Field(3, gt=0, description="masked occurrences a token needs to be listed as improved/worse")

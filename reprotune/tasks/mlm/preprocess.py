@@ -33,8 +33,14 @@ NO_WORD = -1
 def tokenize_documents(batch: dict[str, list], tokenizer: Any) -> dict[str, list]:
     """Batched `map` function: ids with the tokenizer's special tokens, and the index of
     each token's word inside its document (-1 for special tokens)."""
-    encoded = tokenizer(batch["text"], add_special_tokens=True, truncation=False, verbose=False,
-                        return_attention_mask=False, return_token_type_ids=False)
+    encoded = tokenizer(
+        batch["text"],
+        add_special_tokens=True,
+        truncation=False,
+        verbose=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
     word_ids = [[NO_WORD if w is None else w for w in encoded.word_ids(i)] for i in range(len(batch["text"]))]
     return {"input_ids": encoded["input_ids"], "word_ids": word_ids}
 
@@ -119,8 +125,9 @@ class Vocab:
         return cls(int(tokenizer.mask_token_id), int(pad), len(tokenizer), tuple(sorted(tokenizer.all_special_ids)))
 
 
-def _units(input_ids: torch.Tensor, word_ids: torch.Tensor | None, eligible: torch.Tensor,
-           strategy: str) -> torch.Tensor:
+def _units(
+    input_ids: torch.Tensor, word_ids: torch.Tensor | None, eligible: torch.Tensor, strategy: str
+) -> torch.Tensor:
     """The id of the masking unit of each position (-1: never masked): the token
     itself, or its word for whole-word masking."""
     if strategy == "whole_word":
@@ -147,8 +154,14 @@ def _spread(per_start: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
     return per_start.gather(1, safe) & same_unit
 
 
-def choose(input_ids: torch.Tensor, word_ids: torch.Tensor | None, attention: torch.Tensor,
-           settings: MaskSettings, vocab: Vocab, generator: torch.Generator | None = None) -> torch.Tensor:
+def choose(
+    input_ids: torch.Tensor,
+    word_ids: torch.Tensor | None,
+    attention: torch.Tensor,
+    settings: MaskSettings,
+    vocab: Vocab,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Boolean matrix of the positions to predict. Every unit (token or word) is chosen
     with `settings.probability`; a block with none chosen gets one, so no block is
     left out of the loss."""
@@ -167,9 +180,14 @@ def choose(input_ids: torch.Tensor, word_ids: torch.Tensor | None, attention: to
     return picked
 
 
-def apply(input_ids: torch.Tensor, word_ids: torch.Tensor | None, picked: torch.Tensor,
-          settings: MaskSettings, vocab: Vocab, generator: torch.Generator | None = None
-          ) -> tuple[torch.Tensor, torch.Tensor]:
+def apply(
+    input_ids: torch.Tensor,
+    word_ids: torch.Tensor | None,
+    picked: torch.Tensor,
+    settings: MaskSettings,
+    vocab: Vocab,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(masked input ids, labels): picked positions keep their id as the label; of them
     `mask_replace_prob` become the mask token, `random_replace_prob` a random token, the
     rest stay. The choice is made once per unit, so a whole word is treated alike."""
@@ -178,17 +196,26 @@ def apply(input_ids: torch.Tensor, word_ids: torch.Tensor | None, picked: torch.
     draw = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
     starts = _starts(units)
     to_mask = _spread(starts & (draw < settings.mask_replace_prob), units)
-    to_random = _spread(starts & (draw >= settings.mask_replace_prob)
-                        & (draw < settings.mask_replace_prob + settings.random_replace_prob), units)
+    to_random = _spread(
+        starts
+        & (draw >= settings.mask_replace_prob)
+        & (draw < settings.mask_replace_prob + settings.random_replace_prob),
+        units,
+    )
     random_ids = torch.randint(vocab.size, input_ids.shape, generator=generator, device=input_ids.device)
     masked = torch.where(to_mask, torch.full_like(input_ids, vocab.mask_id), input_ids)
     masked = torch.where(to_random, random_ids, masked)
     return masked, labels
 
 
-def mask_batch(input_ids: torch.Tensor, word_ids: torch.Tensor | None, attention: torch.Tensor,
-               settings: MaskSettings, vocab: Vocab, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_batch(
+    input_ids: torch.Tensor,
+    word_ids: torch.Tensor | None,
+    attention: torch.Tensor,
+    settings: MaskSettings,
+    vocab: Vocab,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     picked = choose(input_ids, word_ids, attention, settings, vocab, generator)
     return apply(input_ids, word_ids, picked, settings, vocab, generator)
 
@@ -230,9 +257,12 @@ def prepare_meta(raw: DatasetDict, download_report: dict[str, Any], params: MlmT
     """The masking rules and block size, from the tokenize section (train may not read it)."""
     settings = params.tokenize
     probability = settings.mlm_probability if settings.masking == "token" else settings.wwm_probability
-    masking = MaskSettings(strategy=settings.masking, probability=probability,
-                           mask_replace_prob=settings.mask_replace_prob,
-                           random_replace_prob=settings.random_replace_prob)
+    masking = MaskSettings(
+        strategy=settings.masking,
+        probability=probability,
+        mask_replace_prob=settings.mask_replace_prob,
+        random_replace_prob=settings.random_replace_prob,
+    )
     return MlmMeta(masking=masking, chunk_size=settings.chunk_size)
 
 
@@ -249,32 +279,44 @@ def check_tokenizer(tokenizer: Any, chunk_size: int) -> None:
         )
 
 
-def fixed_masks(ids: list[list[int]], words: list[list[int]], masking: MaskSettings, vocab: Vocab,
-                generator: torch.Generator) -> tuple[list[list[int]], list[list[int]]]:
+def fixed_masks(
+    ids: list[list[int]], words: list[list[int]], masking: MaskSettings, vocab: Vocab, generator: torch.Generator
+) -> tuple[list[list[int]], list[list[int]]]:
     """Mask the evaluation blocks once; stored with the data, they never change."""
     lengths = [len(block) for block in ids]
     attention = pad([[1] * n for n in lengths], 0)
     masked, labels = mask_batch(pad(ids, vocab.pad_id), pad(words, -1), attention, masking, vocab, generator)
-    return ([row[:n] for row, n in zip(masked.tolist(), lengths)],
-            [row[:n] for row, n in zip(labels.tolist(), lengths)])
+    return (
+        [row[:n] for row, n in zip(masked.tolist(), lengths)],
+        [row[:n] for row, n in zip(labels.tolist(), lengths)],
+    )
 
 
-def tokenize(raw: DatasetDict, tokenizer: Any, params: MlmTaskParams,
-             meta: MlmMeta) -> tuple[DatasetDict, dict[str, Any]]:
+def tokenize(
+    raw: DatasetDict, tokenizer: Any, params: MlmTaskParams, meta: MlmMeta
+) -> tuple[DatasetDict, dict[str, Any]]:
     """Blocks of every split: train unmasked (word ids kept for whole-word masking),
     validation/test with their fixed masks; test also stores each label's train count
     for the frequency analysis."""
     settings = params.tokenize
     check_tokenizer(tokenizer, settings.chunk_size)
     tokenized = raw.map(
-        tokenize_documents, batched=True, batch_size=settings.batch_size, num_proc=settings.num_proc,
-        fn_kwargs={"tokenizer": tokenizer}, remove_columns=raw["train"].column_names, desc="tokenize documents",
+        tokenize_documents,
+        batched=True,
+        batch_size=settings.batch_size,
+        num_proc=settings.num_proc,
+        fn_kwargs={"tokenizer": tokenizer},
+        remove_columns=raw["train"].column_names,
+        desc="tokenize documents",
     )
     masking = meta.masking
     vocab = Vocab.from_tokenizer(tokenizer)
     features: dict[str, Dataset] = {}
-    report: dict[str, Any] = {"chunk_size": settings.chunk_size, "last_chunk": settings.last_chunk,
-                              "masking": masking.model_dump()}
+    report: dict[str, Any] = {
+        "chunk_size": settings.chunk_size,
+        "last_chunk": settings.last_chunk,
+        "masking": masking.model_dump(),
+    }
     train_counts: np.ndarray | None = None
     for index, split in enumerate(SPLITS):
         stream = concatenate(tokenized[split])
@@ -289,9 +331,12 @@ def tokenize(raw: DatasetDict, tokenizer: Any, params: MlmTaskParams,
         keep = sample_indices(len(bounds), limit, settings.sample_seed)
         ids, words = blocks(stream, bounds, keep)
         report[split] = {
-            "documents": stream.documents, "tokens": total, "blocks": len(bounds),
+            "documents": stream.documents,
+            "tokens": total,
+            "blocks": len(bounds),
             "tail_tokens_dropped": total - sum(end - start for start, end in bounds),
-            "blocks_kept": len(ids), "tokens_kept": sum(len(block) for block in ids),
+            "blocks_kept": len(ids),
+            "tokens_kept": sum(len(block) for block in ids),
         }
         if split == "train":
             train_counts = np.bincount(np.concatenate([np.asarray(b) for b in ids]), minlength=len(tokenizer))

@@ -26,8 +26,9 @@ SPLIT_GROUP_COLUMN: str | None = None
 TEXT_FIELDS: tuple[str, ...] = ("text",)
 
 
-def text_documents(path: Path, document_per: str, pattern: str, invalid_utf8: str = "fail",
-                   not_utf8: list[str] | None = None) -> list[Document]:
+def text_documents(
+    path: Path, document_per: str, pattern: str, invalid_utf8: str = "fail", not_utf8: list[str] | None = None
+) -> list[Document]:
     """A file, or every file under a folder matching `pattern`, read as UTF-8.
 
     `document_per: file` keeps each file whole (BBC News: one article per file);
@@ -103,11 +104,15 @@ def load_documents(params: MlmDownloadParams, not_utf8: list[str] | None = None)
         hub = load_hub(params)
         return {split: dataset_documents(dataset, params.text_field, split) for split, dataset in hub.items()}
     if params.source == "text":
-        return {split: text_documents(path, params.document_per, params.pattern, params.invalid_utf8, not_utf8)
-                for split, path in local_files(params, "any").items()}
+        return {
+            split: text_documents(path, params.document_per, params.pattern, params.invalid_utf8, not_utf8)
+            for split, path in local_files(params, "any").items()
+        }
     files = local_files(params)
-    return {split: table_documents(path, params.source, params.text_field, params.tsv_quoting)
-            for split, path in files.items()}
+    return {
+        split: table_documents(path, params.source, params.text_field, params.tsv_quoting)
+        for split, path in files.items()
+    }
 
 
 def clean(splits: dict[str, list[Document]], deduplicate: bool) -> tuple[DatasetDict, dict[str, Any]]:
@@ -116,8 +121,9 @@ def clean(splits: dict[str, list[Document]], deduplicate: bool) -> tuple[Dataset
     report: dict[str, Any] = {"empty_documents": {}, "duplicate_documents": {}}
     seen: set[str] = set()
     out: dict[str, Dataset] = {}
-    order = sorted(splits, key=lambda s: ("train", "validation", "test").index(s) if s in
-                   ("train", "validation", "test") else 3)
+    order = sorted(
+        splits, key=lambda s: ("train", "validation", "test").index(s) if s in ("train", "validation", "test") else 3
+    )
     for split in order:
         kept, empty, repeated = [], 0, 0
         for document in splits[split]:

@@ -49,7 +49,7 @@ def classify_errors(gold: set[Entity], predicted: set[Entity]) -> list[dict[str,
 
 
 def _text(tokens: list[str], entity: Entity | None) -> str:
-    return "" if entity is None else " ".join(tokens[entity[1]:entity[2]])
+    return "" if entity is None else " ".join(tokens[entity[1] : entity[2]])
 
 
 def _label(entity: Entity | None) -> str:
@@ -67,23 +67,39 @@ def error_table(predictions: pd.DataFrame, method: str) -> tuple[pd.DataFrame, p
             pairs.append({"actual": entity[0], "predicted": entity[0]})
         for error in errors:
             pairs.append({"actual": _label(error["gold"]), "predicted": _label(error["pred"])})
-            error_rows.append({
-                "method": method, "id": row.id, "kind": error["kind"],
-                "gold_type": _label(error["gold"]), "gold_text": _text(tokens, error["gold"]),
-                "pred_type": _label(error["pred"]), "pred_text": _text(tokens, error["pred"]),
-            })
-        sentence_rows.append({
-            "method": method, "id": row.id, "text": " ".join(tokens),
-            "gold_entities": "; ".join(f"{_text(tokens, e)} [{e[0]}]" for e in sorted(gold, key=lambda e: e[1])),
-            "pred_entities": "; ".join(f"{_text(tokens, e)} [{e[0]}]" for e in sorted(pred, key=lambda e: e[1])),
-            "errors": len(errors), "correct": len(gold & pred), "gold_count": len(gold),
-        })
-    return pd.DataFrame(sentence_rows), pd.DataFrame(error_rows, columns=[
-        "method", "id", "kind", "gold_type", "gold_text", "pred_type", "pred_text"]), pairs
+            error_rows.append(
+                {
+                    "method": method,
+                    "id": row.id,
+                    "kind": error["kind"],
+                    "gold_type": _label(error["gold"]),
+                    "gold_text": _text(tokens, error["gold"]),
+                    "pred_type": _label(error["pred"]),
+                    "pred_text": _text(tokens, error["pred"]),
+                }
+            )
+        sentence_rows.append(
+            {
+                "method": method,
+                "id": row.id,
+                "text": " ".join(tokens),
+                "gold_entities": "; ".join(f"{_text(tokens, e)} [{e[0]}]" for e in sorted(gold, key=lambda e: e[1])),
+                "pred_entities": "; ".join(f"{_text(tokens, e)} [{e[0]}]" for e in sorted(pred, key=lambda e: e[1])),
+                "errors": len(errors),
+                "correct": len(gold & pred),
+                "gold_count": len(gold),
+            }
+        )
+    return (
+        pd.DataFrame(sentence_rows),
+        pd.DataFrame(error_rows, columns=["method", "id", "kind", "gold_type", "gold_text", "pred_type", "pred_text"]),
+        pairs,
+    )
 
 
-def analyse(predictions: dict[str, pd.DataFrame], meta: NerMeta, params: NerTaskParams, report_dir: Path,
-            confusion_dir: Path) -> dict[str, Any]:
+def analyse(
+    predictions: dict[str, pd.DataFrame], meta: NerMeta, params: NerTaskParams, report_dir: Path, confusion_dir: Path
+) -> dict[str, Any]:
     """Error tables, confusion CSVs and summary.md for the trained methods (the baseline's
     untrained head predicts noise, so its errors would tell nothing about the data)."""
     predictions = {method: frame for method, frame in predictions.items() if method in ("full", "lora")}
@@ -109,11 +125,21 @@ def analyse(predictions: dict[str, pd.DataFrame], meta: NerMeta, params: NerTask
     by_kind = pd.DataFrame({m: c["by_kind"] for m, c in counts.items()})
     lines.append(markdown_table(by_kind.rename_axis("kind").reset_index()))
     lines += ["", "Errors per gold entity type:", ""]
-    lines.append(markdown_table(pd.DataFrame({m: c["by_gold_type"] for m, c in counts.items()}).fillna(0).astype(int)
-                           .rename_axis("type").reset_index()))
+    lines.append(
+        markdown_table(
+            pd.DataFrame({m: c["by_gold_type"] for m, c in counts.items()})
+            .fillna(0)
+            .astype(int)
+            .rename_axis("type")
+            .reset_index()
+        )
+    )
     for method in predictions:
-        worst = (all_sentences[all_sentences["method"] == method]
-                 .sort_values(["errors", "id"], ascending=[False, True]).head(worst_n))
+        worst = (
+            all_sentences[all_sentences["method"] == method]
+            .sort_values(["errors", "id"], ascending=[False, True])
+            .head(worst_n)
+        )
         lines += ["", f"## {worst_n} worst sentences ({method})", ""]
         lines.append(markdown_table(worst[["id", "errors", "text", "gold_entities", "pred_entities"]]))
     if {"full", "lora"} <= set(predictions):
@@ -122,8 +148,22 @@ def analyse(predictions: dict[str, pd.DataFrame], meta: NerMeta, params: NerTask
         only_full = int(((paired["full"] == 0) & (paired["lora"] > 0)).sum())
         only_lora = int(((paired["full"] > 0) & (paired["lora"] == 0)).sum())
         both_wrong = int(((paired["full"] > 0) & (paired["lora"] > 0)).sum())
-        lines += ["", "## Full against LoRA on the same sentences", "",
-                  markdown_table(pd.DataFrame([{"both error-free": both_right, "only full error-free": only_full,
-                                           "only LoRA error-free": only_lora, "both with errors": both_wrong}]))]
+        lines += [
+            "",
+            "## Full against LoRA on the same sentences",
+            "",
+            markdown_table(
+                pd.DataFrame(
+                    [
+                        {
+                            "both error-free": both_right,
+                            "only full error-free": only_full,
+                            "only LoRA error-free": only_lora,
+                            "both with errors": both_wrong,
+                        }
+                    ]
+                )
+            ),
+        ]
     write_text(report_dir / "summary.md", "\n".join(lines))
     return counts

@@ -85,16 +85,22 @@ def split_words(text: str) -> list[tuple[str, int, int]]:
     return [(match.group(), match.start(), match.end()) for match in WORD.finditer(text)]
 
 
-def entity_spans(text: str, words: list[tuple[str, int, int]], tags: list[str],
-                 scores: list[float]) -> list[dict[str, Any]]:
+def entity_spans(
+    text: str, words: list[tuple[str, int, int]], tags: list[str], scores: list[float]
+) -> list[dict[str, Any]]:
     """Aggregate word tags (strict IOB2) into entities with character offsets and a mean score."""
     spans = []
     for kind, first, last in sorted(entities(tags), key=lambda e: e[1]):
         start, end = words[first][1], words[last - 1][2]
-        spans.append({
-            "text": text[start:end], "type": kind, "start": start, "end": end,
-            "score": round(sum(scores[first:last]) / (last - first), 4),
-        })
+        spans.append(
+            {
+                "text": text[start:end],
+                "type": kind,
+                "start": start,
+                "end": end,
+                "score": round(sum(scores[first:last]) / (last - first), 4),
+            }
+        )
     return spans
 
 
@@ -110,15 +116,17 @@ class NerFamily(TaskFamily[NerTaskParams, NerMeta]):
 
         return load_labelled_model(AutoModelForTokenClassification, params.model, meta.labels, source)
 
-    def collator(self, tokenizer: Any, params: NerTaskParams,
-                 meta: NerMeta) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+    def collator(
+        self, tokenizer: Any, params: NerTaskParams, meta: NerMeta
+    ) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
         from transformers import DataCollatorForTokenClassification
 
         pad_to = 8 if torch.cuda.is_available() else None
         return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to)
 
-    def train_metrics(self, meta: NerMeta, params: NerTaskParams, raw_eval: Dataset,
-                      features_eval: Dataset) -> Callable[[Any], dict[str, float]]:
+    def train_metrics(
+        self, meta: NerMeta, params: NerTaskParams, raw_eval: Dataset, features_eval: Dataset
+    ) -> Callable[[Any], dict[str, float]]:
         """Validation entity scores on words, as the test scores them: each word's first
         sub-token (from its max-context window, with windows), words without one (cut by
         truncation) predicted 'O'. The Trainer validates in dataset order, so row i of the
@@ -131,16 +139,18 @@ class NerFamily(TaskFamily[NerTaskParams, NerMeta]):
             predicted = np.argmax(prediction.predictions, axis=-1)
             pred_seqs = []
             for i, rows in enumerate(grouped):
-                windows = [(all_word_ids[r], predicted[r, :len(all_word_ids[r])].tolist()) for r in rows]
-                pred_seqs.append([labels[w] if w is not None else "O"
-                                  for w in max_context_words(windows, len(tokens[i]))])
+                windows = [(all_word_ids[r], predicted[r, : len(all_word_ids[r])].tolist()) for r in rows]
+                pred_seqs.append(
+                    [labels[w] if w is not None else "O" for w in max_context_words(windows, len(tokens[i]))]
+                )
             scores = entity_scores([list(g) for g in gold], pred_seqs)
             return {key: scores[key] for key in ("precision", "recall", "f1", "token_accuracy")}
 
         return compute
 
-    def predict(self, model: Any, tokenizer: Any, raw: Dataset, features: Dataset, meta: NerMeta,
-                params: NerTaskParams) -> pd.DataFrame:
+    def predict(
+        self, model: Any, tokenizer: Any, raw: Dataset, features: Dataset, meta: NerMeta, params: NerTaskParams
+    ) -> pd.DataFrame:
         """One row per sentence: tokens, gold and predicted word tags, and each word's tag probability."""
         labels = meta.labels
         collate = self.collator(tokenizer, params, meta)
@@ -149,9 +159,14 @@ class NerFamily(TaskFamily[NerTaskParams, NerMeta]):
         grouped = sentence_windows(features)
         if grouped is not None:
             return self._predict_windows(model, features, collate, grouped, raw, meta, params)
-        for indices, _, output in batches(model, features, collate, params.evaluate.batch_size,
-                                          ["input_ids", "attention_mask", "token_type_ids"],
-                                          params.evaluate.precision):
+        for indices, _, output in batches(
+            model,
+            features,
+            collate,
+            params.evaluate.batch_size,
+            ["input_ids", "attention_mask", "token_type_ids"],
+            params.evaluate.precision,
+        ):
             probs = torch.softmax(output.logits.float(), dim=-1).cpu()
             best_prob, best = probs.max(-1)
             for offset, i in enumerate(indices):
@@ -167,14 +182,27 @@ class NerFamily(TaskFamily[NerTaskParams, NerMeta]):
                 }
         return pd.DataFrame([rows[i] for i in sorted(rows)])
 
-    def _predict_windows(self, model: Any, features: Dataset, collate: Callable, grouped: list[list[int]],
-                         raw: Dataset, meta: NerMeta, params: NerTaskParams) -> pd.DataFrame:
+    def _predict_windows(
+        self,
+        model: Any,
+        features: Dataset,
+        collate: Callable,
+        grouped: list[list[int]],
+        raw: Dataset,
+        meta: NerMeta,
+        params: NerTaskParams,
+    ) -> pd.DataFrame:
         """`predict` over windowed features: every word from its max-context window."""
         all_word_ids, ids, tokens, gold = features["word_ids"], raw["id"], raw["tokens"], raw["tags"]
         window_out: dict[int, tuple[list[int], list[float]]] = {}
-        for indices, _, output in batches(model, features, collate, params.evaluate.batch_size,
-                                          ["input_ids", "attention_mask", "token_type_ids"],
-                                          params.evaluate.precision):
+        for indices, _, output in batches(
+            model,
+            features,
+            collate,
+            params.evaluate.batch_size,
+            ["input_ids", "attention_mask", "token_type_ids"],
+            params.evaluate.precision,
+        ):
             probs = torch.softmax(output.logits.float(), dim=-1).cpu()
             best_prob, best = probs.max(-1)
             for offset, r in enumerate(indices):
@@ -183,30 +211,39 @@ class NerFamily(TaskFamily[NerTaskParams, NerMeta]):
         table = []
         for i, feature_rows in enumerate(grouped):
             n_words = len(tokens[i])
-            chosen = max_context_words(
-                [(all_word_ids[r], list(zip(*window_out[r]))) for r in feature_rows], n_words)
-            table.append({
-                "id": ids[i],
-                "tokens": list(tokens[i]),
-                "gold": list(gold[i]),
-                "pred": [meta.labels[c[0]] if c is not None else "O" for c in chosen],
-                "score": [round(float(c[1]), 6) if c is not None else 0.0 for c in chosen],
-            })
+            chosen = max_context_words([(all_word_ids[r], list(zip(*window_out[r]))) for r in feature_rows], n_words)
+            table.append(
+                {
+                    "id": ids[i],
+                    "tokens": list(tokens[i]),
+                    "gold": list(gold[i]),
+                    "pred": [meta.labels[c[0]] if c is not None else "O" for c in chosen],
+                    "score": [round(float(c[1]), 6) if c is not None else 0.0 for c in chosen],
+                }
+            )
         return pd.DataFrame(table)
 
-    def predict_records(self, model: Any, tokenizer: Any, records: list[dict[str, Any]], meta: NerMeta,
-                        params: NerTaskParams) -> list[dict[str, Any]]:
+    def predict_records(
+        self, model: Any, tokenizer: Any, records: list[dict[str, Any]], meta: NerMeta, params: NerTaskParams
+    ) -> list[dict[str, Any]]:
         """Entities with character offsets, type and score; sub-tokens aggregate to words."""
         words = [split_words(record["text"]) for record in records]
-        raw = Dataset.from_dict({"id": [str(i) for i in range(len(records))],
-                                 "tokens": [[w for w, _, _ in ws] or [""] for ws in words],
-                                 "tags": [["O"] * max(1, len(ws)) for ws in words]})
-        features = tokenize_split(raw, tokenizer, meta.labels, params.tokenize.max_length, False,
-                                  params.tokenize.windows)
+        raw = Dataset.from_dict(
+            {
+                "id": [str(i) for i in range(len(records))],
+                "tokens": [[w for w, _, _ in ws] or [""] for ws in words],
+                "tags": [["O"] * max(1, len(ws)) for ws in words],
+            }
+        )
+        features = tokenize_split(
+            raw, tokenizer, meta.labels, params.tokenize.max_length, False, params.tokenize.windows
+        )
         table = self.predict(model, tokenizer, raw, features, meta, params)
         return [
-            {"text": record["text"],
-             "entities": entity_spans(record["text"], ws, list(row.pred)[:len(ws)], list(row.score)[:len(ws)])}
+            {
+                "text": record["text"],
+                "entities": entity_spans(record["text"], ws, list(row.pred)[: len(ws)], list(row.score)[: len(ws)]),
+            }
             for record, ws, row in zip(records, words, table.itertuples(index=False))
         ]
 

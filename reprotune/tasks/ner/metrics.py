@@ -42,8 +42,9 @@ def entity_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict[str
         for kind, values in report.items()
         if not kind.endswith(" avg")
     }
-    per_type = {kind: {("f1" if k == "f1-score" else k): v for k, v in scores.items()}
-                for kind, scores in per_type.items()}
+    per_type = {
+        kind: {("f1" if k == "f1-score" else k): v for k, v in scores.items()} for kind, scores in per_type.items()
+    }
     micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
     correct = sum(g == p for gs, ps in zip(gold, predicted) for g, p in zip(gs, ps))
     total = sum(len(gs) for gs in gold)

@@ -45,8 +45,9 @@ class NerWindows(Strict):
 class NerTokenizeParams(TokenizeParams):
     label_all_tokens: bool = False
     windows: NerWindows | None = Field(
-        None, description="null: truncate at max_length (cut words are predicted 'O'); "
-                          "{stride: N}: overlapping word windows, every word predicted from its max-context window"
+        None,
+        description="null: truncate at max_length (cut words are predicted 'O'); "
+        "{stride: N}: overlapping word windows, every word predicted from its max-context window",
     )
 
     @model_validator(mode="after")

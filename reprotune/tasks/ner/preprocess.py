@@ -28,8 +28,9 @@ from reprotune.tasks.ner.params import NerMeta, NerTaskParams, NerWindows
 IGNORE = -100
 
 
-def align_labels(word_ids: list[int | None], word_labels: list[int], label_all_tokens: bool,
-                 b_to_i: dict[int, int]) -> list[int]:
+def align_labels(
+    word_ids: list[int | None], word_labels: list[int], label_all_tokens: bool, b_to_i: dict[int, int]
+) -> list[int]:
     labels: list[int] = []
     previous: int | None = None
     for word in word_ids:
@@ -46,12 +47,16 @@ def align_labels(word_ids: list[int | None], word_labels: list[int], label_all_t
 def begin_to_inside(labels: list[str]) -> dict[int, int]:
     """Map each B-X label id to its I-X id, for continuation sub-tokens."""
     index = {label: i for i, label in enumerate(labels)}
-    return {i: index["I-" + label[2:]] for i, label in enumerate(labels)
-            if label.startswith("B-") and "I-" + label[2:] in index}
+    return {
+        i: index["I-" + label[2:]]
+        for i, label in enumerate(labels)
+        if label.startswith("B-") and "I-" + label[2:] in index
+    }
 
 
-def tokenize_batch(batch: dict[str, list], tokenizer: Any, labels: list[str], max_length: int,
-                   label_all_tokens: bool) -> dict[str, list]:
+def tokenize_batch(
+    batch: dict[str, list], tokenizer: Any, labels: list[str], max_length: int, label_all_tokens: bool
+) -> dict[str, list]:
     """Batched `map` function: input ids, aligned labels, word ids and loss counts."""
     label_id = {label: i for i, label in enumerate(labels)}
     b_to_i = begin_to_inside(labels)
@@ -99,8 +104,15 @@ def word_windows(word_lengths: list[int], capacity: int, stride: int) -> list[tu
     return windows
 
 
-def tokenize_windows(batch: dict[str, list], indices: list[int], tokenizer: Any, labels: list[str],
-                     max_length: int, label_all_tokens: bool, stride: int) -> dict[str, list]:
+def tokenize_windows(
+    batch: dict[str, list],
+    indices: list[int],
+    tokenizer: Any,
+    labels: list[str],
+    max_length: int,
+    label_all_tokens: bool,
+    stride: int,
+) -> dict[str, list]:
     """Batched `map` function with `with_indices`: one feature row per word window (one for
     a sentence that fits), with `example_index` and `word_offset`; `word_ids` and the loss
     counts as `tokenize_batch` gives them, words counted once per sentence (on its first row)."""
@@ -109,8 +121,7 @@ def tokenize_windows(batch: dict[str, list], indices: list[int], tokenizer: Any,
     capacity = max_length - tokenizer.num_special_tokens_to_add(pair=False)
     full = tokenizer(batch["tokens"], is_split_into_words=True, truncation=False, verbose=False)
     out: dict[str, list] = {key: [] for key in full.keys()}
-    out |= {"labels": [], "word_ids": [], "words_dropped": [], "words_cut": [], "example_index": [],
-            "word_offset": []}
+    out |= {"labels": [], "word_ids": [], "words_dropped": [], "words_cut": [], "example_index": [], "word_offset": []}
     for i, (words, tags) in enumerate(zip(batch["tokens"], batch["tags"])):
         word_ids = full.word_ids(i)
         lengths = [0] * len(words)
@@ -122,10 +133,10 @@ def tokenize_windows(batch: dict[str, list], indices: list[int], tokenizer: Any,
             spans, encoded = [(0, len(words))], [({key: full[key][i] for key in full.keys()}, word_ids)]
         else:
             spans = word_windows(lengths, capacity, stride)
-            window = tokenizer([words[s:e] for s, e in spans], is_split_into_words=True, truncation=True,
-                               max_length=max_length)
-            encoded = [({key: window[key][k] for key in window.keys()}, window.word_ids(k))
-                       for k in range(len(spans))]
+            window = tokenizer(
+                [words[s:e] for s, e in spans], is_split_into_words=True, truncation=True, max_length=max_length
+            )
+            encoded = [({key: window[key][k] for key in window.keys()}, window.word_ids(k)) for k in range(len(spans))]
         for k, ((start, end), (row, ids)) in enumerate(zip(spans, encoded)):
             for key, value in row.items():
                 out[key].append(value)
@@ -138,18 +149,39 @@ def tokenize_windows(batch: dict[str, list], indices: list[int], tokenizer: Any,
     return out
 
 
-def tokenize_split(raw: Any, tokenizer: Any, labels: list[str], max_length: int, label_all_tokens: bool,
-                   windows: NerWindows | None, batch_size: int = 1000, num_proc: int | None = None) -> Any:
+def tokenize_split(
+    raw: Any,
+    tokenizer: Any,
+    labels: list[str],
+    max_length: int,
+    label_all_tokens: bool,
+    windows: NerWindows | None,
+    batch_size: int = 1000,
+    num_proc: int | None = None,
+) -> Any:
     """Features of one split or a DatasetDict: truncated (`windows` None, today's rows) or windowed."""
-    kwargs = {"tokenizer": tokenizer, "labels": labels, "max_length": max_length,
-              "label_all_tokens": label_all_tokens}
+    kwargs = {"tokenizer": tokenizer, "labels": labels, "max_length": max_length, "label_all_tokens": label_all_tokens}
     if windows is None:
-        return raw.map(tokenize_batch, batched=True, batch_size=batch_size, num_proc=num_proc,
-                       fn_kwargs=kwargs, remove_columns=["tokens", "tags"], desc="tokenize and align")
+        return raw.map(
+            tokenize_batch,
+            batched=True,
+            batch_size=batch_size,
+            num_proc=num_proc,
+            fn_kwargs=kwargs,
+            remove_columns=["tokens", "tags"],
+            desc="tokenize and align",
+        )
     columns = raw["train"].column_names if isinstance(raw, DatasetDict) else raw.column_names
-    return raw.map(tokenize_windows, batched=True, with_indices=True, batch_size=batch_size, num_proc=num_proc,
-                   fn_kwargs=kwargs | {"stride": windows.stride}, remove_columns=columns,
-                   desc="tokenize and align (windows)")
+    return raw.map(
+        tokenize_windows,
+        batched=True,
+        with_indices=True,
+        batch_size=batch_size,
+        num_proc=num_proc,
+        fn_kwargs=kwargs | {"stride": windows.stride},
+        remove_columns=columns,
+        desc="tokenize and align (windows)",
+    )
 
 
 def window_counts(features: Any) -> dict[str, int]:
@@ -160,6 +192,7 @@ def window_counts(features: Any) -> dict[str, int]:
 
 def prepare_meta(raw: DatasetDict, download_report: dict[str, Any], params: NerTaskParams) -> NerMeta:
     """The label order fixed at download, and the entity types seen in some split but not in train."""
+
     def types(split: str) -> set[str]:
         return {tag[2:] for tags in raw[split]["tags"] for tag in tags if tag != "O"}
 
@@ -167,12 +200,21 @@ def prepare_meta(raw: DatasetDict, download_report: dict[str, Any], params: NerT
     return NerMeta(labels=download_report["labels"], types_missing_from_train=sorted(seen - types("train")))
 
 
-def tokenize(raw: DatasetDict, tokenizer: Any, params: NerTaskParams,
-             meta: NerMeta) -> tuple[DatasetDict, dict[str, Any]]:
+def tokenize(
+    raw: DatasetDict, tokenizer: Any, params: NerTaskParams, meta: NerMeta
+) -> tuple[DatasetDict, dict[str, Any]]:
     """Sub-token features for every split, and how many words each split lost to the tokenizer or truncation."""
     settings = params.tokenize
-    features = tokenize_split(raw, tokenizer, meta.labels, settings.max_length, settings.label_all_tokens,
-                              settings.windows, settings.batch_size, settings.num_proc)
+    features = tokenize_split(
+        raw,
+        tokenizer,
+        meta.labels,
+        settings.max_length,
+        settings.label_all_tokens,
+        settings.windows,
+        settings.batch_size,
+        settings.num_proc,
+    )
     report: dict[str, Any] = {
         split: {
             "sentences": len(raw[split]),

@@ -32,12 +32,15 @@ TEXT_FIELDS: tuple[str, ...] = ("tokens",)
 
 TAG_PATTERN = re.compile(r"^(O|[BI]-.+)$")
 
-SEPARATOR_HINT = "set download.separator to the file's column separator (CoNLL-2003 is space-separated: " \
-                 "separator: \" \", or null for any white space)"
+SEPARATOR_HINT = (
+    "set download.separator to the file's column separator (CoNLL-2003 is space-separated: "
+    'separator: " ", or null for any white space)'
+)
 
 
-def check_columns(where: str, line: str, columns: int, token_column: int, tag_column: int,
-                  separator: str | None) -> None:
+def check_columns(
+    where: str, line: str, columns: int, token_column: int, tag_column: int, separator: str | None
+) -> None:
     """Check the first data line against the column params, so a wrong index or separator is
     one error naming the key instead of an IndexError or tokens read from the tag column."""
     split_by = describe_separator(separator)
@@ -95,7 +98,7 @@ def read_conll(
                 "(a separator at the end of the line adds an empty last column)"
             )
         if token_prefix and token.startswith(token_prefix):
-            token = token[len(token_prefix):]
+            token = token[len(token_prefix) :]
         if not tokens:
             first_line = row.line or 0
         tokens.append(token)
@@ -153,8 +156,11 @@ def tag_names(tags: list[Any], names: list[str] | None, labels: list[str] | None
         return [check_tag(tag, position, where) for position, tag in enumerate(tags, start=1)]
     if not all(ids):
         raise ReprotuneError(f"{where}: the tags mix class ids and names ({tags[:6]}); use one or the other")
-    table, key, fix = ((names, "the source's ClassLabel names", "-1 marks a missing tag; fix or drop the row")
-                       if names is not None else (labels, "download.labels", "list every tag name there, in id order"))
+    table, key, fix = (
+        (names, "the source's ClassLabel names", "-1 marks a missing tag; fix or drop the row")
+        if names is not None
+        else (labels, "download.labels", "list every tag name there, in id order")
+    )
     if table is None:
         raise ReprotuneError(
             f"{where}: the tags are class ids ({tags[:6]}), not IOB2 names; set download.labels to the tag "
@@ -179,8 +185,14 @@ def check_tag(tag: Any, position: int, where: str) -> str:
     return tag
 
 
-def sentence_row(record: dict[str, Any], params: NerDownloadParams, row_id: str, where: str,
-                 location: str | None, names: list[str] | None) -> dict[str, Any]:
+def sentence_row(
+    record: dict[str, Any],
+    params: NerDownloadParams,
+    row_id: str,
+    where: str,
+    location: str | None,
+    names: list[str] | None,
+) -> dict[str, Any]:
     """One sentence {'id', 'tokens', 'tags', 'where'}; `where` names it in later errors."""
     tokens = check_tokens(field_list(record, params.tokens_field, "tokens_field", where), params.tokens_field, where)
     tags = tag_names(field_list(record, params.tags_field, "tags_field", where), names, params.labels, where)
@@ -241,14 +253,18 @@ def load_raw(params: NerDownloadParams) -> tuple[DatasetDict, dict[str, Any]]:
             splits[split] = rows_from_dataset(dataset, params, split)
     elif params.source == "conll":
         for split, path in local_files(params).items():
-            splits[split] = read_conll(path, params.token_column, params.tag_column, params.separator,
-                                       params.token_prefix)
+            splits[split] = read_conll(
+                path, params.token_column, params.tag_column, params.separator, params.token_prefix
+            )
     else:
         for split, path in local_files(params).items():
             records, names = read_records(path, params.source, params.tags_field)
-            splits[split] = [sentence_row(row.values, params, str(row.values.get("id", f"{split}:{index}")),
-                                          row.where, row.where, names)
-                             for index, row in enumerate(records)]
+            splits[split] = [
+                sentence_row(
+                    row.values, params, str(row.values.get("id", f"{split}:{index}")), row.where, row.where, names
+                )
+                for index, row in enumerate(records)
+            ]
     repairs: dict[str, int] = {}
     seen: set[str] = set()
     out = {}

@@ -59,17 +59,24 @@ def example_table(predictions: pd.DataFrame, method: str) -> pd.DataFrame:
         golds = [str(g) for g in row.gold_texts]
         em, f1 = score_one(row.pred_text, golds)
         answerable = bool(gold_answers(golds)[0])
-        rows.append({
-            "method": method, "id": row.id, "question": row.question,
-            "gold": " | ".join(golds) if golds else "(no answer)",
-            "prediction": row.pred_text if row.pred_text else "(no answer)",
-            "exact_match": em, "f1": round(f1, 6), "outcome": outcome(em, f1),
-            "score": row.score, "question_word": question_word(row.question),
-            "answer_length": bucket(len(golds[0].split()), ANSWER_LENGTH_EDGES) if answerable else "unanswerable",
-            "context_length": bucket(len(row.context.split()), CONTEXT_LENGTH_EDGES),
-            "answer_window": window_kind(int(row.answer_window), answerable),
-            "windows": int(row.windows),
-        })
+        rows.append(
+            {
+                "method": method,
+                "id": row.id,
+                "question": row.question,
+                "gold": " | ".join(golds) if golds else "(no answer)",
+                "prediction": row.pred_text if row.pred_text else "(no answer)",
+                "exact_match": em,
+                "f1": round(f1, 6),
+                "outcome": outcome(em, f1),
+                "score": row.score,
+                "question_word": question_word(row.question),
+                "answer_length": bucket(len(golds[0].split()), ANSWER_LENGTH_EDGES) if answerable else "unanswerable",
+                "context_length": bucket(len(row.context.split()), CONTEXT_LENGTH_EDGES),
+                "answer_window": window_kind(int(row.answer_window), answerable),
+                "windows": int(row.windows),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -91,8 +98,9 @@ def by_facet(examples: pd.DataFrame, facet: str) -> pd.DataFrame:
     table = grouped.agg(examples=("id", "size"), exact_match=("exact_match", "mean"), f1=("f1", "mean"))
     table = table.round(4).reset_index()
     rank = {value: i for i, value in enumerate(FACET_ORDER[facet])}
-    return table.sort_values(["method", facet], key=lambda col: col.map(rank) if col.name == facet else col,
-                             kind="stable").reset_index(drop=True)
+    return table.sort_values(
+        ["method", facet], key=lambda col: col.map(rank) if col.name == facet else col, kind="stable"
+    ).reset_index(drop=True)
 
 
 def _wide(table: pd.DataFrame, facet: str) -> pd.DataFrame:
@@ -127,11 +135,17 @@ def full_against_lora(examples: pd.DataFrame, count: int) -> tuple[dict[str, Any
     lora = examples[examples["method"] == "lora"].set_index("id")
     gap = (full["f1"] - lora["f1"]).abs().sort_values(ascending=False, kind="stable")
     ids = [i for i in gap.index if gap[i] > 0][:count]
-    disagreements = pd.DataFrame({
-        "id": ids, "question": [full.at[i, "question"] for i in ids], "gold": [full.at[i, "gold"] for i in ids],
-        "full": [full.at[i, "prediction"] for i in ids], "full F1": [full.at[i, "f1"] for i in ids],
-        "lora": [lora.at[i, "prediction"] for i in ids], "lora F1": [lora.at[i, "f1"] for i in ids],
-    })
+    disagreements = pd.DataFrame(
+        {
+            "id": ids,
+            "question": [full.at[i, "question"] for i in ids],
+            "gold": [full.at[i, "gold"] for i in ids],
+            "full": [full.at[i, "prediction"] for i in ids],
+            "full F1": [full.at[i, "f1"] for i in ids],
+            "lora": [lora.at[i, "prediction"] for i in ids],
+            "lora F1": [lora.at[i, "f1"] for i in ids],
+        }
+    )
     return counts, disagreements
 
 
@@ -143,8 +157,9 @@ FACETS = (
 )
 
 
-def analyse(predictions: dict[str, pd.DataFrame], meta: QaMeta, params: QaTaskParams, report_dir: Path,
-            confusion_dir: Path) -> dict[str, Any]:
+def analyse(
+    predictions: dict[str, pd.DataFrame], meta: QaMeta, params: QaTaskParams, report_dir: Path, confusion_dir: Path
+) -> dict[str, Any]:
     """`predictions` by method; the baseline (untrained head) appears as a reference row in
     the tables, while worst examples, confusion tables and facet figures cover the trained methods."""
     worst_n = params.error_analysis.worst_n
@@ -162,22 +177,33 @@ def analyse(predictions: dict[str, pd.DataFrame], meta: QaMeta, params: QaTaskPa
     for method in trained:
         own = examples[examples["method"] == method]
         confusion = own[["question_word", "outcome"]].rename(
-            columns={"question_word": "actual", "outcome": "predicted"})
+            columns={"question_word": "actual", "outcome": "predicted"}
+        )
         write_frame(confusion_dir / f"{method}.csv", confusion)
 
-    lines = ["# QA error analysis", "",
-             "Test split; EM/F1 with the official SQuAD normalisation, the best over the gold answers; "
-             "outcome: exact, partial (F1 > 0) or wrong. `baseline` is the pretrained encoder with an untrained head.",
-             "", markdown_table(pd.DataFrame([{"method": m, "EM": s["exact_match"], "F1": s["f1"], **s["outcomes"]}
-                                         for m, s in summary.items()]))]
+    lines = [
+        "# QA error analysis",
+        "",
+        "Test split; EM/F1 with the official SQuAD normalisation, the best over the gold answers; "
+        "outcome: exact, partial (F1 > 0) or wrong. `baseline` is the pretrained encoder with an untrained head.",
+        "",
+        markdown_table(
+            pd.DataFrame(
+                [{"method": m, "EM": s["exact_match"], "F1": s["f1"], **s["outcomes"]} for m, s in summary.items()]
+            )
+        ),
+    ]
     for facet, title in FACETS:
         table = by_facet(examples, facet)
         write_frame(report_dir / f"by_{facet}.csv", table)
         for method in trained:
             own = table[table["method"] == method]
             summary[method][f"by_{facet}"] = {
-                str(r[facet]): {"examples": int(r["examples"]), "exact_match": float(r["exact_match"]),
-                                "f1": float(r["f1"])}
+                str(r[facet]): {
+                    "examples": int(r["examples"]),
+                    "exact_match": float(r["exact_match"]),
+                    "f1": float(r["f1"]),
+                }
                 for _, r in own.iterrows()
             }
         lines += ["", f"## By {title}", "", markdown_table(_wide(table, facet))]
@@ -190,7 +216,15 @@ def analyse(predictions: dict[str, pd.DataFrame], meta: QaMeta, params: QaTaskPa
         counts, disagreements = full_against_lora(examples, worst_n)
         summary["full_vs_lora"] = counts
         write_frame(report_dir / "full_vs_lora.csv", disagreements)
-        lines += ["", "## Full against LoRA on the same questions", "", markdown_table(pd.DataFrame([counts])),
-                  "", f"Largest F1 differences (up to {worst_n}):", "", markdown_table(disagreements)]
+        lines += [
+            "",
+            "## Full against LoRA on the same questions",
+            "",
+            markdown_table(pd.DataFrame([counts])),
+            "",
+            f"Largest F1 differences (up to {worst_n}):",
+            "",
+            markdown_table(disagreements),
+        ]
     write_text(report_dir / "summary.md", "\n".join(lines))
     return summary

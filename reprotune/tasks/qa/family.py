@@ -109,17 +109,24 @@ def best_answer(context: str, windows: list[Window], settings: Settings) -> Answ
     return Answer(context[start_char:end_char], int(start_char), score, null_score, w)
 
 
-def answer_table(raw: Any, features: Any, start_logits: list[np.ndarray], end_logits: list[np.ndarray],
-                 settings: Settings) -> pd.DataFrame:
+def answer_table(
+    raw: Any, features: Any, start_logits: list[np.ndarray], end_logits: list[np.ndarray], settings: Settings
+) -> pd.DataFrame:
     """One row per raw example: gold, predicted answer and where it came from.
 
     `start_logits[i]` / `end_logits[i]` belong to feature i, cut to that window's length;
     `answer_window` is the first window holding the gold answer (-1: none)."""
     windows: dict[str, list[Window]] = {}
     answer_window: dict[str, int] = {}
-    for i, (example_id, offsets, window, hit, cls) in enumerate(zip(
-            features["example_id"], features["offset_mapping"], features["window"],
-            features["answer_in_window"], features["cls_index"])):
+    for i, (example_id, offsets, window, hit, cls) in enumerate(
+        zip(
+            features["example_id"],
+            features["offset_mapping"],
+            features["window"],
+            features["answer_in_window"],
+            features["cls_index"],
+        )
+    ):
         windows.setdefault(example_id, []).append(Window(start_logits[i], end_logits[i], offsets, cls))
         if hit and example_id not in answer_window:
             answer_window[example_id] = window
@@ -127,16 +134,23 @@ def answer_table(raw: Any, features: Any, start_logits: list[np.ndarray], end_lo
     for example in raw:
         rid = example["id"]
         answer = best_answer(example["context"], windows.get(rid, []), settings)
-        rows.append({
-            "id": rid, "title": example["title"], "question": example["question"], "context": example["context"],
-            "gold_texts": list(example["answers"]["text"]),
-            "gold_starts": [int(s) for s in example["answers"]["answer_start"]],
-            "pred_text": answer.text, "pred_start": answer.start,
-            "score": None if answer.score is None else round(answer.score, 6),
-            "null_score": None if answer.null_score is None else round(answer.null_score, 6),
-            "pred_window": answer.window, "windows": len(windows.get(rid, [])),
-            "answer_window": answer_window.get(rid, -1),
-        })
+        rows.append(
+            {
+                "id": rid,
+                "title": example["title"],
+                "question": example["question"],
+                "context": example["context"],
+                "gold_texts": list(example["answers"]["text"]),
+                "gold_starts": [int(s) for s in example["answers"]["answer_start"]],
+                "pred_text": answer.text,
+                "pred_start": answer.start,
+                "score": None if answer.score is None else round(answer.score, 6),
+                "null_score": None if answer.null_score is None else round(answer.null_score, 6),
+                "pred_window": answer.window,
+                "windows": len(windows.get(rid, [])),
+                "answer_window": answer_window.get(rid, -1),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -145,8 +159,9 @@ def _pad_multiple() -> int | None:
 
 
 def _settings(evaluate: QaEvaluateParams, meta: QaMeta) -> Settings:
-    return Settings(evaluate.n_best_size, evaluate.max_answer_length, meta.version_2_with_negative,
-                    evaluate.null_score_threshold)
+    return Settings(
+        evaluate.n_best_size, evaluate.max_answer_length, meta.version_2_with_negative, evaluate.null_score_threshold
+    )
 
 
 class QaFamily(TaskFamily[QaTaskParams, QaMeta]):
@@ -177,8 +192,9 @@ class QaFamily(TaskFamily[QaTaskParams, QaMeta]):
     def model_columns(self) -> list[str]:
         return [*INPUT_COLUMNS, "start_positions", "end_positions"]
 
-    def train_metrics(self, meta: QaMeta, params: QaTaskParams, raw_eval: Dataset,
-                      features_eval: Dataset) -> Callable[[Any], dict[str, float]]:
+    def train_metrics(
+        self, meta: QaMeta, params: QaTaskParams, raw_eval: Dataset, features_eval: Dataset
+    ) -> Callable[[Any], dict[str, float]]:
         # Per-epoch validation uses the default post-processing so the training stages
         # read no `evaluate` key (dvc.yaml tracks only model and train_* for them).
         settings = _settings(QaEvaluateParams.model_validate({}), meta)
@@ -202,40 +218,60 @@ class QaFamily(TaskFamily[QaTaskParams, QaMeta]):
         return compute
 
     # evaluate -------------------------------------------------------------
-    def predict(self, model: Any, tokenizer: Any, raw: Dataset, features: Dataset, meta: QaMeta,
-                params: QaTaskParams) -> pd.DataFrame:
+    def predict(
+        self, model: Any, tokenizer: Any, raw: Dataset, features: Dataset, meta: QaMeta, params: QaTaskParams
+    ) -> pd.DataFrame:
         collate = self.collator(tokenizer, params, meta)
         lengths = [len(ids) for ids in features["input_ids"]]
         start_logits: list[np.ndarray] = [np.empty(0)] * len(lengths)
         end_logits: list[np.ndarray] = [np.empty(0)] * len(lengths)
-        for indices, _, output in batches(model, features, collate, params.evaluate.batch_size, INPUT_COLUMNS,
-                                          params.evaluate.precision):
+        for indices, _, output in batches(
+            model, features, collate, params.evaluate.batch_size, INPUT_COLUMNS, params.evaluate.precision
+        ):
             starts = output.start_logits.float().cpu().numpy()
             ends = output.end_logits.float().cpu().numpy()
             for offset, i in enumerate(indices):
-                start_logits[i] = starts[offset, :lengths[i]]
-                end_logits[i] = ends[offset, :lengths[i]]
+                start_logits[i] = starts[offset, : lengths[i]]
+                end_logits[i] = ends[offset, : lengths[i]]
         return answer_table(raw, features, start_logits, end_logits, _settings(params.evaluate, meta))
 
     # predict (free input) --------------------------------------------------
-    def predict_records(self, model: Any, tokenizer: Any, records: list[dict[str, Any]], meta: QaMeta,
-                        params: QaTaskParams) -> list[dict[str, Any]]:
+    def predict_records(
+        self, model: Any, tokenizer: Any, records: list[dict[str, Any]], meta: QaMeta, params: QaTaskParams
+    ) -> list[dict[str, Any]]:
         """The answer span with character offsets and its score ("" when a v2 model abstains)."""
         for number, record in enumerate(records, start=1):
             for field in self.predict_fields:
                 if not isinstance(record[field], str) or not record[field].strip():
                     raise ReprotuneError(f"input record {number}: '{field}' must be a non-empty string")
-        raw = Dataset.from_list([
-            {"id": str(i), "title": "", "context": r["context"], "question": r["question"],
-             "answers": {"text": [], "answer_start": []}} for i, r in enumerate(records)
-        ])
-        features = raw.map(tokenize_batch, batched=True, remove_columns=raw.column_names,
-                           fn_kwargs={"tokenizer": tokenizer, "settings": meta.window, "keep_offsets": True})
+        raw = Dataset.from_list(
+            [
+                {
+                    "id": str(i),
+                    "title": "",
+                    "context": r["context"],
+                    "question": r["question"],
+                    "answers": {"text": [], "answer_start": []},
+                }
+                for i, r in enumerate(records)
+            ]
+        )
+        features = raw.map(
+            tokenize_batch,
+            batched=True,
+            remove_columns=raw.column_names,
+            fn_kwargs={"tokenizer": tokenizer, "settings": meta.window, "keep_offsets": True},
+        )
         table = self.predict(model, tokenizer, raw, features, meta, params)
         return [
-            {"question": r["question"], "context": r["context"], "answer": row.pred_text,
-             "start": int(row.pred_start), "end": int(row.pred_start) + len(row.pred_text) if row.pred_text else -1,
-             "score": None if pd.isna(row.score) else float(row.score)}
+            {
+                "question": r["question"],
+                "context": r["context"],
+                "answer": row.pred_text,
+                "start": int(row.pred_start),
+                "end": int(row.pred_start) + len(row.pred_text) if row.pred_text else -1,
+                "score": None if pd.isna(row.score) else float(row.score),
+            }
             for r, row in zip(records, table.itertuples(index=False))
         ]
 

@@ -87,8 +87,9 @@ def aggregate(predictions: list[str], golds: list[list[str]], with_negative: boo
 
 def score(predictions: pd.DataFrame, meta: QaMeta, params: QaTaskParams) -> dict[str, Any]:
     """EM/F1 of the predictions table (`pred_text` against `gold_texts`)."""
-    return aggregate(list(predictions["pred_text"]), [list(g) for g in predictions["gold_texts"]],
-                     meta.version_2_with_negative)
+    return aggregate(
+        list(predictions["pred_text"]), [list(g) for g in predictions["gold_texts"]], meta.version_2_with_negative
+    )
 
 
 # Per-question statistics for the bootstrap (reprotune.evaluation.uncertainty) ---------------

@@ -44,7 +44,7 @@ def cut_questions(questions: list[str], tokenizer: Any, max_tokens: int) -> tupl
     out, cut = [], []
     for question, offsets in zip(stripped, encoded["offset_mapping"]):
         if len(offsets) > max_tokens:
-            out.append(question[:offsets[max_tokens - 1][1]])
+            out.append(question[: offsets[max_tokens - 1][1]])
             cut.append(True)
         else:
             out.append(question)
@@ -81,14 +81,16 @@ def token_span(offsets: list[tuple[int, int] | None], start_char: int, end_char:
     return start, end
 
 
-def tokenize_batch(batch: dict[str, list], tokenizer: Any, settings: WindowSettings,
-                   keep_offsets: bool) -> dict[str, list]:
+def tokenize_batch(
+    batch: dict[str, list], tokenizer: Any, settings: WindowSettings, keep_offsets: bool
+) -> dict[str, list]:
     """Batched `map` function: one output row per window of each example."""
     pad_on_right = tokenizer.padding_side == "right"
     questions, cut = cut_questions(batch["question"], tokenizer, settings.max_question_length)
     first, second = (questions, batch["context"]) if pad_on_right else (batch["context"], questions)
     encoded = tokenizer(
-        first, second,
+        first,
+        second,
         truncation="only_second" if pad_on_right else "only_first",
         max_length=settings.max_length,
         stride=settings.doc_stride,
@@ -99,8 +101,18 @@ def tokenize_batch(batch: dict[str, list], tokenizer: Any, settings: WindowSetti
     context_index = 1 if pad_on_right else 0
     sample_map = encoded.pop("overflow_to_sample_mapping")
     all_offsets = encoded.pop("offset_mapping")
-    out: dict[str, list] = {key: [] for key in (
-        "start_positions", "end_positions", "cls_index", "example_id", "window", "question_cut", "answer_in_window")}
+    out: dict[str, list] = {
+        key: []
+        for key in (
+            "start_positions",
+            "end_positions",
+            "cls_index",
+            "example_id",
+            "window",
+            "question_cut",
+            "answer_in_window",
+        )
+    }
     if keep_offsets:
         out["offset_mapping"] = []
     previous, window = -1, 0
@@ -110,13 +122,15 @@ def tokenize_batch(batch: dict[str, list], tokenizer: Any, settings: WindowSetti
         ids = encoded["input_ids"][feature]
         cls = ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in ids else 0
         sequence_ids = encoded.sequence_ids(feature)
-        offsets = [tuple(span) if sequence_ids[i] == context_index else None
-                   for i, span in enumerate(all_offsets[feature])]
+        offsets = [
+            tuple(span) if sequence_ids[i] == context_index else None for i, span in enumerate(all_offsets[feature])
+        ]
         answers = batch["answers"][example]
         span = None
         if answers["text"]:
-            start_char, end_char = answer_chars(batch["context"][example], answers["text"][0],
-                                                answers["answer_start"][0])
+            start_char, end_char = answer_chars(
+                batch["context"][example], answers["text"][0], answers["answer_start"][0]
+            )
             span = token_span(offsets, start_char, end_char)
         out["start_positions"].append(span[0] if span else cls)
         out["end_positions"].append(span[1] if span else cls)
@@ -161,19 +175,26 @@ def prepare_meta(raw: DatasetDict, download_report: dict[str, Any], params: QaTa
     evaluate and predict need but may not read from the tokenize section."""
     return QaMeta(
         version_2_with_negative=bool(download_report["version_2_with_negative"]),
-        window=WindowSettings(max_length=params.tokenize.max_length, doc_stride=params.tokenize.doc_stride,
-                              max_question_length=params.tokenize.max_question_length),
+        window=WindowSettings(
+            max_length=params.tokenize.max_length,
+            doc_stride=params.tokenize.doc_stride,
+            max_question_length=params.tokenize.max_question_length,
+        ),
     )
 
 
-def tokenize(raw: DatasetDict, tokenizer: Any, params: QaTaskParams,
-             meta: QaMeta) -> tuple[DatasetDict, dict[str, Any]]:
+def tokenize(
+    raw: DatasetDict, tokenizer: Any, params: QaTaskParams, meta: QaMeta
+) -> tuple[DatasetDict, dict[str, Any]]:
     """Windows for every split; validation and test keep offsets and example ids for post-processing."""
     settings = meta.window
     check_settings(tokenizer, settings)
     features: dict[str, Dataset] = {}
-    report: dict[str, Any] = {"max_length": settings.max_length, "doc_stride": settings.doc_stride,
-                              "max_question_length": settings.max_question_length}
+    report: dict[str, Any] = {
+        "max_length": settings.max_length,
+        "doc_stride": settings.doc_stride,
+        "max_question_length": settings.max_question_length,
+    }
     for split in SPLITS:
         features[split] = raw[split].map(
             tokenize_batch,

@@ -30,14 +30,16 @@ from reprotune.tasks.qa.params import QaDownloadParams, QaTaskParams
 
 Record = dict[str, Any]
 
-FEATURES = Features({
-    "id": Value("string"),
-    "title": Value("string"),
-    "context": Value("string"),
-    "question": Value("string"),
-    "answers": {"text": List(Value("string")), "answer_start": List(Value("int32"))},
-    "group": Value("string"),
-})
+FEATURES = Features(
+    {
+        "id": Value("string"),
+        "title": Value("string"),
+        "context": Value("string"),
+        "question": Value("string"),
+        "answers": {"text": List(Value("string")), "answer_start": List(Value("int32"))},
+        "group": Value("string"),
+    }
+)
 SPLIT_GROUP_COLUMN: str | None = "group"
 """Article or paragraph (download.split_by): carved splits never share one, so no context leaks."""
 TEXT_FIELDS: tuple[str, ...] = ("question", "context")
@@ -83,8 +85,9 @@ def check_record(record: Record, where: str, allow_unanswerable: bool) -> None:
             raise ReprotuneError(f"{where}: record '{rid}' has an empty answer text")
         if isinstance(start, bool) or not isinstance(start, int) or start < 0:
             raise ReprotuneError(
-                f"{where}: record '{rid}': answer_start must be a non-negative integer (got {start!r})")
-        found = context[start:start + len(text)]
+                f"{where}: record '{rid}': answer_start must be a non-negative integer (got {start!r})"
+            )
+        found = context[start : start + len(text)]
         if found != text:
             raise ReprotuneError(
                 f"{where}: record '{rid}': answer_start {start} does not point at the answer {text!r} "
@@ -93,8 +96,13 @@ def check_record(record: Record, where: str, allow_unanswerable: bool) -> None:
 
 
 def _record(rid: Any, title: Any, context: Any, question: Any, answers: Any, where: str) -> Record:
-    return {"id": str(rid), "title": "" if title is None else str(title), "context": context,
-            "question": question, "answers": _answers(answers, f"{where}: record '{rid}'")}
+    return {
+        "id": str(rid),
+        "title": "" if title is None else str(title),
+        "context": context,
+        "question": question,
+        "answers": _answers(answers, f"{where}: record '{rid}'"),
+    }
 
 
 def _record_id(value: Any, fallback: str) -> Any:
@@ -105,11 +113,15 @@ def _record_id(value: Any, fallback: str) -> Any:
 def _missing_key(where: str, rid: Any, key: str, row: dict[str, Any]) -> ReprotuneError:
     """A question without `answers` is an error, never unanswerable: a misspelt key would
     otherwise turn every question into a SQuAD v2 null answer."""
-    hint = ("give it answers: [{text, answer_start}], or answers: [] for an unanswerable question "
-            "(with download.version_2_with_negative: true)" if key == "answers"
-            else "each record needs context, question and answers")
-    return ReprotuneError(f"{where}: record '{rid}' has no '{key}' (it has {', '.join(map(str, row)) or 'no keys'}); "
-                          + hint)
+    hint = (
+        "give it answers: [{text, answer_start}], or answers: [] for an unanswerable question "
+        "(with download.version_2_with_negative: true)"
+        if key == "answers"
+        else "each record needs context, question and answers"
+    )
+    return ReprotuneError(
+        f"{where}: record '{rid}' has no '{key}' (it has {', '.join(map(str, row)) or 'no keys'}); " + hint
+    )
 
 
 def _squad_answers(qa: dict[str, Any], where: str, rid: Any) -> Any:
@@ -150,8 +162,9 @@ def read_squad_json(path: Path) -> list[Record]:
                     raise ReprotuneError(f"{path}: data[{a}].paragraphs[{p}].qas[{q}] is not an object")
                 rid = _record_id(qa.get("id"), f"{path.name}:{a}.{p}.{q}")
                 answers = _squad_answers(qa, f"{path}: data[{a}].paragraphs[{p}].qas[{q}]", rid)
-                records.append(_record(rid, article.get("title"), paragraph["context"], qa.get("question"),
-                                       answers, str(path)))
+                records.append(
+                    _record(rid, article.get("title"), paragraph["context"], qa.get("question"), answers, str(path))
+                )
     if not records:
         raise ReprotuneError(f"{path}: no questions found under data[].paragraphs[].qas[]")
     return records
@@ -180,8 +193,9 @@ def hub_records(dataset: Dataset, where: str) -> list[Record]:
             f"{where} has no column '{missing[0]}' (it has {', '.join(dataset.column_names)}); "
             "qa needs SQuAD columns id, title, context, question, answers"
         )
-    return [_record(row["id"], row.get("title"), row["context"], row["question"], row["answers"], where)
-            for row in dataset]
+    return [
+        _record(row["id"], row.get("title"), row["context"], row["question"], row["answers"], where) for row in dataset
+    ]
 
 
 def read_splits(params: QaDownloadParams) -> tuple[dict[str, list[Record]], dict[str, str]]:
@@ -246,8 +260,11 @@ def check_splittable(report: dict[str, Any], params: QaDownloadParams) -> None:
         return
     unit = "article (title)" if report["split_by"] == "title" else "paragraph (context)"
     chosen = params.split_by if params.split_by == report["split_by"] else f"{params.split_by} -> {report['split_by']}"
-    own = ("map source splits to them with download.splits" if params.source == "hub" else
-           "give them their own files with " + " / ".join(f"download.files.{split}" for split in missing))
+    own = (
+        "map source splits to them with download.splits"
+        if params.source == "hub"
+        else "give them their own files with " + " / ".join(f"download.files.{split}" for split in missing)
+    )
     fix = "set download.split_by: context to split by paragraph, or " + own if report["split_by"] == "title" else own
     raise ReprotuneError(
         f"{train_source(params)}: download.make_splits cannot carve {' and '.join(missing)} out of train: "
@@ -262,8 +279,12 @@ def load_records(params: QaDownloadParams) -> tuple[DatasetDict, dict[str, Any]]
     if "train" not in splits:
         raise ReprotuneError(f"source has no 'train' split (it has {', '.join(splits)}); map one with download.splits")
     split_by = choose_split_by(splits["train"], params.split_by)
-    report: dict[str, Any] = {"split_by": split_by, "version_2_with_negative": params.version_2_with_negative,
-                              "unanswerable": {}, "groups": {}}
+    report: dict[str, Any] = {
+        "split_by": split_by,
+        "version_2_with_negative": params.version_2_with_negative,
+        "unanswerable": {},
+        "groups": {},
+    }
     out = {}
     for split, records in splits.items():
         repaired = sum(repair_surrogates(record) for record in records)
