@@ -21,9 +21,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
-from tiny import copy_repo, git  # noqa: E402
+from reprotune.testing import copy_repo, git  # noqa: E402
 
 METHODS = ("baseline", "full", "lora")
 COST_KEYS = ("train_seconds", "train_samples_per_second", "trainable_params", "peak_memory_mb", "shipped_bytes")

@@ -406,7 +406,7 @@ def run_quality_mode(
     model_ref = args.quality_model
     scratch = None
     if model_ref is None and args.smoke:
-        from tiny import build_tiny_bert  # tests/tiny.py: 2 layers, 32 wide, the default tokenizer
+        from reprotune.testing import build_tiny_bert  # 2 layers, 32 wide, the default tokenizer
 
         scratch = tempfile.TemporaryDirectory(prefix="reprotune-tiny-")
         model_ref = str(build_tiny_bert(Path(scratch.name)))
@@ -458,8 +458,6 @@ def run_quality_mode(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.smoke:
-        sys.path.insert(0, str(REPO / "tests"))
     import datasets
     import torch
     import transformers

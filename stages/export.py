@@ -6,7 +6,7 @@ from reprotune import tasks
 from reprotune.core import paths
 from reprotune.core.cli import expect_args, run_stage
 from reprotune.core.errors import ReprotuneError
-from reprotune.export.build import export_dir, export_metrics_file, run_export
+from reprotune.export.build import export_dir, export_metrics_file, run_export, skip_export
 
 
 def main(args: list[str]) -> str:
@@ -14,6 +14,9 @@ def main(args: list[str]) -> str:
     if method not in paths.METHODS:
         raise ReprotuneError(f"unknown method '{method}'; allowed: {', '.join(paths.METHODS)}")
     task = tasks.load_task(task_name, f"export-{method}")
+    if not task.export.enabled:
+        skip_export(task_name, method)
+        return f"export {task_name} {method}: skipped (tasks.{task_name}.export.enabled is false)"
     metrics = run_export(task_name, method, task)
     latency = metrics["latency"]
     headline = ", ".join(f"{name} p50 {t['p50_ms']:.1f} ms" for name, t in latency.items())

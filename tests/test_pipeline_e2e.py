@@ -33,6 +33,14 @@ def test_every_task_produces_metrics_reports_and_plots(reproduced: tuple[Path, d
         assert (repo / "reports" / task / "summary.md").read_text().strip()
         assert list((repo / "metrics" / task / "confusion").glob("*.csv"))
         assert (repo / "metrics" / task / "train-full" / "plots").is_dir()
+        exported = json.loads((repo / "metrics" / task / "export-lora.json").read_text())
+        if task == "tiny_mlm":
+            assert exported == {"enabled": False}
+            continue
+        assert exported["parity"]["onnx"]["mismatches"] == 0 and "latency" in exported
+        card = (repo / "models" / task / "export-lora" / "README.md").read_text()
+        assert card.startswith("---") and "## Test results" in card and "No test metrics found" not in card
+        assert (repo / "models" / task / "export-lora" / "onnx" / "model.onnx").exists()
     comparison = (repo / "reports" / "comparison" / "comparison.md").read_text()
     for task in profile["pipeline"]["tasks"]:
         assert f"## {task} (" in comparison and f"{task}-confusion-lora.svg" in comparison

@@ -215,6 +215,7 @@ Artifact = Literal["model", "onnx", "int8"]
 class ExportParams(Strict):
     """`tasks.<name>.export`: what the export stage builds and how strictly it checks it."""
 
+    enabled: bool = Field(True, description="false: the stage writes only a note (for a task you do not ship)")
     onnx: bool = Field(True, description="export the model with its task head to ONNX (onnx/model.onnx)")
     quantize_int8: bool = Field(
         True, description="also write onnx/model_int8.onnx (onnxruntime dynamic int8 quantization); needs onnx"

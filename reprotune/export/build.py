@@ -67,6 +67,15 @@ def family_metric(
     return float(value)
 
 
+def skip_export(task_name: str, method: str) -> None:
+    """`export.enabled: false`: the outs DVC expects, saying that nothing was exported."""
+    with atomic_dir(export_dir(task_name, method)) as out:
+        (out / "README.md").write_text(
+            f"Not exported: tasks.{task_name}.export.enabled is false in params.yaml.\n", encoding="utf-8"
+        )
+    write_json(export_metrics_file(task_name, method), {"enabled": False})
+
+
 def run_export(task_name: str, method: str, task: TaskParams, root: Path = Path(".")) -> dict[str, Any]:
     import torch
 
