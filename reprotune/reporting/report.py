@@ -37,8 +37,9 @@ HOW_TO_READ = [
     "examples (sentences for NER, documents for classification, questions for QA, blocks for masked-LM). It",
     "shows how much the score would move on another test set of the same size; a few hundred examples leave",
     "several points of room. Two intervals that overlap do not settle whether two methods differ: both are",
-    "scored on the same examples, so read the paired test under each table instead. There,",
-    "`LoRA − full = −0.012 [−0.031, +0.006], p = 0.21: not significant at 95%` says LoRA scored 0.012 lower,",
+    "scored on the same examples, so read the paired test under each table instead. There, a line such as",
+    "`LoRA − full = −0.012 [−0.031, +0.006], p = 0.21: not significant at 95%` (an illustration, not a result)",
+    "would say LoRA scored 0.012 lower,",
     "the difference could plausibly lie anywhere from −0.031 to +0.006 (zero included), and a gap this size",
     "arises by chance too often (p ≥ 0.05) to call one method better. Significant means the interval of the",
     "difference excludes zero, not that the difference is large: the interval tells how large it may be.",
@@ -114,6 +115,31 @@ def verdict_text(significance: dict[str, Any], comparison: str, metric: str, nam
         f"{names[0]} \u2212 {names[1]} = {signed(difference)} [{signed(low)}, {signed(high)}], "
         f"{p_text(p_value)}: {words} at {level * 100:g}%"
     )
+
+
+def overlap_lines(download_report: dict[str, Any]) -> list[str]:
+    """How many evaluation examples share their text with train (download_report.json `overlap`)."""
+    overlap = download_report.get("overlap") or {}
+    parts = [
+        f"{o['with_text_in_train']} of {o['examples']} {split}"
+        for split in ("test", "validation")
+        if isinstance(o := overlap.get(split), dict) and "examples" in o
+    ]
+    if not parts:
+        return []
+    carved = [split for split in ("test", "validation") if (overlap.get(split) or {}).get("split_from") == "train"]
+    how = (
+        f"{' and '.join(carved)} carved from train with `download.duplicates: "
+        f"{(download_report.get('carving') or {}).get('duplicates', 'group')}`"
+        if carved
+        else ""
+    )
+    given = "splits given by the source are kept as they are and only counted"
+    return [
+        f"**Overlap with train:** {' and '.join(parts)} examples have a text (ignoring case and white space) "
+        f"that train also holds ({'; '.join(filter(None, [how, given]))}).",
+        "",
+    ]
 
 
 def seeds_lines(seeds: dict[str, Any]) -> list[str]:
@@ -215,6 +241,7 @@ def build(task_types: dict[str, str], metrics_dir: Path, out_dir: Path) -> str:
                 ]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += overlap_lines(_read_json(metrics_dir / task / "tokenize.json").get("download") or {})
         lines += significance_lines(significance[task])
         lines += seeds_lines(_read_json(metrics_dir / task / "seeds.json"))
         pictures = []
