@@ -22,4 +22,4 @@ def main(args: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, libraries=False)

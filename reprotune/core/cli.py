@@ -57,11 +57,13 @@ def record_imports(args: list[str]) -> None:
     (Path(target) / name).write_text(json.dumps(sorted(files), indent=1) + "\n", encoding="utf-8")
 
 
-def run_stage(main: Callable[[list[str]], str | None], argv: list[str] | None = None) -> None:
+def run_stage(main: Callable[[list[str]], str | None], argv: list[str] | None = None, libraries: bool = True) -> None:
     """Call `main(args)`; print its summary line, or `error: ...` and exit 2 on a ReprotuneError
     (or on a full disk anywhere, e.g. in Trainer checkpoints). First remove what killed stages
-    left behind (reprotune.core.atomic.sweep_stale)."""
-    quiet_libraries()
+    left behind (reprotune.core.atomic.sweep_stale). `libraries=False` skips configuring
+    datasets and transformers, for a stage that uses neither (fingerprint runs every repro)."""
+    if libraries:
+        quiet_libraries()
     args = sys.argv[1:] if argv is None else argv
     try:
         sweep_stale()
