@@ -92,3 +92,21 @@ def test_one_source_split_each_and_first_repeat() -> None:
     with pytest.raises(ReprotuneError, match="maps both"):
         one_source_split_each(raw, {"validation": "validation", "test": "validation"})
     assert first_repeat(["a", "b", "a"]) == (3, "a") and first_repeat([]) is None
+
+
+def test_a_split_of_several_files_is_fingerprinted_file_by_file(tmp_path: Path) -> None:
+    """`download.files.test: [a, b]` (classification concatenates them): each file has its entry,
+    and editing the second one changes the fingerprint."""
+    from reprotune.core.fingerprint import HashCache, data_fingerprint
+
+    first, second = tmp_path / "a.tsv", tmp_path / "b.tsv"
+    first.write_text("x\t0\n")
+    second.write_text("y\t1\n")
+    download = {"source": "tsv", "files": {"train": str(first), "test": [str(first), str(second)]}}
+    before = data_fingerprint(download, HashCache(tmp_path / "cache.json"))
+    assert [entry["ref"] for entry in before["files.test"]] == [str(first), str(second)]
+    assert before["files.train"]["sha256"] == before["files.test"][0]["sha256"]
+    second.write_text("y\t0\n")
+    after = data_fingerprint(download, HashCache(tmp_path / "cache.json"))
+    assert after["files.test"][1]["sha256"] != before["files.test"][1]["sha256"]
+    assert after["files.train"] == before["files.train"]

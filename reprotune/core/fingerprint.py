@@ -94,12 +94,16 @@ def data_fingerprint(download: dict[str, Any], cache: HashCache) -> dict[str, An
     """What `download` reads: local files and folders by content, Hub datasets by id and revision."""
     if download.get("source") == "hub":
         return {key: download.get(key) for key in ("source", "dataset", "config", "revision")}
-    refs: dict[str, str] = {}
+    entries: dict[str, Any] = {"source": download.get("source")}
     if download.get("path"):
-        refs["path"] = str(download["path"])
+        entries["path"] = path_fingerprint(str(download["path"]), cache)
     for split, ref in sorted((download.get("files") or {}).items()):
-        refs[f"files.{split}"] = str(ref)
-    return {"source": download.get("source"), **{key: path_fingerprint(ref, cache) for key, ref in refs.items()}}
+        # A split may be several files (classification concatenates them): one entry each, in order.
+        if isinstance(ref, list):
+            entries[f"files.{split}"] = [path_fingerprint(str(item), cache) for item in ref]
+        else:
+            entries[f"files.{split}"] = path_fingerprint(str(ref), cache)
+    return entries
 
 
 def model_fingerprint(model: dict[str, Any], cache: HashCache) -> dict[str, Any]:
