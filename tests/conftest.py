@@ -34,3 +34,13 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     git(repo, "commit", "-qam", "tiny profile")
     run(repo, "dvc", "repro", env=stage_env(root / "audit"))
     return repo, profile
+
+
+@pytest.fixture(scope="session")
+def scratch_reproduced(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, dict]:
+    """The one-task scratch project (tests/scratch.py), reproduced once for the session, with
+    the uninterrupted run's metrics; tests that change it work on a copy."""
+    from scratch import metrics_snapshot, scratch_repo
+
+    repo = scratch_repo(tmp_path_factory.mktemp("scratch"), tiny_model_dir)
+    return repo, metrics_snapshot(repo)

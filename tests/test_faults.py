@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from e2e import dry_run_stages, run, stage_env
-from scratch import debris, metrics_snapshot, scratch_repo
+from scratch import debris, metrics_snapshot
 from tiny import git
 from tiny_ner import TINY_TRAIN, tiny_task
 
@@ -161,13 +161,6 @@ RUN_BY = {
 }
 
 
-@pytest.fixture(scope="module")
-def reproduced_t(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, dict]:
-    """The one-task scratch project, reproduced; its metrics are the uninterrupted run's."""
-    repo = scratch_repo(tmp_path_factory.mktemp("faults-dvc"), tiny_model_dir)
-    return repo, metrics_snapshot(repo)
-
-
 def outputs(repo: Path) -> dict[str, bytes]:
     """The stage outputs' files (not temporaries, checkpoints or .gitignore files)."""
     files = [path for top in ("data", "models", "metrics", "reports") for path in sorted((repo / top).rglob("*"))]
@@ -203,10 +196,10 @@ def must_run_stages(repo: Path, deleted: set[str]) -> dict[str, bool]:
 
 @pytest.mark.parametrize("stage_name", list(KILLS))
 def test_every_stage_killed_in_dvc_repro_reruns_to_the_same_metrics(
-    reproduced_t: tuple[Path, dict], tmp_path: Path, stage_name: str
+    scratch_reproduced: tuple[Path, dict], tmp_path: Path, stage_name: str
 ) -> None:
     script, temporary = KILLS[stage_name]
-    repo = Path(shutil.copytree(reproduced_t[0], tmp_path / "repo", symlinks=True))
+    repo = Path(shutil.copytree(scratch_reproduced[0], tmp_path / "repo", symlinks=True))
     with (repo / "stages" / script).open("a") as handle:
         handle.write("# edited: the stage must run again\n")
     before = outputs(repo)
@@ -250,7 +243,7 @@ def test_every_stage_killed_in_dvc_repro_reruns_to_the_same_metrics(
     run(repo, "dvc", "repro", "-s", stage_name)
     assert debris(repo) == []
     assert stage_name not in dry_run_stages(repo)
-    assert metrics_snapshot(repo) == reproduced_t[1]
+    assert metrics_snapshot(repo) == scratch_reproduced[1]
 
 
 def test_killed_training_resumes_to_the_same_metrics(workdir: Path) -> None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+from e2e import run
 
 from reprotune.core.errors import ReprotuneError
 from reprotune.core.params import BootstrapParams, ErrorAnalysisParams, EvaluateParams, SignificanceParams
@@ -206,3 +210,24 @@ def test_the_stage_writes_significance_json_and_the_verdicts_into_summary_md(tmp
     assert summary.startswith("# NER error analysis\n\n## Are the differences significant?")
     assert "- f1: LoRA \u2212 full = +0.000 [+0.000, +0.000], p = 1.00: not significant at 95%" in summary
     assert "Errors per kind" in summary and (tmp_path / "metrics" / "t" / "error_summary.json").exists()
+
+
+def test_two_training_seeds_give_mean_sd_and_a_pooled_paired_test(
+    scratch_reproduced: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """reprotune-seeds on the one-task scratch project (tests/scratch.py, task `t`)."""
+    repo = Path(shutil.copytree(scratch_reproduced[0], tmp_path / "repo", symlinks=True))
+    seeds = str(Path(sys.executable).parent / "reprotune-seeds")
+    run(repo, seeds, "run", "t", "--seeds", "7")
+    out = run(repo, seeds, "report", "t").stdout
+    assert "reports/seeds/t.md" in out
+    summary = json.loads((repo / "metrics" / "t" / "seeds.json").read_text())
+    assert summary["seeds"] == 2 and summary["seed_values"] == [7, 42]
+    assert len(summary["full.f1.per_seed"]) == 2 and summary["full.f1.sd"] >= 0
+    workspace = json.loads((repo / "metrics" / "t" / "full.json").read_text())
+    assert workspace["f1"] == pytest.approx(summary["full.f1.per_seed"][1], abs=1e-6), "seed 42 is the workspace"
+    assert "lora_minus_full.f1.p_value" in {key.removeprefix("pooled.") for key in summary}
+    page = (repo / "reports" / "seeds" / "t.md").read_text()
+    assert "± " in page and "LoRA − full" in page
+    run(repo, "dvc", "repro", "compare")
+    assert "Across 2 training seeds" in (repo / "reports" / "comparison" / "comparison.md").read_text()
