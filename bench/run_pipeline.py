@@ -3,6 +3,7 @@ then a table of baseline / full / LoRA metrics and costs (also saved as JSON).
 
     python bench/run_pipeline.py wikiann_local            # the NER benchmark
     python bench/run_pipeline.py cola_local --keep /tmp/b # keep the scratch repo
+    python bench/run_pipeline.py squad_local --no-export  # quality only: skip the export stages
 
 Relative data paths in `download` are made absolute, so `../shared/data/...` works
 from the copy. Results go to bench/results/<task>.json.
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("tasks", nargs="+", help="task names from params.yaml")
     parser.add_argument("--keep", type=Path, help="run in this directory and keep it")
     parser.add_argument("--collect", type=Path, help="only print/save the results of a kept scratch repo")
+    parser.add_argument("--no-export", action="store_true", help="export.enabled: false for these tasks")
     args = parser.parse_args()
     if args.collect:
         collect(args.collect, args.tasks, None)
@@ -59,8 +61,11 @@ def main() -> None:
     root = args.keep or Path(tempfile.mkdtemp(prefix="reprotune-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     repo = copy_repo(root / "repo")
-    params["pipeline"]["tasks"] = args.tasks
+    params["pipeline"]["tasks"] = {task: params["tasks"][task]["type"] for task in args.tasks}
     params["tasks"] = {name: absolutise(section) for name, section in params["tasks"].items()}
+    if args.no_export:
+        for task in args.tasks:
+            params["tasks"][task]["export"] = {**(params["tasks"][task].get("export") or {}), "enabled": False}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git(repo, "commit", "-qam", "bench profile")
 
