@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from tiny_classification import THINGS
 
 from reprotune import tasks
 from reprotune.core import paths
@@ -506,28 +507,7 @@ def test_train_predict_score_on_the_tiny_model(
     """A learnable toy task (the label is the colour word) through the Trainer, full and LoRA."""
     monkeypatch.chdir(tmp_path)
     colours = {"red": "warm", "orange": "warm", "yellow": "warm", "blue": "cold", "green": "cold", "grey": "cold"}
-    things = [
-        "car",
-        "house",
-        "shirt",
-        "door",
-        "cup",
-        "bike",
-        "hat",
-        "wall",
-        "box",
-        "pen",
-        "boat",
-        "lamp",
-        "sock",
-        "kite",
-        "mug",
-        "desk",
-        "fence",
-        "roof",
-        "coat",
-        "bag",
-    ]
+    things = THINGS
     lines = ["text\tlabel"] + [
         f"the {colour} {thing} is here\t{label}" for thing in things for colour, label in colours.items()
     ]

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from datasets import Dataset
+from tiny_classification import THINGS
 
 from reprotune.core import paths
 from reprotune.core.arrow import save_dataset
@@ -180,29 +181,6 @@ def test_weighted_loss_is_weighted_cross_entropy_over_labelled_tokens(tmp_path: 
 
 
 # -- through the train stage on the tiny model ---------------------------------------------
-
-THINGS = [
-    "car",
-    "house",
-    "shirt",
-    "door",
-    "cup",
-    "bike",
-    "hat",
-    "wall",
-    "box",
-    "pen",
-    "boat",
-    "lamp",
-    "sock",
-    "kite",
-    "mug",
-    "desk",
-    "fence",
-    "roof",
-    "coat",
-    "bag",
-]
 
 
 def skewed_rows(common: int, rare: int, offset: int) -> list[tuple[str, str]]:

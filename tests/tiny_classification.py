@@ -11,6 +11,29 @@ from reprotune.core.assets import resolve_package_path
 TINY_TRAIN = {"max_steps": 4, "batch_size": 8, "eval_batch_size": 16, "logging_steps": 1}
 CLASSES = ("business", "sports", "tech")
 
+THINGS = [  # nouns for the made-up toy sentences of tests that train on words alone
+    "car",
+    "house",
+    "shirt",
+    "door",
+    "cup",
+    "bike",
+    "hat",
+    "wall",
+    "box",
+    "pen",
+    "boat",
+    "lamp",
+    "sock",
+    "kite",
+    "mug",
+    "desk",
+    "fence",
+    "roof",
+    "coat",
+    "bag",
+]
+
 
 def headlines(per_class: int) -> list[tuple[int, str]]:
     """(class index, headline) for the first `per_class` articles of each class."""
