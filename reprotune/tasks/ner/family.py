@@ -151,77 +151,54 @@ class NerFamily(TaskFamily[NerTaskParams, NerMeta]):
     def predict(
         self, model: Any, tokenizer: Any, raw: Dataset, features: Dataset, meta: NerMeta, params: NerTaskParams
     ) -> pd.DataFrame:
-        """One row per sentence: tokens, gold and predicted word tags, and each word's tag probability."""
+        """One row per sentence: tokens, gold and predicted word tags, and each word's tag probability;
+        over windowed features, every word from its max-context window."""
         labels = meta.labels
-        collate = self.collator(tokenizer, params, meta)
-        all_word_ids, ids, tokens, gold = features["word_ids"], raw["id"], raw["tokens"], raw["tags"]
-        rows: dict[int, dict[str, Any]] = {}
+        per_feature = self._feature_tags(model, features, self.collator(tokenizer, params, meta), params)
         grouped = sentence_windows(features)
-        if grouped is not None:
-            return self._predict_windows(model, features, collate, grouped, raw, meta, params)
-        for indices, _, output in batches(
-            model,
-            features,
-            collate,
-            params.evaluate.batch_size,
-            ["input_ids", "attention_mask", "token_type_ids"],
-            params.evaluate.precision,
-        ):
-            probs = torch.softmax(output.logits.float(), dim=-1).cpu()
-            best_prob, best = probs.max(-1)
-            for offset, i in enumerate(indices):
-                word_ids, n_words = all_word_ids[i], len(tokens[i])
-                length = len(word_ids)
-                scores = word_predictions(word_ids, best_prob[offset, :length].tolist(), n_words)
-                rows[i] = {
-                    "id": ids[i],
-                    "tokens": list(tokens[i]),
-                    "gold": list(gold[i]),
-                    "pred": word_tags(labels, word_ids, best[offset, :length].tolist(), n_words),
-                    "score": [round(float(s), 6) if s is not None else 0.0 for s in scores],
-                }
-        return pd.DataFrame([rows[i] for i in sorted(rows)])
-
-    def _predict_windows(
-        self,
-        model: Any,
-        features: Dataset,
-        collate: Callable,
-        grouped: list[list[int]],
-        raw: Dataset,
-        meta: NerMeta,
-        params: NerTaskParams,
-    ) -> pd.DataFrame:
-        """`predict` over windowed features: every word from its max-context window."""
         all_word_ids, ids, tokens, gold = features["word_ids"], raw["id"], raw["tokens"], raw["tags"]
-        window_out: dict[int, tuple[list[int], list[float]]] = {}
-        for indices, _, output in batches(
-            model,
-            features,
-            collate,
-            params.evaluate.batch_size,
-            ["input_ids", "attention_mask", "token_type_ids"],
-            params.evaluate.precision,
-        ):
-            probs = torch.softmax(output.logits.float(), dim=-1).cpu()
-            best_prob, best = probs.max(-1)
-            for offset, r in enumerate(indices):
-                length = len(all_word_ids[r])
-                window_out[r] = (best[offset, :length].tolist(), best_prob[offset, :length].tolist())
-        table = []
-        for i, feature_rows in enumerate(grouped):
+        rows = []
+        for i in range(len(raw)):
             n_words = len(tokens[i])
-            chosen = max_context_words([(all_word_ids[r], list(zip(*window_out[r]))) for r in feature_rows], n_words)
-            table.append(
+            if grouped is None:
+                best, prob = per_feature[i]
+                tags = word_tags(labels, all_word_ids[i], best, n_words)
+                scores = word_predictions(all_word_ids[i], prob, n_words)
+            else:
+                windows = [(all_word_ids[r], list(zip(*per_feature[r]))) for r in grouped[i]]
+                chosen = max_context_words(windows, n_words)
+                tags = [labels[c[0]] if c is not None else "O" for c in chosen]
+                scores = [c[1] if c is not None else None for c in chosen]
+            rows.append(
                 {
                     "id": ids[i],
                     "tokens": list(tokens[i]),
                     "gold": list(gold[i]),
-                    "pred": [meta.labels[c[0]] if c is not None else "O" for c in chosen],
-                    "score": [round(float(c[1]), 6) if c is not None else 0.0 for c in chosen],
+                    "pred": tags,
+                    "score": [round(float(s), 6) if s is not None else 0.0 for s in scores],
                 }
             )
-        return pd.DataFrame(table)
+        return pd.DataFrame(rows)
+
+    @staticmethod
+    def _feature_tags(
+        model: Any, features: Dataset, collate: Callable, params: NerTaskParams
+    ) -> dict[int, tuple[list[int], list[float]]]:
+        """Each feature's best tag id and that tag's probability per sub-token, padding cut off."""
+        lengths = [len(word_ids) for word_ids in features["word_ids"]]
+        out: dict[int, tuple[list[int], list[float]]] = {}
+        for indices, _, output in batches(
+            model,
+            features,
+            collate,
+            params.evaluate.batch_size,
+            ["input_ids", "attention_mask", "token_type_ids"],
+            params.evaluate.precision,
+        ):
+            best_prob, best = torch.softmax(output.logits.float(), dim=-1).cpu().max(-1)
+            for offset, r in enumerate(indices):
+                out[r] = (best[offset, : lengths[r]].tolist(), best_prob[offset, : lengths[r]].tolist())
+        return out
 
     def predict_records(
         self, model: Any, tokenizer: Any, records: list[dict[str, Any]], meta: NerMeta, params: NerTaskParams
