@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,29 @@ def load_dataset_dir(path: Path, stage_hint: str) -> DatasetDict:
 
 def read_meta(tokenized: Path) -> dict[str, Any]:
     return json.loads((tokenized / "meta.json").read_text(encoding="utf-8"))
+
+
+def map_batches(
+    raw: Any,
+    function: Callable[..., dict[str, list[Any]]],
+    kwargs: dict[str, Any],
+    desc: str,
+    batch_size: int,
+    num_proc: int | None,
+    with_indices: bool = False,
+    remove_columns: list[str] | None = None,
+) -> Any:
+    """`raw.map` in batches over one split or a DatasetDict, dropping `remove_columns` (all the
+    raw columns by default: a windowed map makes more rows than it reads)."""
+    if remove_columns is None:
+        remove_columns = raw["train"].column_names if isinstance(raw, DatasetDict) else raw.column_names
+    return raw.map(
+        function,
+        batched=True,
+        with_indices=with_indices,
+        batch_size=batch_size,
+        num_proc=num_proc,
+        fn_kwargs=kwargs,
+        remove_columns=remove_columns,
+        desc=desc,
+    )

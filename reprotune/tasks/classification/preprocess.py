@@ -17,6 +17,7 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
+from reprotune.core.arrow import map_batches
 from reprotune.core.errors import ReprotuneError
 from reprotune.tasks.classification.params import (
     ClassificationMeta,
@@ -156,28 +157,11 @@ def encode_split(
     num_proc: int | None = None,
 ) -> Any:
     """Features of one split or a DatasetDict: truncated (`windows` None, today's rows) or windowed."""
-    columns = raw["train"].column_names if isinstance(raw, DatasetDict) else raw.column_names
     kwargs = {"tokenizer": tokenizer, "max_length": max_length, "truncation": truncation, "label_ids": label_ids}
     if windows is None:
-        return raw.map(
-            encode_batch,
-            batched=True,
-            batch_size=batch_size,
-            num_proc=num_proc,
-            fn_kwargs=kwargs,
-            remove_columns=columns,
-            desc="tokenize",
-        )
-    return raw.map(
-        encode_windows,
-        batched=True,
-        with_indices=True,
-        batch_size=batch_size,
-        num_proc=num_proc,
-        fn_kwargs=kwargs | {"stride": windows.stride},
-        remove_columns=columns,
-        desc="tokenize (windows)",
-    )
+        return map_batches(raw, encode_batch, kwargs, "tokenize", batch_size, num_proc)
+    kwargs["stride"] = windows.stride
+    return map_batches(raw, encode_windows, kwargs, "tokenize (windows)", batch_size, num_proc, with_indices=True)
 
 
 def tokenize(

@@ -23,6 +23,7 @@ from typing import Any
 
 from datasets import DatasetDict
 
+from reprotune.core.arrow import map_batches
 from reprotune.tasks.ner.params import NerMeta, NerTaskParams, NerWindows
 
 IGNORE = -100
@@ -162,25 +163,13 @@ def tokenize_split(
     """Features of one split or a DatasetDict: truncated (`windows` None, today's rows) or windowed."""
     kwargs = {"tokenizer": tokenizer, "labels": labels, "max_length": max_length, "label_all_tokens": label_all_tokens}
     if windows is None:
-        return raw.map(
-            tokenize_batch,
-            batched=True,
-            batch_size=batch_size,
-            num_proc=num_proc,
-            fn_kwargs=kwargs,
-            remove_columns=["tokens", "tags"],
-            desc="tokenize and align",
+        columns = ["tokens", "tags"]  # the other raw columns (id) stay
+        return map_batches(
+            raw, tokenize_batch, kwargs, "tokenize and align", batch_size, num_proc, remove_columns=columns
         )
-    columns = raw["train"].column_names if isinstance(raw, DatasetDict) else raw.column_names
-    return raw.map(
-        tokenize_windows,
-        batched=True,
-        with_indices=True,
-        batch_size=batch_size,
-        num_proc=num_proc,
-        fn_kwargs=kwargs | {"stride": windows.stride},
-        remove_columns=columns,
-        desc="tokenize and align (windows)",
+    kwargs["stride"] = windows.stride
+    return map_batches(
+        raw, tokenize_windows, kwargs, "tokenize and align (windows)", batch_size, num_proc, with_indices=True
     )
 
 
