@@ -225,7 +225,7 @@ def test_unknown_lora_target_module_lists_the_ones_that_exist(tiny_model_dir: Pa
     from reprotune.training.lora import apply_lora, resolve_target_modules
 
     model = AutoModelForTokenClassification.from_pretrained(str(tiny_model_dir), num_labels=3)
-    assert resolve_target_modules(model, "auto", ("classifier",)) == ["query", "key", "value"]
+    assert resolve_target_modules(model, "attention", ("classifier",)) == ["query", "key", "value"]
     with pytest.raises(ReprotuneError, match=r"'q_proj' is not a Linear module.*available: .*query"):
         apply_lora(model, LoraTrainParams(target_modules=["q_proj"]), "TOKEN_CLS", ("classifier",))
 

@@ -173,7 +173,11 @@ class LoraTrainParams(TrainParams):
     alpha: float = Field(16, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
     bias: Literal["none", "all", "lora_only"] = "none"
-    target_modules: Literal["auto"] | list[str] = "auto"
+    target_modules: Literal["auto", "all-linear", "attention"] | list[str] = Field(
+        "auto",
+        description="auto = all-linear: every Linear layer of the encoder (attention, intermediate, output); "
+        "attention: the query/key/value projections only; or a list of Linear module names",
+    )
 
 
 class BootstrapParams(Strict):

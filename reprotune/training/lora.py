@@ -1,5 +1,6 @@
-"""LoRA through peft: pick the attention projections for `target_modules: auto`,
-refuse names that do not exist in the model, and train the task head in full."""
+"""LoRA through peft: adapt every Linear layer of the encoder for `target_modules: auto`
+(or only the attention projections), refuse names that do not exist in the model, and
+train the task head in full."""
 
 from __future__ import annotations
 
@@ -29,23 +30,47 @@ def linear_module_names(model: torch.nn.Module) -> list[str]:
     return sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)})
 
 
+def encoder_linear_modules(model: torch.nn.Module, head_modules: tuple[str, ...]) -> list[str]:
+    """Full names of the model's Linear layers outside the task head: every attention
+    projection, attention output, intermediate and output layer of every block. A layer
+    under a head module (trained in full) or tied to the input embeddings (an MLM decoder)
+    is left out."""
+    output_embeddings = getattr(model, "get_output_embeddings", None)
+    tied = output_embeddings() if callable(output_embeddings) else None
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+        and module is not tied
+        and not any(part in head_modules for part in name.split("."))
+    ]
+
+
+def attention_projections(model: torch.nn.Module, available: list[str]) -> list[str]:
+    """The architecture's attention query/key/value projections (by model_type), or the Linear
+    layers named like them."""
+    model_type = getattr(getattr(model, "config", None), "model_type", "")
+    targets = ATTENTION_PROJECTIONS.get(model_type)
+    if targets is None:
+        targets = [name for name in available if any(key in name.lower() for key in ("query", "key", "value"))]
+        if not targets:
+            raise ReprotuneError(
+                f"train_lora.target_modules: 'attention' does not know model type '{model_type}'; "
+                f"use all-linear or name them explicitly, from: {', '.join(available)}"
+            )
+    return targets
+
+
 def resolve_target_modules(
     model: torch.nn.Module, requested: str | list[str], head_modules: tuple[str, ...]
 ) -> list[str]:
-    """Turn `auto` into the architecture's attention projections and check explicit names exist."""
+    """`all-linear` (what `auto` means): every Linear layer of the encoder, by full name;
+    `attention`: the query/key/value projections; a list: checked against the model."""
     available = [name for name in linear_module_names(model) if name not in head_modules]
-    if requested == "auto":
-        model_type = getattr(getattr(model, "config", None), "model_type", "")
-        targets = ATTENTION_PROJECTIONS.get(model_type)
-        if targets is None:
-            guess = [name for name in available if any(key in name.lower() for key in ("query", "key", "value"))]
-            if not guess:
-                raise ReprotuneError(
-                    f"train_lora.target_modules: 'auto' does not know model type '{model_type}'; "
-                    f"name them explicitly, from: {', '.join(available)}"
-                )
-            targets = guess
-        return targets
+    if requested in ("auto", "all-linear"):
+        return encoder_linear_modules(model, head_modules)
+    if requested == "attention":
+        return attention_projections(model, available)
     missing = [name for name in requested if name not in available]
     if missing:
         raise ReprotuneError(
