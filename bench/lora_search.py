@@ -4,6 +4,7 @@ scratch repo that bench/run_pipeline.py kept (so baseline and full are trained o
     python bench/run_pipeline.py wikiann_local cola_local squad_local --no-export --keep /tmp/lora
     python bench/lora_search.py /tmp/lora/repo wikiann_local all-linear all-linear-r16
     python bench/lora_search.py /tmp/lora/repo cola_local all-linear --metric mcc
+    python bench/lora_search.py /tmp/lora/repo wikiann_local defaults nogroup --seeds 1 2 3
 
 Each named setting overrides `train_lora` keys (SETTINGS below; `defaults` overrides nothing).
 Only train-lora, evaluate-lora and what follows them rerun. For each setting it records the
@@ -31,11 +32,16 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "all-linear-r16": {"target_modules": ALL_LINEAR, "r": 16, "alpha": 32},
     "all-linear-lr2e-3": {"target_modules": ALL_LINEAR, "learning_rate": 2e-3},
     "all-linear-lr5e-4": {"target_modules": ALL_LINEAR, "learning_rate": 5e-4},
+    "all-linear-lr3e-3": {"target_modules": ALL_LINEAR, "learning_rate": 3e-3},
+    "all-linear-lr5e-3": {"target_modules": ALL_LINEAR, "learning_rate": 5e-3},
+    "all-linear-3ep": {"target_modules": ALL_LINEAR, "epochs": 3},
+    "all-linear-lr3e-3-3ep": {"target_modules": ALL_LINEAR, "learning_rate": 3e-3, "epochs": 3},
     "all-linear-2ep": {"target_modules": ALL_LINEAR, "epochs": 2},
     "all-linear-5ep": {"target_modules": ALL_LINEAR, "epochs": 5},
     "all-linear-r16-2ep": {"target_modules": ALL_LINEAR, "r": 16, "alpha": 32, "epochs": 2},
     "all-linear-lr2e-3-2ep": {"target_modules": ALL_LINEAR, "learning_rate": 2e-3, "epochs": 2},
     "all-linear-nogroup": {"target_modules": ALL_LINEAR, "group_by_length": False},
+    "nogroup": {"group_by_length": False},
 }
 
 
@@ -43,10 +49,12 @@ def read(repo: Path, relative: str) -> dict[str, Any]:
     return json.loads((repo / relative).read_text())
 
 
-def run_setting(repo: Path, task: str, name: str, metric: str) -> dict[str, Any]:
+def run_setting(repo: Path, task: str, name: str, metric: str, seed: int | None) -> dict[str, Any]:
     subprocess.run(["git", "checkout", "-q", "--", "params.yaml"], cwd=repo, check=True)
-    overrides = [f"tasks.{task}.train_lora.{key}={value}" for key, value in SETTINGS[name].items()]
-    command = ["dvc", "exp", "run", "-n", f"{task}-{name}".replace("_", "-")]
+    changes = SETTINGS[name] | ({} if seed is None else {"seed": seed})
+    overrides = [f"++tasks.{task}.train_lora.{key}={value}" for key, value in changes.items()]  # set or add
+    label = name if seed is None else f"{name}-seed{seed}"
+    command = ["dvc", "exp", "run", "-n", f"{task}-{label}".replace("_", "-")]
     for override in overrides:
         command += ["-S", override]
     started = time.perf_counter()
@@ -57,7 +65,7 @@ def run_setting(repo: Path, task: str, name: str, metric: str) -> dict[str, Any]
     significance = read(repo, f"metrics/{task}/significance.json")
     diff = f"lora_minus_full.{metric}"
     return {
-        "overrides": SETTINGS[name],
+        "overrides": changes,
         "metric": metric,
         "lora": lora[metric],
         "lora_ci": [lora.get(f"{metric}_ci_low"), lora.get(f"{metric}_ci_high")],
@@ -78,11 +86,14 @@ def main() -> None:
     parser.add_argument("task")
     parser.add_argument("settings", nargs="+", choices=sorted(SETTINGS))
     parser.add_argument("--metric", default="f1", help="the headline metric to compare (f1, mcc, accuracy, ...)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="run each setting with each of these train_lora seeds")
     args = parser.parse_args()
     out = REPO / "bench" / "results" / f"lora-search-{args.task}.json"
     results = json.loads(out.read_text()) if out.exists() else {"task": args.task, "settings": {}}
-    for name in args.settings:
-        row = run_setting(args.repo, args.task, name, args.metric)
+    runs = [(name, seed) for name in args.settings for seed in (args.seeds or [None])]
+    for name, seed in runs:
+        row = run_setting(args.repo, args.task, name, args.metric, seed)
+        name = name if seed is None else f"{name}-seed{seed}"
         results["settings"][name] = row
         out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         gap = row["lora_minus_full"]
