@@ -42,6 +42,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "all-linear-lr2e-3-2ep": {"target_modules": ALL_LINEAR, "learning_rate": 2e-3, "epochs": 2},
     "all-linear-nogroup": {"target_modules": ALL_LINEAR, "group_by_length": False},
     "nogroup": {"group_by_length": False},
+    "lr5e-4": {"learning_rate": 5e-4},
+    "lr1e-3": {"learning_rate": 1e-3},
+    "lr2e-3": {"learning_rate": 2e-3},
 }
 
 
@@ -49,7 +52,7 @@ def read(repo: Path, relative: str) -> dict[str, Any]:
     return json.loads((repo / relative).read_text())
 
 
-def run_setting(repo: Path, task: str, name: str, metric: str, seed: int | None) -> dict[str, Any]:
+def run_setting(repo: Path, task: str, name: str, metric: str, seed: int | None, upto: bool) -> dict[str, Any]:
     subprocess.run(["git", "checkout", "-q", "--", "params.yaml"], cwd=repo, check=True)
     changes = SETTINGS[name] | ({} if seed is None else {"seed": seed})
     overrides = [f"++tasks.{task}.train_lora.{key}={value}" for key, value in changes.items()]  # set or add
@@ -57,6 +60,8 @@ def run_setting(repo: Path, task: str, name: str, metric: str, seed: int | None)
     command = ["dvc", "exp", "run", "-n", f"{task}-{label}".replace("_", "-")]
     for override in overrides:
         command += ["-S", override]
+    if upto:
+        command.append(f"error-analysis@{task}")  # what the comparison needs; no export, no report
     started = time.perf_counter()
     subprocess.run(command, cwd=repo, check=True)
     wall = time.perf_counter() - started
@@ -68,6 +73,7 @@ def run_setting(repo: Path, task: str, name: str, metric: str, seed: int | None)
         "overrides": changes,
         "metric": metric,
         "lora": lora[metric],
+        "lora_metrics": {key: value for key, value in lora.items() if isinstance(value, (int, float))},
         "lora_ci": [lora.get(f"{metric}_ci_low"), lora.get(f"{metric}_ci_high")],
         "full": full[metric],
         "lora_minus_full": significance.get(f"{diff}.difference"),
@@ -87,12 +93,15 @@ def main() -> None:
     parser.add_argument("settings", nargs="+", choices=sorted(SETTINGS))
     parser.add_argument("--metric", default="f1", help="the headline metric to compare (f1, mcc, accuracy, ...)")
     parser.add_argument("--seeds", type=int, nargs="+", help="run each setting with each of these train_lora seeds")
+    parser.add_argument(
+        "--upto-error-analysis", action="store_true", help="run only the stages up to error-analysis@TASK"
+    )
     args = parser.parse_args()
     out = REPO / "bench" / "results" / f"lora-search-{args.task}.json"
     results = json.loads(out.read_text()) if out.exists() else {"task": args.task, "settings": {}}
     runs = [(name, seed) for name in args.settings for seed in (args.seeds or [None])]
     for name, seed in runs:
-        row = run_setting(args.repo, args.task, name, args.metric, seed)
+        row = run_setting(args.repo, args.task, name, args.metric, seed, args.upto_error_analysis)
         name = name if seed is None else f"{name}-seed{seed}"
         results["settings"][name] = row
         out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")

@@ -84,9 +84,10 @@ def test_gradient_checkpointing_is_enabled_on_the_model_before_lora() -> None:
     assert all(g.abs().sum() > 0 for name, g in grads.items() if "lora_B" in name)  # B starts at 0, A's grad with it
 
 
-def test_lora_auto_adapts_every_encoder_linear_layer_and_no_head() -> None:
-    """`auto` = all-linear: q/k/v, attention output, intermediate and output of every block, by
-    full name; not the head (trained in full), not an MLM decoder tied to the embeddings."""
+def test_lora_all_linear_adapts_every_encoder_linear_layer_and_no_head() -> None:
+    """`all-linear`: q/k/v, attention output, intermediate and output of every block, by full
+    name; not the head (trained in full), not an MLM decoder tied to the embeddings. `auto`
+    stays the attention projections."""
     from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 
     from reprotune.tasks.classification.family import FAMILY as CLASSIFICATION
@@ -95,16 +96,17 @@ def test_lora_auto_adapts_every_encoder_linear_layer_and_no_head() -> None:
 
     config = BertConfig(vocab_size=40, hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=16)
     classifier = BertForSequenceClassification(config)
-    targets = resolve_target_modules(classifier, "auto", CLASSIFICATION.head_modules)
-    assert targets == resolve_target_modules(classifier, "all-linear", CLASSIFICATION.head_modules)
+    assert resolve_target_modules(classifier, "auto", CLASSIFICATION.head_modules) == ["query", "key", "value"]
+    targets = resolve_target_modules(classifier, "all-linear", CLASSIFICATION.head_modules)
     leaves = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense")
     leaves += ("intermediate.dense", "output.dense")
     assert len(targets) == 2 * 6 and all(name.startswith("bert.encoder.layer.") for name in targets)
     assert {name.split(".", 4)[-1] for name in targets} == set(leaves)
-    wrapped = apply_lora(classifier, LoraTrainParams(), "SEQ_CLS", CLASSIFICATION.head_modules)
+    all_linear = LoraTrainParams(target_modules="all-linear")
+    wrapped = apply_lora(classifier, all_linear, "SEQ_CLS", CLASSIFICATION.head_modules)
     lora_layers = {name.rsplit(".lora_A", 1)[0] for name, _ in wrapped.named_parameters() if ".lora_A." in name}
     assert len(lora_layers) == 12 and not any("pooler" in name or "classifier" in name for name in lora_layers)
 
     masked_lm = BertForMaskedLM(config)
-    targets = resolve_target_modules(masked_lm, "auto", HEAD_MODULES)
+    targets = resolve_target_modules(masked_lm, "all-linear", HEAD_MODULES)
     assert not any(name.startswith("cls.") for name in targets) and len(targets) == 12

@@ -175,8 +175,8 @@ class LoraTrainParams(TrainParams):
     bias: Literal["none", "all", "lora_only"] = "none"
     target_modules: Literal["auto", "all-linear", "attention"] | list[str] = Field(
         "auto",
-        description="auto = all-linear: every Linear layer of the encoder (attention, intermediate, output); "
-        "attention: the query/key/value projections only; or a list of Linear module names",
+        description="auto = attention: the query/key/value projections; all-linear: every Linear layer of the "
+        "encoder (attention, intermediate, output); or a list of Linear module names",
     )
 
 

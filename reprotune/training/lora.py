@@ -1,5 +1,5 @@
-"""LoRA through peft: adapt every Linear layer of the encoder for `target_modules: auto`
-(or only the attention projections), refuse names that do not exist in the model, and
+"""LoRA through peft: the attention projections for `target_modules: auto`, every Linear
+layer of the encoder for `all-linear`; refuse names that do not exist in the model, and
 train the task head in full."""
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def attention_projections(model: torch.nn.Module, available: list[str]) -> list[
         targets = [name for name in available if any(key in name.lower() for key in ("query", "key", "value"))]
         if not targets:
             raise ReprotuneError(
-                f"train_lora.target_modules: 'attention' does not know model type '{model_type}'; "
+                f"train_lora.target_modules: 'auto'/'attention' does not know model type '{model_type}'; "
                 f"use all-linear or name them explicitly, from: {', '.join(available)}"
             )
     return targets
@@ -64,12 +64,13 @@ def attention_projections(model: torch.nn.Module, available: list[str]) -> list[
 def resolve_target_modules(
     model: torch.nn.Module, requested: str | list[str], head_modules: tuple[str, ...]
 ) -> list[str]:
-    """`all-linear` (what `auto` means): every Linear layer of the encoder, by full name;
-    `attention`: the query/key/value projections; a list: checked against the model."""
+    """`attention` (what `auto` means): the query/key/value projections; `all-linear`: every
+    Linear layer of the encoder, by full name; a list: checked against the model. Neither
+    wins everywhere (README, LoRA at its best), so `auto` keeps the LoRA paper's choice."""
     available = [name for name in linear_module_names(model) if name not in head_modules]
-    if requested in ("auto", "all-linear"):
+    if requested == "all-linear":
         return encoder_linear_modules(model, head_modules)
-    if requested == "attention":
+    if requested in ("auto", "attention"):
         return attention_projections(model, available)
     missing = [name for name in requested if name not in available]
     if missing:
