@@ -4,9 +4,9 @@ latency, a Hub model card; the Hub push only when export.push_to_hub names a rep
 
 from reprotune import tasks
 from reprotune.core import paths
-from reprotune.core.cli import expect_args, run_stage
+from reprotune.core.cli import expect_args, quiet_libraries, run_stage
 from reprotune.core.errors import ReprotuneError
-from reprotune.export.build import export_dir, export_metrics_file, run_export, skip_export
+from reprotune.export.outputs import export_dir, export_metrics_file, skip_export
 
 
 def main(args: list[str]) -> str:
@@ -17,6 +17,9 @@ def main(args: list[str]) -> str:
     if not task.export.enabled:
         skip_export(task_name, method)
         return f"export {task_name} {method}: skipped (tasks.{task_name}.export.enabled is false)"
+    quiet_libraries()
+    from reprotune.export.build import run_export  # torch, peft, onnx: only when something ships
+
     metrics = run_export(task_name, method, task)
     latency = metrics["latency"]
     headline = ", ".join(f"{name} p50 {t['p50_ms']:.1f} ms" for name, t in latency.items())
@@ -27,4 +30,4 @@ def main(args: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, libraries=False)  # configured above, once we know the stage exports

@@ -7,6 +7,7 @@ One module per job, so the export stage's deps list exactly what it runs:
 | module       | job                                                        |
 | ------------ | ---------------------------------------------------------- |
 | `params.py`  | `ExportParams`, the `tasks.<name>.export` section          |
+| `outputs.py` | where the stage writes; the note when `export.enabled` is false |
 | `merge.py`   | LoRA merged into the base (`merge_and_unload`), safetensors |
 | `onnx.py`    | `torch.onnx.export` with the task head; int8 quantization  |
 | `runtime.py` | `OnnxModel`: an onnxruntime session that families call like a model |

@@ -21,19 +21,12 @@ from reprotune.core.params import TaskParams
 from reprotune.export import card, latency, parity
 from reprotune.export.merge import merge_lora, save_checkpoint
 from reprotune.export.onnx import export_onnx, input_names, output_names, quantize_int8
+from reprotune.export.outputs import export_dir, export_metrics_file
 from reprotune.export.params import ExportParams
 from reprotune.export.runtime import OnnxModel, onnx_path
 
 FAMILY_METRIC = ("ner", "classification", "qa")
 """Families whose `predict` runs an ONNX model as is (mlm's hooks the encoder)."""
-
-
-def export_dir(task: str, method: str) -> Path:
-    return Path("models") / task / f"export-{method}"
-
-
-def export_metrics_file(task: str, method: str) -> Path:
-    return Path("metrics") / task / f"export-{method}.json"
 
 
 def load_trained(task_name: str, method: str, task: TaskParams, family: Any, meta: Any) -> Any:
@@ -65,15 +58,6 @@ def family_metric(
     if not isinstance(value, (int, float)):
         raise ReprotuneError(f"parity: the {type_name} metrics have no number '{family.default_metric}'")
     return float(value)
-
-
-def skip_export(task_name: str, method: str) -> None:
-    """`export.enabled: false`: the outs DVC expects, saying that nothing was exported."""
-    with atomic_dir(export_dir(task_name, method)) as out:
-        (out / "README.md").write_text(
-            f"Not exported: tasks.{task_name}.export.enabled is false in params.yaml.\n", encoding="utf-8"
-        )
-    write_json(export_metrics_file(task_name, method), {"enabled": False})
 
 
 def run_export(task_name: str, method: str, task: TaskParams, root: Path = Path(".")) -> dict[str, Any]:
