@@ -4,6 +4,7 @@ from reprotune import tasks
 from reprotune.core import paths
 from reprotune.core.cli import expect_args, run_stage
 from reprotune.core.errors import ReprotuneError
+from reprotune.training.chosen import chosen_overrides
 from reprotune.training.train import train
 
 
@@ -12,7 +13,7 @@ def main(args: list[str]) -> str:
     if method not in paths.METHODS:
         raise ReprotuneError(f"unknown method '{method}'; allowed: {', '.join(paths.METHODS)}")
     task = tasks.load_task(task_name, f"train-{method}")
-    info = train(task_name, method, task)
+    info = train(task_name, method, task, chosen_overrides(task_name, method))
     return (
         f"train-{method} {task_name}: {info['train_seconds']:.0f}s, {info['train_samples_per_second']:.1f} samples/s, "
         f"{info['trainable_params']:,}/{info['total_params']:,} params trained, best {info['best_checkpoint_metric']}"

@@ -31,6 +31,7 @@ def tiny_profile(root: Path, model_dir: Path) -> dict:
         task = module.tiny_task(root / "tiny-data" / family, model_dir)
         for section in ("train_full", "train_lora", "evaluate"):
             task[section] = {**task[section], "precision": "fp32"}
+        task.setdefault("search", {"enabled": False})  # tests/test_search.py runs searches
         # Exported end to end for NER; the ONNX parity of classification and QA is tested in
         # tests/test_export.py, and masked-LM is served from checkpoints only.
         task["export"] = {"latency_examples": 8, "batch_size": 8, "enabled": family in EXPORTED_FAMILIES}

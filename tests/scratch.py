@@ -22,6 +22,7 @@ def scratch_repo(root: Path, model_dir: Path) -> Path:
     task = tiny_task(root / "src", model_dir)
     for section in ("train_full", "train_lora", "evaluate"):
         task[section] = {**task[section], "precision": "fp32"}
+    task.setdefault("search", {"enabled": False})
     pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
     for name in [name for name in pipeline["stages"] if name.startswith("export")]:
         del pipeline["stages"][name]  # ONNX export: slow, and no fault of its own to test here

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from datasets import DatasetDict, load_from_disk
+from datasets import Dataset, DatasetDict, load_from_disk
 
 from reprotune.core.atomic import atomic_dir
 from reprotune.core.errors import ReprotuneError
@@ -46,6 +46,17 @@ def load_dataset_dir(path: Path, stage_hint: str) -> DatasetDict:
     if not path.exists():
         raise ReprotuneError(f"{path} is missing; run the {stage_hint} stage first (dvc repro)")
     return load_from_disk(str(path))
+
+
+def load_splits(path: Path, stage_hint: str, splits: tuple[str, ...]) -> DatasetDict:
+    """Only `splits` of a saved DatasetDict: the other splits' files are never opened (the
+    train stages and the search do not read test)."""
+    if not path.exists():
+        raise ReprotuneError(f"{path} is missing; run the {stage_hint} stage first (dvc repro)")
+    missing = [split for split in splits if not (path / split).is_dir()]
+    if missing:
+        raise ReprotuneError(f"{path} has no '{missing[0]}' split; run the {stage_hint} stage again (dvc repro)")
+    return DatasetDict({split: Dataset.load_from_disk(str(path / split)) for split in splits})
 
 
 def read_meta(tokenized: Path) -> dict[str, Any]:

@@ -53,6 +53,21 @@ class MakeSplits(Strict):
         return self
 
 
+class NearDuplicates(Strict):
+    """`download.near_duplicates`: texts that are nearly the same count as one text.
+
+    Folded (NFKC, case, only letters and digits kept, so tokenisation and punctuation do not
+    matter), two texts are near-duplicates when the Jaccard similarity of their character
+    `ngram` sets reaches `threshold` (`reprotune.sources.near_duplicates`). They join the exact
+    duplicates of `download.duplicates` when splits are carved, and are counted between and
+    within given splits. `threshold: null` turns the check off (exact text only)."""
+
+    threshold: float | None = Field(
+        0.9, gt=0, le=1, description="Jaccard of folded character n-grams at which two texts count as one; null: off"
+    )
+    ngram: int = Field(5, ge=1, le=32, description="characters per shingle")
+
+
 class DownloadParams(Strict):
     source: str
     dataset: str | None = None
@@ -70,6 +85,7 @@ class DownloadParams(Strict):
         "group keeps each text on one side (fractions count groups), drop_from_eval drops carved validation/test "
         "examples whose text stays in train (counted in download_report.json), keep carves rows as they come",
     )
+    near_duplicates: NearDuplicates = NearDuplicates()
     max_samples: dict[SplitName, int] | None = None
     sample_seed: int = 42
 
@@ -81,6 +97,7 @@ class TokenizeParams(Strict):
 
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+LoraInit = Literal["default", "gaussian", "pissa", "olora"]
 
 
 class EarlyStoppingParams(Strict):
@@ -178,6 +195,112 @@ class LoraTrainParams(TrainParams):
         description="auto = attention: the query/key/value projections; all-linear: every Linear layer of the "
         "encoder (attention, intermediate, output); or a list of Linear module names",
     )
+    use_rslora: bool = Field(False, description="rank-stabilised LoRA: scale the update by alpha/sqrt(r), not alpha/r")
+    use_dora: bool = Field(False, description="DoRA: learn each weight's magnitude apart from its LoRA direction")
+    init_lora_weights: LoraInit = Field(
+        "default",
+        description="default: B = 0 (the update starts at zero); gaussian: A from a Gaussian scaled by rank; "
+        "pissa / olora are refused with a task head (peft's conversion for the unchanged base drops the head)",
+    )
+    loraplus_lr_ratio: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="LoRA+: the B matrices train at learning_rate x this ratio (peft's create_loraplus_optimizer); "
+        "null: one learning rate",
+    )
+    head_learning_rate: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="learning rate of the fully trained task head; null: learning_rate",
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_modules(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("target_modules is an empty list; give module names, auto, attention or all-linear")
+        return value
+
+
+class SearchRange(Strict):
+    """A numeric range to sample from (TPE/random samplers): integer when the key is."""
+
+    low: float = Field(allow_inf_nan=False)
+    high: float = Field(allow_inf_nan=False)
+    log: bool = Field(False, description="sample on a log scale (learning rates)")
+    step: float | None = Field(None, gt=0, allow_inf_nan=False, description="discretise the range")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if not self.low < self.high:
+            raise ValueError(f"low must be below high (got {self.low} and {self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0 (got {self.low})")
+        return self
+
+
+SearchSpace = dict[str, list[Any] | SearchRange]
+"""train-section key -> the values to try (a list) or a range."""
+
+DEFAULT_FULL_SPACE: SearchSpace = {"learning_rate": SearchRange(low=1e-5, high=2e-4, log=True)}
+DEFAULT_LORA_SPACE: SearchSpace = {
+    "learning_rate": SearchRange(low=2e-4, high=5e-3, log=True),
+    "target_modules": ["attention", "all-linear"],
+    "r": [8, 16],
+}
+
+
+class SearchParams(Strict):
+    """`tasks.<name>.search`: tune each method on validation with the same budget before training it."""
+
+    enabled: bool = Field(False, description="false: the train stages use train_full / train_lora as written")
+    trials: int | dict[Literal["full", "lora"], int] = Field(
+        8, description="trials per method (equal budgets), or {full: N, lora: M}; the report warns when they differ"
+    )
+    sampler: Literal["tpe", "random", "grid"] = Field(
+        "tpe", description="optuna sampler; grid takes lists only and tries each combination at most once"
+    )
+    seed: int = Field(0, ge=0, lt=2**32, description="seeds the sampler")
+    pruner: Literal["median", "none"] = Field(
+        "median", description="median: stop a trial whose validation score after an epoch is below the median so far"
+    )
+    max_epochs: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="epoch cap shared by both methods; null: no cap"
+    )
+    storage: str | None = Field(
+        None,
+        min_length=1,
+        description="an Optuna storage URL (postgresql://..., mysql://..., sqlite:///...) or a journal file path "
+        "that workers share; null: .reprotune/search/<task>.journal in the project",
+    )
+    full: SearchSpace = Field(default_factory=lambda: dict(DEFAULT_FULL_SPACE), description="full's search space")
+    lora: SearchSpace = Field(default_factory=lambda: dict(DEFAULT_LORA_SPACE), description="LoRA's search space")
+
+    @field_validator("trials")
+    @classmethod
+    def _positive_trials(cls, value: Any) -> Any:
+        counts = value.values() if isinstance(value, dict) else [value]
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts):
+            raise ValueError(f"trials must be a whole number of at least 1, or {{full: N, lora: M}} (got {value!r})")
+        if isinstance(value, dict) and set(value) != {"full", "lora"}:
+            raise ValueError("trials as a mapping needs both full and lora")
+        return value
+
+    @field_validator("full", "lora")
+    @classmethod
+    def _nonempty_choices(cls, value: SearchSpace) -> SearchSpace:
+        for key, choices in value.items():
+            if isinstance(choices, list) and not choices:
+                raise ValueError(f"'{key}' has no values to try")
+        return value
+
+    def budget(self, method: str) -> int:
+        return self.trials[method] if isinstance(self.trials, dict) else self.trials  # type: ignore[index]
+
+    def space(self, method: str) -> SearchSpace:
+        return self.full if method == "full" else self.lora
 
 
 class BootstrapParams(Strict):
@@ -196,8 +319,9 @@ class SignificanceParams(Strict):
     level: float = Field(0.95, gt=0, lt=1, description="a difference is significant when p < 1 - level")
     test: Literal["bootstrap", "randomisation"] = Field(
         "bootstrap",
-        description="p-value of F1 / EM / perplexity / macro-F1 / MCC: paired bootstrap or approximate "
-        "randomisation; accuracy always uses McNemar's test",
+        description="p-value of every headline metric: paired bootstrap (the p-value dual to its interval) or "
+        "approximate randomisation (then the p-value decides and the interval stays the bootstrap's); "
+        "accuracy also shows McNemar's p, which decides nothing",
     )
 
 
@@ -211,6 +335,29 @@ class EvaluateParams(Strict):
 class ErrorAnalysisParams(Strict):
     worst_n: int = Field(20, gt=0)
     significance: SignificanceParams = SignificanceParams()
+    margin: float = Field(
+        0.01,
+        gt=0,
+        allow_inf_nan=False,
+        description="how much worse than full LoRA may be and still be good enough, in the headline metric's own "
+        "units (0.01 = 1 point of F1 / accuracy / EM); the non-inferiority and equivalence tests use it",
+    )
+    margins: dict[str, float] = Field(
+        default_factory=dict,
+        description="per-metric margins that replace `margin` (e.g. {perplexity: 2.0, mcc: 0.02})",
+    )
+    verdict_metric: str | None = Field(
+        None, description="the metric the report's one-sentence verdict is about; None: the family's first headline"
+    )
+
+    @field_validator("margins")
+    @classmethod
+    def _positive_margins(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {metric: margin for metric, margin in value.items() if not 0 < margin < float("inf")}
+        if bad:
+            metric, margin = next(iter(bad.items()))
+            raise ValueError(f"the margin of '{metric}' must be a positive finite number (got {margin})")
+        return value
 
 
 Artifact = Literal["model", "onnx", "int8"]
@@ -258,11 +405,40 @@ class ExportParams(Strict):
 class GateRule(Strict):
     """How far one metric may drop before the gate fails (`tasks.<task>.gate.<metric>`)."""
 
-    max_drop: float | None = Field(ge=0, description="largest allowed drop; null reports the metric but never gates it")
+    max_drop: float | None = Field(
+        ge=0, allow_inf_nan=False, description="largest allowed drop; null reports the metric but never gates it"
+    )
     relative: bool = Field(False, description="max_drop is a fraction of the old value")
     lower_is_better: bool | None = Field(
         None, description="None: inferred from the name (loss, perplexity are lower-is-better)"
     )
+    range: tuple[float | None, float | None] | None = Field(
+        None,
+        description="[low, high] a valid value lies in (null: open end); None: by name (f1, accuracy... [0, 1])",
+    )
+
+    @model_validator(mode="after")
+    def _ordered_range(self) -> GateRule:
+        low, high = self.range or (None, None)
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"range must be [low, high] with low <= high (got {[low, high]})")
+        return self
+
+
+class GateParams(Strict):
+    """Top-level `gate`: a pinned reference every run is also compared with, so that drops
+    each within tolerance of their base cannot add up across pull requests."""
+
+    reference: str | None = Field(None, min_length=1, description="a git tag, branch or commit whose metrics/ pin")
+    reference_file: str | None = Field(
+        None, min_length=1, description="a JSON file committed at HEAD, {task: {method: metrics}} (--write-reference)"
+    )
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> GateParams:
+        if self.reference and self.reference_file:
+            raise ValueError("set reference or reference_file, not both")
+        return self
 
 
 class TaskParams(Strict):
@@ -277,6 +453,7 @@ class TaskParams(Strict):
     evaluate: EvaluateParams
     error_analysis: ErrorAnalysisParams
     export: ExportParams = ExportParams()
+    search: SearchParams = SearchParams()
     gate: dict[str, GateRule] = Field(
         default_factory=dict, description="metric -> allowed drop, for reprotune-check; read by no stage"
     )
@@ -288,7 +465,17 @@ class PipelineParams(Strict):
     )
 
 
-STAGE_SECTIONS = ("model", "download", "tokenize", "train_full", "train_lora", "evaluate", "error_analysis", "export")
+STAGE_SECTIONS = (
+    "model",
+    "download",
+    "tokenize",
+    "search",
+    "train_full",
+    "train_lora",
+    "evaluate",
+    "error_analysis",
+    "export",
+)
 
 # Names users bring from HF scripts and peft, mapped to ours for the did-you-mean hint.
 HF_NAMES = {

@@ -36,6 +36,20 @@ def checkpoint_dir(task: str, method: str) -> Path:
     return Path("models") / task / f".checkpoints-{method}"
 
 
+def search_file(task: str, method: str) -> Path:
+    """The search's outcome for one method: budget, trial counts, the chosen settings."""
+    return Path("metrics") / task / f"search-{method}.json"
+
+
+def search_trials_file(task: str, method: str) -> Path:
+    """Every trial of the search, for `dvc plots` and the report's table."""
+    return Path("metrics") / task / f"search-{method}" / "trials.json"
+
+
+def search_cost_file(task: str, method: str) -> Path:
+    return Path("metrics") / task / f"search-{method}-cost.json"
+
+
 def live_dir(task: str, method: str) -> Path:
     return Path("metrics") / task / f"train-{method}"
 

@@ -12,6 +12,7 @@ from typing import Any
 from reprotune.core.paths import EVAL_METHODS as METHODS
 from reprotune.core.tables import p_text, signed
 from reprotune.reporting.svg import confusion_chart, line_chart
+from reprotune.reporting.tuning import tuning_lines
 
 COST_ROWS = (
     ("train seconds", "train_seconds", "{:.0f}"),
@@ -43,9 +44,12 @@ HOW_TO_READ = [
     "the difference could plausibly lie anywhere from −0.031 to +0.006 (zero included), and a gap this size",
     "arises by chance too often (p ≥ 0.05) to call one method better. Significant means the interval of the",
     "difference excludes zero, not that the difference is large: the interval tells how large it may be.",
-    "Accuracy uses McNemar's test on the examples only one method gets right; the other metrics a paired",
-    "bootstrap (or approximate randomisation, `error_analysis.significance.test`). Details per task:",
-    "`metrics/<task>/significance.json` (`dvc metrics diff` compares them across experiments).",
+    "Interval and p-value come from the same paired bootstrap, for accuracy too (McNemar's p is shown beside",
+    "it and decides nothing); with `error_analysis.significance.test: randomisation` that test's p decides.",
+    "Not significant is not the same as equally good: the sentence that opens each task says whether LoRA",
+    "is good enough against a margin (`error_analysis.margin`, in the metric's units): non-inferior when the",
+    "interval's bound on LoRA's worse side lies within the margin, equivalent when the whole interval does.",
+    "Details per task: `metrics/<task>/significance.json` (`dvc metrics diff` compares them across experiments).",
     "",
 ]
 
@@ -117,6 +121,181 @@ def verdict_text(significance: dict[str, Any], comparison: str, metric: str, nam
     )
 
 
+# --------------------------------------------------------------------------- the one-sentence verdict
+
+METRIC_WORDS = {
+    "f1": "F1",
+    "exact_match": "EM",
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "mcc": "MCC",
+    "precision": "precision",
+    "recall": "recall",
+    "top_k_accuracy": "top-k accuracy",
+}
+
+
+def _lower_is_better(metric: str) -> bool:
+    """As reprotune.evaluation.uncertainty.lower_is_better: loss and perplexity fall as models improve."""
+    return "loss" in metric or "perplexity" in metric
+
+
+def _amount(value: float, metric: str, exact: bool = False) -> str:
+    """A size of difference in the metric's words: `0.8 F1 points` (`1 F1 point` for an `exact`
+    setting such as the margin); perplexity and loss in their own units."""
+    if _lower_is_better(metric):
+        return f"{value:.3g} {metric}"
+    text = f"{value * 100:g}" if exact else f"{value * 100:.1f}"
+    return f"{text} {METRIC_WORDS.get(metric, metric)} point{'' if text == '1' else 's'}"
+
+
+def _range(low: float, high: float, metric: str) -> str:
+    """`3.1 to 6.0 F1 points`: two sizes of difference, the unit once."""
+    if _lower_is_better(metric):
+        return f"{low:.3g} to {high:.3g} {metric}"
+    return f"{low * 100:.1f} to {high * 100:.1f} {METRIC_WORDS.get(metric, metric)} points"
+
+
+def _span(low: float, high: float, metric: str) -> str:
+    """`−0.8 to +0.6 F1 points`: an interval of LoRA's advantage, signed."""
+    if _lower_is_better(metric):
+        return f"{signed(low)} to {signed(high)}"
+    word = METRIC_WORDS.get(metric, metric)
+    return f"{signed_points(low)} to {signed_points(high)} {word} points"
+
+
+def signed_points(value: float) -> str:
+    """0.023 -> `+2.3` (points, with a real minus sign)."""
+    return f"{value * 100:+.1f}".replace("-", "\u2212")
+
+
+def _about(count: int) -> str:
+    """9,437 -> `9,400`: a sample size from a normal approximation deserves two digits."""
+    digits = max(0, len(str(count)) - 2)
+    return f"{round(count, -digits):,}"
+
+
+def _number(flat: dict[str, Any], key: str) -> float | None:
+    value = flat.get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def cost_phrase(costs: dict[str, dict[str, Any]]) -> str:
+    """`, with 0.6% of the trainable parameters and 1/153 of the shipped size` from the cost files."""
+    full, lora = costs.get("full") or {}, costs.get("lora") or {}
+    parts = []
+    trainable_full, trainable_lora = _number(full, "trainable_params"), _number(lora, "trainable_params")
+    if trainable_full and trainable_lora:
+        share = 100 * trainable_lora / trainable_full
+        parts.append(f"{share:.0f}%" if share >= 10 else f"{share:.2g}%")
+        parts[-1] += " of the trainable parameters"
+    shipped_full, shipped_lora = _number(full, "shipped_bytes"), _number(lora, "shipped_bytes")
+    if shipped_full and shipped_lora:
+        ratio = shipped_full / shipped_lora
+        parts.append(f"1/{ratio:.0f} of the shipped size" if ratio >= 1.5 else f"{1 / ratio:.2g}× the shipped size")
+    return f", with {' and '.join(parts)}" if parts else ""
+
+
+def verdict_sentence(flat: dict[str, Any], prefix: str, metric: str, costs: dict[str, dict[str, Any]]) -> str | None:
+    """LoRA against full in one sentence, from the margin keys under `prefix` (`lora_minus_full.f1.`)."""
+    word = flat.get(prefix + "verdict")
+    numbers = [_number(flat, prefix + key) for key in ("ci_low", "ci_high", "margin")]
+    if not isinstance(word, str) or any(value is None for value in numbers):
+        return None
+    low, high, margin = (float(value) for value in numbers)  # type: ignore[arg-type]
+    if _lower_is_better(metric):
+        low, high = -high, -low  # positive: LoRA is better
+    level = f"{float(flat.get('level', 0.95)) * 100:g}%"
+    within = _amount(margin, metric, exact=True)
+    cost = cost_phrase(costs)
+    if word == "better":
+        return f"LoRA is better here: by {_range(low, high, metric)} ({level} interval){cost}."
+    if word == "equivalent":
+        return f"LoRA is as good as full here: within ±{within} ({level} interval {_span(low, high, metric)}){cost}."
+    if word == "good enough":
+        return f"LoRA is good enough here: at worst {_amount(-low, metric)} below full ({level} bound){cost}."
+    if word == "worse":
+        return f"LoRA is worse: by {_range(-high, -low, metric)} ({level} interval)."
+    needed = _number(flat, prefix + "examples_needed")
+    examples = flat.get("examples")
+    has = f" (it has {examples:,})" if isinstance(examples, int) else ""
+    take = (
+        f"it would take about {_about(int(needed))} test examples{has}"
+        if needed is not None
+        else "more training seeds would be needed, not only more test examples"
+    )
+    return f"The test set is too small to tell within {within}: {take}."
+
+
+def _across_seeds(seeds: dict[str, Any]) -> dict[str, Any] | None:
+    """seeds.json's LoRA - full keys without their `seeds.` prefix, when it tested two seeds or more."""
+    count = seeds.get("seeds")
+    if not isinstance(count, int) or count < 2:
+        return None
+    view = {key.removeprefix("seeds."): value for key, value in seeds.items() if key.startswith("seeds.")}
+    return {**view, "verdict_metric": seeds.get("verdict_metric")} if view else None
+
+
+def _verdict_metric(flat: dict[str, Any]) -> str | None:
+    chosen = flat.get("verdict_metric")
+    if isinstance(chosen, str):
+        return chosen
+    found = [key.split(".")[1] for key in flat if key.startswith("lora_minus_full.") and key.endswith(".verdict")]
+    return found[0] if found else None
+
+
+def seeds_verdict_sentence(seeds: dict[str, Any], costs: dict[str, dict[str, Any]] | None = None) -> str | None:
+    """`Across 3 training seeds: LoRA is ...` from a seeds.json summary; None without a seed test."""
+    view = _across_seeds(seeds)
+    metric = _verdict_metric(view) if view else None
+    if view is None or metric is None:
+        return None
+    sentence = verdict_sentence(view, f"lora_minus_full.{metric}.", metric, costs or {})
+    return f"Across {seeds['seeds']} training seeds: {sentence}" if sentence else None
+
+
+def verdict_lines(task: str, significance: dict[str, Any], seeds: dict[str, Any], costs: dict[str, Any]) -> list[str]:
+    """What opens a task's section: the verdict in one sentence (across seeds when seeds.json has
+    two or more), the margin and the smallest detectable difference, and with one seed the caveat."""
+    view = _across_seeds(seeds)
+    flat = view if view is not None else significance
+    metric = _verdict_metric(flat)
+    if metric is None:
+        return []
+    prefix = f"lora_minus_full.{metric}."
+    sentence = verdict_sentence(flat, prefix, metric, costs)
+    if sentence is None:
+        return []
+    detectable, margin = _number(flat, prefix + "detectable"), _number(flat, prefix + "margin")
+    examples = flat.get("examples")
+    sample = f"these {examples:,} test examples" if isinstance(examples, int) else "this test set"
+    if view is not None:
+        sentence = f"Across {seeds['seeds']} training seeds: {sentence}"
+        sample = f"{seeds['seeds']} seeds on {sample}"
+    low, high = _number(flat, prefix + "ci_low"), _number(flat, prefix + "ci_high")
+    interval_text = (
+        f"LoRA − full = {_span(low, high, metric)} ({float(flat.get('level', 0.95)) * 100:g}% interval)"
+        if low is not None and high is not None
+        else ""
+    )
+    details = [
+        f"Margin ±{_amount(margin, metric, exact=True)} (`error_analysis.margin`)" if margin is not None else "",
+        interval_text,
+        f"the smallest difference {sample} could detect: {_amount(detectable, metric)} (80% power)"
+        if detectable is not None and detectable == detectable
+        else "",
+    ]
+    lines = [f"**{sentence}**", "", "; ".join(part for part in details if part) + ".", ""]
+    if view is None:
+        lines += [
+            "One training seed per method: the intervals cover the test sample, not another training run; "
+            f"`reprotune-seeds run {task} --seeds 43 44`, then `reprotune-seeds report {task}` puts the seeds' "
+            "variance into this verdict.",
+            "",
+        ]
+    return lines
+
+
 def overlap_lines(download_report: dict[str, Any]) -> list[str]:
     """How many evaluation examples share their text with train (download_report.json `overlap`)."""
     overlap = download_report.get("overlap") or {}
@@ -157,7 +336,7 @@ def seeds_lines(seeds: dict[str, Any]) -> list[str]:
         "mean ± sd): " + "; ".join(cells) + ".",
         "",
     ]
-    lines += [f"- pooled over seeds, {metric}: {text}" for metric, text in (seeds.get("verdicts") or {}).items()]
+    lines += [f"- across seeds, {metric}: {text}" for metric, text in (seeds.get("verdicts") or {}).items()]
     return [*lines, ""] if seeds.get("verdicts") else lines
 
 
@@ -222,12 +401,10 @@ def build(task_types: dict[str, str], metrics_dir: Path, out_dir: Path) -> str:
     for task in tasks:
         metrics = all_metrics[task]
         costs = {m: _read_json(metrics_dir / task / f"{m}-cost.json") for m in METHODS}
-        lines += [
-            f"## {task} ({task_types.get(task, '?')})",
-            "",
-            "| | baseline | full | LoRA |",
-            "| --- | --- | --- | --- |",
-        ]
+        seeds = _read_json(metrics_dir / task / "seeds.json")
+        lines += [f"## {task} ({task_types.get(task, '?')})", ""]
+        lines += verdict_lines(task, significance[task], seeds, costs)
+        lines += ["| | baseline | full | LoRA |", "| --- | --- | --- | --- |"]
         for name, values in metric_rows(metrics):
             cells = [with_interval(v, interval(metrics[m], name)) for m, v in zip(METHODS, values)]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -241,9 +418,10 @@ def build(task_types: dict[str, str], metrics_dir: Path, out_dir: Path) -> str:
                 ]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += tuning_lines(metrics_dir, task)
         lines += overlap_lines(_read_json(metrics_dir / task / "tokenize.json").get("download") or {})
         lines += significance_lines(significance[task])
-        lines += seeds_lines(_read_json(metrics_dir / task / "seeds.json"))
+        lines += seeds_lines(seeds)
         pictures = []
         eval_dir = metrics_dir / task / "train-full" / "plots" / "metrics" / "eval"
         eval_names = sorted(p.name for p in eval_dir.glob("*.tsv")) if eval_dir.exists() else []

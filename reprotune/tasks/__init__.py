@@ -43,6 +43,8 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "fingerprint": ("model", "download"),
     "download": ("download",),
     "tokenize": ("model", "tokenize"),
+    "search-full": ("model", "search", "train_full"),
+    "search-lora": ("model", "search", "train_lora"),
     "train-full": ("model", "train_full"),
     "train-lora": ("model", "train_lora"),
     "baseline": ("model", "evaluate"),
@@ -111,10 +113,12 @@ def validate_task(name: str, section: Any) -> TaskParams:
 
 
 def _sections(data: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(data) - {"pipeline", "tasks"})
+    unknown = sorted(set(data) - {"pipeline", "tasks", "gate"})  # gate: reprotune-check's own section
     if unknown:
-        hint = did_you_mean(unknown[0], ["pipeline", "tasks"])
-        raise ReprotuneError(f"{PARAMS_FILE}: unknown top-level key '{unknown[0]}'{hint}; allowed: pipeline, tasks")
+        hint = did_you_mean(unknown[0], ["pipeline", "tasks", "gate"])
+        raise ReprotuneError(
+            f"{PARAMS_FILE}: unknown top-level key '{unknown[0]}'{hint}; allowed: pipeline, tasks, gate"
+        )
     sections = data.get("tasks") or {}
     if not isinstance(sections, dict):
         raise ReprotuneError(f"{PARAMS_FILE}: 'tasks' must be a mapping of task name to its sections")

@@ -82,20 +82,99 @@ def resolve_target_modules(
 
 
 def apply_lora(
-    model: torch.nn.Module, params: LoraTrainParams, task_type: str | None, head_modules: tuple[str, ...]
+    model: torch.nn.Module,
+    params: LoraTrainParams,
+    task_type: str | None,
+    head_modules: tuple[str, ...],
+    section: str = "train_lora",
 ) -> Any:
-    """Wrap the model in a peft LoRA model; the head is fully trained and saved with the adapter."""
+    """Wrap the model in a peft LoRA model; the head is fully trained and saved with the adapter.
+    A combination peft refuses (e.g. DoRA with `bias: lora_only`) is one error line."""
     from peft import LoraConfig, get_peft_model
 
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     heads = [name for name in head_modules if name in present]
-    config = LoraConfig(
-        task_type=task_type,
-        r=params.r,
-        lora_alpha=params.alpha,  # type: ignore[arg-type]  # peft annotates int, uses it as a float scale
-        lora_dropout=params.dropout,
-        bias=params.bias,
-        target_modules=resolve_target_modules(model, params.target_modules, head_modules),
-        modules_to_save=heads or None,
-    )
-    return get_peft_model(model, config)
+    if params.init_lora_weights in BASE_CHANGING_INITS and heads:
+        raise ReprotuneError(
+            f"{section}.init_lora_weights: {params.init_lora_weights} rewrites the base weights, and peft converts "
+            "its adapter back for the unchanged base without the trained task head; use default or gaussian"
+        )
+    try:
+        config = LoraConfig(
+            task_type=task_type,
+            r=params.r,
+            lora_alpha=params.alpha,  # type: ignore[arg-type]  # peft annotates int, uses it as a float scale
+            lora_dropout=params.dropout,
+            bias=params.bias,
+            target_modules=resolve_target_modules(model, params.target_modules, head_modules),
+            modules_to_save=heads or None,
+            use_rslora=params.use_rslora,
+            use_dora=params.use_dora,
+            init_lora_weights=True if params.init_lora_weights == "default" else params.init_lora_weights,
+        )
+        return get_peft_model(model, config)
+    except (ValueError, NotImplementedError, TypeError) as exc:
+        chosen = (
+            f"use_dora={params.use_dora}, use_rslora={params.use_rslora}, "
+            f"init_lora_weights={params.init_lora_weights}, bias={params.bias}"
+        )
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ReprotuneError(f"{section}: peft does not support this LoRA combination ({chosen}): {reason}") from exc
+
+
+BASE_CHANGING_INITS = ("pissa", "olora")
+"""Initialisations that rewrite the base weights; peft 0.21 converts such an adapter back to a
+plain LoRA (path_initial_model_for_weight_conversion) without the fully trained head, so the
+shipped model would lose its head: refused until peft keeps it."""
+
+
+HEAD_MARKER = ".modules_to_save."
+"""peft keeps the fully trained head's copy under this name component."""
+
+
+def lora_optimizer(model: Any, params: LoraTrainParams, args: Any) -> Any | None:
+    """The optimizer for LoRA+ (`loraplus_lr_ratio`: peft's create_loraplus_optimizer) and a
+    separate head learning rate (`head_learning_rate`: the head's parameters move into their
+    own groups); None when neither is set, so the Trainer builds its usual one."""
+    if params.loraplus_lr_ratio is None and params.head_learning_rate is None:
+        return None
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import get_parameter_names
+
+    optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    kwargs = {key: value for key, value in kwargs.items() if key != "lr"}
+    if params.loraplus_lr_ratio is not None:
+        from peft.optimizers import create_loraplus_optimizer
+
+        optimizer = create_loraplus_optimizer(
+            model,
+            optimizer_cls,
+            lr=params.learning_rate,
+            loraplus_lr_ratio=params.loraplus_lr_ratio,
+            loraplus_weight_decay=params.weight_decay,
+            **kwargs,
+        )
+    else:
+        decay = {name for name in get_parameter_names(model, [torch.nn.LayerNorm]) if "bias" not in name}
+        trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for name, p in trainable if name in decay], "weight_decay": params.weight_decay},
+            {"params": [p for name, p in trainable if name not in decay], "weight_decay": 0.0},
+        ]
+        optimizer = optimizer_cls(groups, lr=params.learning_rate, **kwargs)
+    if params.head_learning_rate is not None:
+        split_head_groups(model, optimizer, params.head_learning_rate)
+    return optimizer
+
+
+def split_head_groups(model: Any, optimizer: Any, head_lr: float) -> None:
+    """Move the head's parameters out of each group into a twin group at `head_lr` (same
+    weight decay); before the first step, so no optimizer state exists yet."""
+    head = {id(p) for name, p in model.named_parameters() if HEAD_MARKER in f".{name}"}
+    for group in list(optimizer.param_groups):
+        moved = [p for p in group["params"] if id(p) in head]
+        if not moved:
+            continue
+        group["params"] = [p for p in group["params"] if id(p) not in head]
+        optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"}, "params": moved, "lr": head_lr})
+    optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]

@@ -11,17 +11,19 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from reprotune import tasks
 from reprotune.core import paths
-from reprotune.core.arrow import load_dataset_dir, read_meta
+from reprotune.core.arrow import load_splits, read_meta
 from reprotune.core.atomic import atomic_dir
 from reprotune.core.errors import ReprotuneError
-from reprotune.core.params import LoraTrainParams, TaskParams, TrainParams
+from reprotune.core.params import LoraTrainParams, TaskParams, TrainParams, explain_validation_error
 from reprotune.core.paths import RUN_INFO, TRAIN_INFO
 from reprotune.modeling.model import count_parameters
 from reprotune.modeling.precision import Resolved, resolve
@@ -36,7 +38,10 @@ from reprotune.training.controls import (
     stopping_info,
     weighted_loss_trainer,
 )
-from reprotune.training.lora import apply_lora
+from reprotune.training.lora import apply_lora, lora_optimizer
+
+TRAINING_SPLITS = ("train", "validation")
+"""The splits training and the search read; the test split stays unread until evaluation."""
 
 
 def method_params(task: TaskParams, method: str) -> TrainParams:
@@ -202,43 +207,119 @@ def loss_weights(
     return weights
 
 
-def train(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
-    """Train one method for one task; write the model out, its train info and dvclive curves."""
-    from dvclive import Live
-    from transformers import set_seed
-    from transformers.integrations import DVCLiveCallback
+@dataclass
+class Prepared:
+    """What every run of one task reads, loaded once: a search runs many trials on it.
+    Only the train and validation splits are loaded; training never sees test."""
 
-    params = method_params(task, method)
-    section = f"tasks.{task_name}.train_{method}"
-    where = f"{section}.precision"
-    precision = resolve_precision(params, where)  # refuse an impossible precision before loading anything
+    family: TaskFamily[Any, Any]
+    features: Any
+    raw_validation: Any
+    meta: Any
+    tokenizer: Any
+
+
+def prepare(task_name: str, task: TaskParams) -> Prepared:
     family = tasks.family(task.type)
+    tokenized_path = paths.tokenized_dir(task_name)
+    features = load_splits(tokenized_path, "tokenize", TRAINING_SPLITS)
+    raw = load_splits(paths.raw_dir(task_name), "download", ("validation",))
+    meta = tasks.parse_meta(task.type, read_meta(tokenized_path))
+    tokenizer = load_tokenizer(task.model, pretokenized=tasks.params_module(task.type).PRETOKENIZED_INPUT)
+    return Prepared(family, features, raw["validation"], meta, tokenizer)
+
+
+@dataclass
+class Fitted:
+    """A finished Trainer run and what it measured."""
+
+    trainer: Any
+    result: Any
+    seconds: float
+    counts: dict[str, int]
+    weights: dict[str, float] | None
+    stopper: Any | None
+    resumed_from: str | None
+
+
+def fit(
+    task_name: str,
+    method: str,
+    task: TaskParams,
+    params: TrainParams,
+    prepared: Prepared,
+    checkpoints: Path,
+    callbacks: list[Any],
+    section: str,
+    watch: Any | None = None,
+) -> Fitted:
+    """Build the model, train it with `params` and keep the best validation checkpoint in
+    memory. The train stage and every search trial run exactly this."""
+    from transformers import set_seed
+
+    family, features, meta = prepared.family, prepared.features, prepared.meta
+    where = f"{section}.precision"
+    resolve_precision(params, where)  # refuse an impossible precision before loading anything
     check_class_weights(params, family.peft_task_type, task.type, f"{section}.class_weights")
     set_seed(params.seed)
-    tokenized_path = paths.tokenized_dir(task_name)
-    features = load_dataset_dir(tokenized_path, "tokenize")
-    raw = load_dataset_dir(paths.raw_dir(task_name), "download")
-    meta = tasks.parse_meta(task.type, read_meta(tokenized_path))
     weights = loss_weights(params, family, meta, features["train"], f"{section}.class_weights")
-    tokenizer = load_tokenizer(task.model, pretokenized=tasks.params_module(task.type).PRETOKENIZED_INPUT)
 
+    resume_from = last_checkpoint(checkpoints) if params.resume else None
+    if is_main_process() and not params.resume and checkpoints.exists():
+        shutil.rmtree(checkpoints)
     model = family.build_model(task, meta)
     if params.gradient_checkpointing:
         enable_activation_checkpointing(model)
+    optimizer = None
     if method == "lora":
         assert isinstance(params, LoraTrainParams)
-        model = apply_lora(model, params, family.peft_task_type, family.head_modules)
+        model = apply_lora(model, params, family.peft_task_type, family.head_modules, section)
     counts = count_parameters(model)
+    args = training_arguments(params, family, checkpoints, where)
+    if isinstance(params, LoraTrainParams):
+        optimizer = lora_optimizer(model, params, args)
 
     columns = family.model_columns()
     train_set = features["train"].select_columns([c for c in columns if c in features["train"].column_names])
     eval_set = features["validation"].select_columns([c for c in columns if c in features["validation"].column_names])
+    base = ordered_eval_trainer()
+    if weights is not None:
+        base = weighted_loss_trainer(base, list(weights.values()))
+    stopper = early_stopping_callback(params)
+    compute = family.train_metrics(meta, task, prepared.raw_validation, features["validation"])
+    if watch is not None:  # the search's collapse check sees each validation pass's predictions
+        compute = watch.wrap(compute)
+    trainer = family.trainer_class(base)(
+        model=model,
+        args=args,
+        data_collator=family.collator(prepared.tokenizer, task, meta),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=prepared.tokenizer,
+        compute_metrics=compute,
+        callbacks=[*callbacks, *([stopper] if stopper is not None else [])],
+        optimizers=(optimizer, None),
+    )
+    if watch is not None:
+        watch.trainer = trainer
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    return Fitted(trainer, result, time.perf_counter() - started, counts, weights, stopper, resume_from)
 
+
+def train(task_name: str, method: str, task: TaskParams, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one method for one task (with the search's chosen `overrides`, if any); write
+    the model out, its train info and dvclive curves."""
+    from dvclive import Live
+    from transformers.integrations import DVCLiveCallback
+
+    section = f"tasks.{task_name}.train_{method}"
+    params = with_overrides(method_params(task, method), overrides or {}, section)
+    precision = resolve_precision(params, f"{section}.precision")  # refuse impossible settings before loading
+    check_class_weights(params, tasks.family(task.type).peft_task_type, task.type, f"{section}.class_weights")
+    prepared = prepare(task_name, task)
     checkpoints = paths.checkpoint_dir(task_name, method)
-    resume_from = last_checkpoint(checkpoints) if params.resume else None
     main_process = is_main_process()
-    if main_process and not params.resume and checkpoints.exists():
-        shutil.rmtree(checkpoints)
 
     # Under `accelerate launch` every rank trains; only rank 0 logs and writes outs.
     live_target = paths.live_dir(task_name, method)
@@ -248,42 +329,26 @@ def train(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
         if main_process:
             live = Live(dir=str(live_tmp), save_dvc_exp=False, dvcyaml=None, report=None, resume=False)
             callbacks.append(DVCLiveCallback(live=live))
-        base = ordered_eval_trainer()
-        if weights is not None:
-            base = weighted_loss_trainer(base, list(weights.values()))
-        stopper = early_stopping_callback(params)
-        if stopper is not None:
-            callbacks.append(stopper)
-        trainer = family.trainer_class(base)(
-            model=model,
-            args=training_arguments(params, family, checkpoints, where),
-            data_collator=family.collator(tokenizer, task, meta),
-            train_dataset=train_set,
-            eval_dataset=eval_set,
-            processing_class=tokenizer,
-            compute_metrics=family.train_metrics(meta, task, raw["validation"], features["validation"]),
-            callbacks=callbacks,
-        )
-        started = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=resume_from)
-        elapsed = time.perf_counter() - started
+        fitted = fit(task_name, method, task, params, prepared, checkpoints, callbacks, section)
         if main_process:
             live.end()
             (live_tmp / "params.yaml").unlink(missing_ok=True)  # holds temp paths; params live in params.yaml
 
+    trainer, family = fitted.trainer, prepared.family
     peak, peak_kind = peak_memory_mb()
     info = {
-        **counts,
-        "train_seconds": round(elapsed, 2),
-        "train_samples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 3),
-        "train_steps": int(result.global_step),
+        **fitted.counts,
+        "train_seconds": round(fitted.seconds, 2),
+        "train_samples_per_second": round(fitted.result.metrics.get("train_samples_per_second", 0.0), 3),
+        "train_steps": int(fitted.result.global_step),
         "peak_memory_mb": round(peak, 1),
         "peak_memory_kind": peak_kind,
         "best_checkpoint_metric": trainer.state.best_metric,
-        **stopping_info(trainer.state, stopper, *selection_metric(params, family)),
-        "class_weights": weights,
-        "resumed_from_checkpoint": bool(resume_from),
+        **stopping_info(trainer.state, fitted.stopper, *selection_metric(params, family)),
+        "class_weights": fitted.weights,
+        "resumed_from_checkpoint": bool(fitted.resumed_from),
         "processes": int(os.environ.get("WORLD_SIZE", "1")),
+        "search_overrides": overrides or {},
         **precision.info("train_"),  # train_precision, train_device, train_cpu_bf16
     }
     if not main_process:
@@ -292,14 +357,16 @@ def train(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
     with atomic_dir(target) as out:
         trainer.model.save_pretrained(str(out))
         if method == "full":
-            tokenizer.save_pretrained(str(out))
+            prepared.tokenizer.save_pretrained(str(out))
+        else:
+            make_adapter_portable(out, task.model.name_or_path)
         (out / RUN_INFO).write_text(
             json.dumps(
                 {
                     "task": task_name,
                     "method": method,
                     "base_model": task.model.name_or_path,
-                    "meta": meta.model_dump(mode="json"),
+                    "meta": prepared.meta.model_dump(mode="json"),
                 },
                 indent=2,
                 sort_keys=True,
@@ -311,3 +378,31 @@ def train(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
         (out / TRAIN_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     shutil.rmtree(checkpoints, ignore_errors=True)
     return info
+
+
+def with_overrides(params: TrainParams, overrides: dict[str, Any], section: str) -> TrainParams:
+    """`params` with the search's chosen values, validated like params.yaml itself."""
+    if not overrides:
+        return params
+    model = type(params)
+    try:
+        return model.model_validate({**params.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise explain_validation_error(exc, model, section) from exc
+
+
+def make_adapter_portable(out: Path, base_model: str) -> None:
+    """peft records the base model's resolved path (inside this machine's virtual
+    environment for `package:` models); record it as params name it, so the adapter
+    and its hash are the same on every machine."""
+    for name in ("adapter_config.json",):
+        config_file = out / name
+        if config_file.exists():
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+            config["base_model_name_or_path"] = base_model
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    readme = out / "README.md"
+    if readme.exists():
+        text = readme.read_text(encoding="utf-8")
+        text = re.sub(r"(?m)^base_model:.*$", f"base_model: {base_model}", text)
+        readme.write_text(text, encoding="utf-8")
