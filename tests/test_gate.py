@@ -28,7 +28,14 @@ BIN = Path(sys.executable).parent
 QUALITY = {
     "t1": {
         "baseline": {"f1": 0.01, "precision": 0.02, "sentences": 100},
-        "full": {"f1": 0.40, "precision": 0.42, "sentences": 100, "per_type": {"person": {"f1": 0.5, "support": 10}}},
+        "full": {
+            "f1": 0.40,
+            "precision": 0.42,
+            "sentences": 100,
+            "per_type": {"person": {"f1": 0.5, "support": 10}},
+            "eval_precision": "bf16",  # strings and booleans that are no metric: never rows, never failures
+            "cpu_bf16": True,
+        },
         "lora": {"f1": 0.41, "precision": 0.43, "sentences": 100},
     },
     "t2": {"full": {"accuracy": 0.9, "loss": 0.3}, "lora": {"accuracy": 0.91, "loss": 0.28}},
@@ -156,16 +163,247 @@ def test_timing_noise_is_ignored_unless_asked(repo: Path, capsys):
 def test_task_new_or_removed_on_one_side(repo: Path, capsys):
     data = changed()
     data["t3"] = {"full": {"f1": 0.2}}
-    del data["t2"]
     data["t1"]["qlora"] = {"f1": 0.1}
     data["t1"]["full"]["exact_match"] = 0.3
     write_metrics(repo, data)
     code, out, err = check(capsys)
     assert (code, err) == (0, "")
-    assert "| t2 | – | – | – | – | – | removed task |" in out
     assert "| t3 | – | – | – | – | – | new task |" in out
     assert "| t1 | qlora | – | – | – | – | new |" in out
     assert "| t1 | full | exact_match | – | 0.3000 | – | new |" in out
+    # A task leaves by being taken out of pipeline.tasks; then its folder may go.
+    del data["t2"]
+    write_metrics(repo, data)
+    code, _, err = check(capsys)
+    assert code == 1 and err.startswith("error: metrics/t2/ is missing")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["pipeline"]["tasks"] = ["t1"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    code, out, err = check(capsys)
+    assert (code, err) == (0, "")
+    assert "| t2 | – | – | – | – | – | removed task (not in pipeline.tasks) |" in out
+
+
+def without(data: dict, task: str, method: str | None = None, key: str | None = None) -> dict:
+    out = json.loads(json.dumps(data))
+    if key is not None:
+        del out[task][method][key]
+    elif method is not None:
+        del out[task][method]
+    else:
+        del out[task]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("metrics", "errors"),
+    [
+        (
+            without(without(QUALITY, "t1", "full", "f1"), "t1", "lora", "f1"),
+            [
+                "error: metrics/t1/full.json: f1 is missing (0.4000 at HEAD)",
+                "error: metrics/t1/lora.json: f1 is missing (0.4100 at HEAD)",
+            ],
+        ),
+        (without(QUALITY, "t1", "lora"), ["error: metrics/t1/lora.json is missing (at HEAD it held f1, precision)"]),
+        (
+            without(QUALITY, "t2"),
+            [
+                "error: metrics/t2/ is missing (at HEAD it held full.json, lora.json); to retire a task, "
+                "take it out of pipeline.tasks"
+            ],
+        ),
+        (
+            {},
+            [
+                "error: metrics/t1/ is missing (at HEAD it held baseline.json, full.json, lora.json); to retire a "
+                "task, take it out of pipeline.tasks",
+                "error: metrics/t2/ is missing (at HEAD it held full.json, lora.json); to retire a task, "
+                "take it out of pipeline.tasks",
+            ],
+        ),
+    ],
+    ids=["f1-keys", "lora.json", "task-folder", "all-of-metrics"],
+)
+def test_removed_metrics_fail_naming_file_and_key(repo: Path, capsys, metrics, errors):
+    write_metrics(repo, metrics)  # {}: no metrics/ folder at all
+    code, out, err = check(capsys)
+    assert code == 1 and err.splitlines() == errors
+    assert "**FAIL**" in out
+
+
+def test_removed_ungated_metric_is_reported_not_failed(repo: Path, capsys):
+    write_metrics(repo, without(QUALITY, "t1", "full", "sentences"))
+    code, out, err = check(capsys)
+    assert (code, err) == (0, "")
+    assert "| t1 | full | sentences | 100 | – | – | removed |" in out
+    write_params(repo, {"t1": {"f1": {"max_drop": None}}})  # null: reported, never gated, removal included
+    write_metrics(repo, without(QUALITY, "t1", "full", "f1"))
+    code, out, err = check(capsys)
+    assert (code, err) == (0, "")
+    assert "| t1 | full | f1 | 0.4000 | – | – | removed |" in out
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, "f1 is null, not a number"),
+        ("0.45", 'f1 is the string "0.45", not a number'),
+        (True, "f1 is true, not a number"),
+        ([0.4], "f1 is a JSON array, not a number"),
+        (float("nan"), "f1 is nan, not a finite number"),
+        (float("inf"), "f1 is inf, not a finite number"),
+        (12.0, "f1 = 12 is outside its range [0, 1]"),
+        (-0.2, "f1 = -0.2 is outside its range [0, 1]"),
+    ],
+)
+def test_invalid_headline_values_fail_with_one_line(repo: Path, capsys, value, message):
+    write_metrics(repo, changed(t1_full={"f1": value}))
+    code, out, err = check(capsys)
+    assert code == 1
+    assert err.splitlines() == [f"error: metrics/t1/full.json: {message}"]
+    assert "| t1 | full | f1 | 0.4000 |" in out and "**FAIL**: not a valid value |" in out
+
+
+def test_ranges_by_name_and_by_rule(repo: Path, capsys):
+    write_metrics(repo, changed(t2_full={"loss": -0.1}, t2_lora={"accuracy": 1.5}))
+    code, _, err = check(capsys)
+    assert code == 1 and err.splitlines() == [
+        "error: metrics/t2/full.json: loss = -0.1 is outside its range [0, inf]",
+        "error: metrics/t2/lora.json: accuracy = 1.5 is outside its range [0, 1]",
+    ]
+    # A metric on another scale says so in its rule.
+    write_params(repo, {"t2": {"accuracy": {"max_drop": 1.0, "range": [0, 100]}}})
+    write_metrics(repo, changed(t2_lora={"accuracy": 91.0}))
+    code, out, err = check(capsys)
+    assert (code, err) == (0, "")
+    assert "| t2 | lora | accuracy | 0.9100 | 91.0000 | +90.0900 (+9900.0%) | improved |" in out
+
+
+def test_integer_headline_metric_stays_gated(repo: Path, capsys):
+    """Integers are counts, except under a headline name: an f1 written as 1 then null still fails."""
+    write_metrics(repo, changed(t1_full={"f1": 1}))
+    git(repo, "commit", "-qam", "a perfect score written as an integer")
+    write_metrics(repo, changed(t1_full={"f1": 0}))
+    code, _, err = check(capsys)
+    assert code == 1 and err.splitlines() == ["error: t1/full.f1 fell from 1 to 0 (-1), more than the allowed 0.0100"]
+    write_metrics(repo, changed(t1_full={"f1": None}))
+    code, _, err = check(capsys)
+    assert code == 1 and err.splitlines() == ["error: metrics/t1/full.json: f1 is null, not a number"]
+
+
+def test_new_task_with_invalid_values_fails(repo: Path, capsys):
+    data = changed()
+    data["t3"] = {"full": {"f1": 7.0, "accuracy": None, "eval_device": "cpu"}}
+    write_metrics(repo, data)
+    code, out, err = check(capsys)
+    assert code == 1 and err.splitlines() == [
+        "error: metrics/t3/full.json: accuracy is null, not a number",
+        "error: metrics/t3/full.json: f1 = 7 is outside its range [0, 1]",
+    ]
+    assert "eval_device" not in out  # strings that are no metric stay out
+
+
+def test_method_file_that_is_not_an_object_fails(repo: Path, capsys):
+    write_metrics(repo, QUALITY)
+    (repo / "metrics" / "t1" / "lora.json").write_text(json.dumps([{"f1": 0.41}]))
+    code, out, err = check(capsys)
+    assert code == 1
+    assert err.splitlines() == ["error: metrics/t1/lora.json: the top level is a JSON array, not an object of metrics"]
+    assert "| t1 | lora | – | – | – | – | **FAIL**: not an object |" in out
+
+
+def test_nan_at_the_base_is_not_compared_and_says_so(repo: Path, capsys):
+    write_metrics(repo, changed(t1_full={"f1": float("nan")}))
+    git(repo, "commit", "-qam", "a nan slipped in")
+    write_metrics(repo, changed(t1_full={"f1": 0.05}))
+    code, out, err = check(capsys)
+    assert code == 0
+    assert err.splitlines() == [
+        "warning: t1/full.f1: the value at HEAD is nan, not a finite number; 0.0500 is checked on its own"
+    ]
+    assert "| t1 | full | f1 | nan | 0.0500 | – | not compared: the value at HEAD is nan, not a finite number |" in out
+    # NaN on both sides is no "unchanged": the new value fails.
+    write_metrics(repo, changed(t1_full={"f1": float("nan")}))
+    code, _, err = check(capsys)
+    assert code == 1 and err.splitlines() == ["error: metrics/t1/full.json: f1 is nan, not a finite number"]
+
+
+def test_non_utf8_metrics_and_params_exit_2_with_one_line(repo: Path, capsys):
+    path = repo / "metrics" / "t1" / "full.json"
+    path.write_bytes(b'{"f1": 0.4, "note": "caf\xe9"}')
+    code, out, err = check(capsys)
+    assert (code, out) == (2, "")
+    assert err == "error: metrics/t1/full.json is not UTF-8 text (byte 0xe9 at offset 24)\n"
+    git(repo, "commit", "-qam", "latin-1 at the revision")
+    write_metrics(repo, QUALITY)
+    code, _, err = check(capsys)
+    assert code == 2 and err == "error: HEAD:metrics/t1/full.json is not UTF-8 text (byte 0xe9 at offset 24)\n"
+    (repo / "params.yaml").write_bytes(b"tasks: {t1: {type: \xff}}\n")
+    code, _, err = check(capsys, "HEAD~1")
+    assert code == 2 and err == "error: params.yaml is not UTF-8 text\n"
+
+
+def drop_f1(repo: Path, f1: float, message: str) -> None:
+    write_metrics(repo, changed(t1_full={"f1": f1}))
+    git(repo, "commit", "-qam", message)
+
+
+def test_pinned_reference_stops_drift_across_pull_requests(repo: Path, capsys):
+    git(repo, "tag", "v1")
+    (repo / "params.yaml").write_text((repo / "params.yaml").read_text() + "gate: {reference: v1}\n")
+    git(repo, "commit", "-qam", "pin v1")
+    # Each pull request costs 0.006 of f1, within the default 0.01 of its base.
+    write_metrics(repo, changed(t1_full={"f1": 0.394}))
+    code, out, err = check(capsys)
+    assert (code, err) == (0, "")
+    assert "**against the pinned reference** `v1`: 1 moved, none failed." in out
+    drop_f1(repo, 0.394, "pr 1")
+    write_metrics(repo, changed(t1_full={"f1": 0.388}))
+    code, out, err = check(capsys)
+    assert code == 1
+    assert "| t1 | full | f1 | 0.3940 | 0.3880 | -0.0060 (-1.5%) | within tolerance (0.0100) |" in out
+    assert "| t1 | full | f1 | 0.4000 | 0.3880 | -0.0120 (-3.0%) | **FAIL**: beyond tolerance |" in out
+    assert err.splitlines() == [
+        "error: t1/full.f1 fell from 0.4000 to 0.3880 (-0.0120) since the pinned reference v1, "
+        "more than the allowed 0.0100"
+    ]
+    # Without the pin the same step passes: the drops add up unseen.
+    write_params(repo)
+    code, _, err = check(capsys)
+    assert (code, err) == (0, "")
+
+
+def test_pinned_reference_file_and_same_commit(repo: Path, capsys):
+    code, out, _ = check(capsys, "--write-reference", "gate-reference.json")
+    assert code == 0 and out.startswith("wrote gate-reference.json: 2 tasks")
+    reference = json.loads((repo / "gate-reference.json").read_text())
+    assert reference["t1"]["full"] == QUALITY["t1"]["full"] and "full-cost" not in reference["t1"]
+    (repo / "params.yaml").write_text(
+        (repo / "params.yaml").read_text() + "gate: {reference_file: gate-reference.json}\n"
+    )
+    code, _, err = check(capsys)
+    assert code == 2 and err.startswith(
+        "error: params.yaml: 'gate.reference_file' gate-reference.json is not committed"
+    )
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "pin a file")
+    drop_f1(repo, 0.392, "pr 1")
+    write_metrics(repo, changed(t1_full={"f1": 0.385}, t1_lora={"f1": 0.0}))
+    code, out, err = check(capsys)
+    assert code == 1 and err.splitlines() == [
+        "error: t1/lora.f1 fell from 0.4100 to 0.0000 (-0.4100), more than the allowed 0.0100",
+        "error: t1/full.f1 fell from 0.4000 to 0.3850 (-0.0150) since the pinned reference gate-reference.json, "
+        "more than the allowed 0.0100",
+        "error: t1/lora.f1 fell from 0.4100 to 0.0000 (-0.4100) since the pinned reference gate-reference.json, "
+        "more than the allowed 0.0100",
+    ]
+    # A reference that is the revision itself is compared once.
+    write_params(repo)
+    (repo / "params.yaml").write_text((repo / "params.yaml").read_text() + "gate: {reference: main}\n")
+    code, out, err = check(capsys)
+    assert code == 1 and len(err.splitlines()) == 1 and "pinned" not in err
+    assert "The pinned reference `main` is `HEAD` itself: compared once." in out
 
 
 def test_lower_is_better(repo: Path, capsys):
@@ -191,6 +429,16 @@ def with_ci(values: dict, **intervals: tuple[float, float]) -> dict:
     return out
 
 
+def test_change_interval_is_mover_of_the_two_intervals():
+    # Symmetric arms: the half-widths add in quadrature.
+    low, high = gate.change_interval(0.40, 0.32, (0.38, 0.42), (0.30, 0.34))
+    assert low == pytest.approx(-0.08 - 0.02 * 2**0.5) and high == pytest.approx(-0.08 + 0.02 * 2**0.5)
+    # Asymmetric arms: the lower end takes the new value's lower arm and the old value's upper arm.
+    low, high = gate.change_interval(0.10, 0.20, (0.07, 0.11), (0.18, 0.26))
+    assert low == pytest.approx(0.10 - (0.02**2 + 0.01**2) ** 0.5)
+    assert high == pytest.approx(0.10 + (0.06**2 + 0.03**2) ** 0.5)
+
+
 def test_interval_verdicts(repo: Path, capsys):
     write_params(repo, {"t1": {"default": {"max_drop": 0.05}}})
     old = changed()
@@ -199,13 +447,13 @@ def test_interval_verdicts(repo: Path, capsys):
     write_metrics(repo, old)
     git(repo, "commit", "-qam", "intervals")
     new = json.loads(json.dumps(old))
-    # full.f1: drop 0.08 > 0.05 and the new interval lies below 0.40: outside noise.
+    # full.f1: drop 0.08 > 0.05; change interval -0.08 ± 0.028 excludes 0: outside noise.
     new["t1"]["full"].update(f1=0.32, f1_ci_low=0.30, f1_ci_high=0.34)
-    # lora.f1: drop 0.07 > 0.05, but the new interval still reaches 0.41: within noise (fails all the same).
+    # lora.f1: drop 0.07 > 0.05; change interval [-0.160, +0.020] reaches 0: within noise (fails all the same).
     new["t1"]["lora"].update(f1=0.34, f1_ci_low=0.29, f1_ci_high=0.415)
-    # full.precision: drop 0.03 <= 0.05 but more than the half-width 0.02: warned, not failed.
+    # full.precision: drop 0.03 <= 0.05; change interval [-0.058, -0.002] excludes 0 and reaches past -0.05: warn.
     new["t1"]["full"].update(precision=0.39, precision_ci_low=0.37, precision_ci_high=0.41)
-    # lora.precision: drop 0.005 within the half-width 0.01: within tolerance.
+    # lora.precision: drop 0.005; change interval [-0.019, +0.009] lies within ±0.05 and reaches 0: passes quietly.
     new["t1"]["lora"].update(precision=0.425, precision_ci_low=0.415, precision_ci_high=0.435)
     write_metrics(repo, new)
     code, out, err = check(capsys)
@@ -220,7 +468,7 @@ def test_interval_verdicts(repo: Path, capsys):
     )
     assert (
         "| t1 | full | precision | 0.4200 [0.4000, 0.4400] | 0.3900 [0.3700, 0.4100] | -0.0300 (-7.1%) | "
-        "warn: larger than noise (±0.0200), within tolerance (0.0500) |" in out
+        "warn: within tolerance (0.0500), change in [-0.0583, -0.0017], outside noise |" in out
     )
     assert (
         "| t1 | lora | precision | 0.4300 [0.4200, 0.4400] | 0.4250 [0.4150, 0.4350] | -0.0050 (-1.2%) | "
@@ -228,11 +476,46 @@ def test_interval_verdicts(repo: Path, capsys):
     )
     assert "_ci_" not in out  # interval bounds annotate their metric, never rows of their own
     assert err.splitlines() == [
-        "warning: t1/full.precision fell from 0.4200 to 0.3900 (-0.0300): more than the interval half-width "
-        "0.0200, within the allowed 0.0500",
+        "warning: t1/full.precision fell from 0.4200 to 0.3900 (-0.0300), within the allowed 0.0500; the interval "
+        "of the change [-0.0583, -0.0017]: it excludes 0 (a real drop) and it reaches past -0.0500 (the test set "
+        "cannot show the drop is within tolerance)",
         "error: t1/full.f1 fell from 0.4000 to 0.3200 (-0.0800), more than the allowed 0.0500",
         "error: t1/lora.f1 fell from 0.4100 to 0.3400 (-0.0700), more than the allowed 0.0500",
     ]
+
+
+def test_warn_fires_with_the_default_tolerance(repo: Path, capsys):
+    """Half-widths like the committed metrics' (0.0175 and up): a drop of 0.004, within the default 0.01,
+    cannot be shown to be within it, so it warns; with intervals ±0.002 the same drop is a real one (warned)
+    and a drop of 0.001 passes quietly."""
+    old = changed()
+    old["t2"]["full"] = with_ci(old["t2"]["full"], accuracy=(0.8825, 0.9175))
+    write_metrics(repo, old)
+    git(repo, "commit", "-qam", "intervals")
+    new = json.loads(json.dumps(old))
+    new["t2"]["full"].update(accuracy=0.896, accuracy_ci_low=0.8785, accuracy_ci_high=0.9135)
+    write_metrics(repo, new)
+    code, out, err = check(capsys)
+    assert code == 0
+    assert "| t2 | full | accuracy | 0.9000 [0.8825, 0.9175] | 0.8960 [0.8785, 0.9135] | -0.0040 (-0.4%) | " in out
+    assert "warn: within tolerance (0.0100), change in [-0.0287, +0.0207], within noise |" in out
+    assert err.splitlines() == [
+        "warning: t2/full.accuracy fell from 0.9000 to 0.8960 (-0.0040), within the allowed 0.0100; the interval "
+        "of the change [-0.0287, +0.0207]: it reaches past -0.0100 (the test set cannot show the drop is within "
+        "tolerance)"
+    ]
+    old["t2"]["full"].update(accuracy_ci_low=0.898, accuracy_ci_high=0.902)
+    write_metrics(repo, old)
+    git(repo, "commit", "-qam", "narrow intervals")
+    new["t2"]["full"].update(accuracy_ci_low=0.894, accuracy_ci_high=0.898)
+    write_metrics(repo, new)
+    code, out, err = check(capsys)
+    assert code == 0 and err.endswith("the interval of the change [-0.0068, -0.0012]: it excludes 0 (a real drop)\n")
+    new["t2"]["full"].update(accuracy=0.899, accuracy_ci_low=0.897, accuracy_ci_high=0.901)
+    write_metrics(repo, new)
+    code, out, err = check(capsys)
+    assert (code, err) == (0, "")
+    assert "| -0.0010 (-0.1%) | within tolerance (0.0100) |" in out
 
 
 def test_md_file_and_default_revision(repo: Path, capsys, monkeypatch):
@@ -268,6 +551,36 @@ def test_bad_params_exit_2_with_one_line(repo: Path, capsys, gates, message):
     code, out, err = check(capsys)
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1 and err.startswith("error: " + message), err
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        (
+            "gate: {reference: v1, reference_file: ref.json}",
+            "'gate': Value error, set reference or reference_file, not both",
+        ),
+        ("gate: {refrence: v1}", "'gate.refrence': unknown key (did you mean 'reference'?)"),
+        ("gate: {reference: no-such-tag}", "'gate.reference': unknown revision 'no-such-tag'"),
+        ("gate: {reference_file: metrics/t1/full.json}", "HEAD:metrics/t1/full.json must hold {task: {method:"),
+        ("tasks: {t1: {gate: {f1: {max_drop: 0.1, range: [1, 0]}}}}", "'tasks.t1.gate.f1': Value error, range must be"),
+    ],
+)
+def test_bad_gate_settings_exit_2_with_one_line(repo: Path, capsys, section, message):
+    (repo / "params.yaml").write_text(section + "\n")
+    code, out, err = check(capsys)
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert message in err, err
+
+
+def test_stages_accept_the_top_level_gate_section(tmp_path: Path):
+    from reprotune.tasks import load_all
+
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text() + "\ngate: {reference: v1}\n")
+    pipeline, tasks = load_all(params)
+    assert set(pipeline.tasks) <= set(tasks)
 
 
 def test_unknown_revision_and_bad_json_exit_2(repo: Path, capsys):
