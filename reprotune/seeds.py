@@ -1,15 +1,15 @@
 """reprotune-seeds: one task trained with several seeds, each seed a DVC experiment (so each is
 cached and reproducible on its own), summarised as mean ± standard deviation per method and a
-paired LoRA-against-full test that uses every seed's predictions.
+LoRA-against-full test whose interval and verdict include the seeds' variance.
 
     reprotune-seeds run wnut16 --seeds 43 44     # `dvc exp run --temp` per seed: both methods get it
     reprotune-seeds report wnut16                # metrics/wnut16/seeds.json + reports/seeds/wnut16.md
 
 The workspace's own run counts as one seed. `report` takes the experiments of the current
 commit whose params differ from the workspace's only in `train_full.seed` / `train_lora.seed`
-of that task (and set both alike), reads their prediction tables from the DVC cache, and pools
-them: each test example's statistics are summed over seeds, so the paired bootstrap resamples
-examples and every resample sees all seeds.
+of that task (and set both alike), reads their prediction tables from the DVC cache, and tests
+LoRA - full across seeds: the difference of the per-seed means, with the seeds' spread and the
+test examples' in its variance (`uncertainty.seed_difference`), against the task's margin.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from reprotune.core.arrow import read_meta
 from reprotune.core.atomic import write_json, write_text
 from reprotune.core.cli import run_stage
 from reprotune.core.errors import ReprotuneError
-from reprotune.evaluation.paired import aligned_stats
-from reprotune.evaluation.uncertainty import compare_methods, significance_metrics, verdict
+from reprotune.evaluation.paired import aligned_stats, margins, verdict_metric
+from reprotune.evaluation.uncertainty import PairedResult, seed_difference, significance_metrics, verdict
+from reprotune.reporting.report import seeds_verdict_sentence
 
 SEED_KEYS = ("train_full", "train_lora")
 
@@ -113,16 +114,6 @@ def load_predictions(task_name: str, runs: dict[int, str | None]) -> dict[int, d
     return out
 
 
-def pooled(per_seed: list[pd.DataFrame]) -> pd.DataFrame:
-    """Each example's statistics summed over seeds (additive headlines then pool the seeds)."""
-    first = per_seed[0]
-    numeric = first.select_dtypes("number").columns
-    total = first.copy()
-    for frame in per_seed[1:]:
-        total[numeric] = total[numeric].to_numpy() + frame[numeric].to_numpy()
-    return total
-
-
 def summarise(
     task_name: str,
     type_name: str,
@@ -131,8 +122,11 @@ def summarise(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    margin_of: dict[str, float] | None = None,
+    headline_metric: str | None = None,
 ) -> dict[str, Any]:
-    """Per-seed headline metrics, their mean and sd, and the pooled paired test of LoRA - full."""
+    """Per-seed headline metrics, their mean and sd, and LoRA - full tested across seeds
+    (``seeds.lora_minus_full.<metric>.*``, with the margin keys where ``margin_of`` names one)."""
     metrics = tasks.metrics(type_name)
     stats = {run: aligned_stats(tables, meta, type_name) for run, tables in predictions.items()}
     per_seed: dict[str, dict[str, list[float]]] = {}
@@ -142,18 +136,31 @@ def summarise(
             headline = metrics.HEADLINE(stats[run][method])
             for key in metrics.HEADLINE_KEYS:
                 per_seed[method][key].append(float(headline[key]))
-    pooled_stats = {method: pooled([stats[run][method] for run in stats]) for method in paths.METHODS}
-    paired = compare_methods(
-        pooled_stats, metrics.HEADLINE, metrics.HEADLINE_KEYS, resamples, seed, level, comparisons=[("full", "lora")]
-    )
     summary: dict[str, Any] = {"seeds": len(stats), "seed_values": list(stats)}
     for method, by_key in per_seed.items():
         for key, values in by_key.items():
             summary[f"{method}.{key}.mean"] = round(statistics.fmean(values), 6)
             summary[f"{method}.{key}.sd"] = round(statistics.stdev(values), 6) if len(values) > 1 else 0.0
             summary[f"{method}.{key}.per_seed"] = [round(value, 6) for value in values]
-    summary.update({f"pooled.{key}": value for key, value in significance_metrics(paired).items()})
-    summary["verdicts"] = {metric: verdict(result) for metric, result in paired.get("lora_minus_full", {}).items()}
+    if len(stats) < 2:
+        return summary
+    results: dict[str, PairedResult] = {
+        key: seed_difference(
+            [stats[run]["full"] for run in stats],
+            [stats[run]["lora"] for run in stats],
+            metrics.HEADLINE,
+            key,
+            resamples,
+            seed,
+            level,
+            names=("full", "LoRA"),
+            margin=(margin_of or {}).get(key),
+        )
+        for key in metrics.HEADLINE_KEYS
+    }
+    summary.update({f"seeds.{key}": value for key, value in significance_metrics({"lora_minus_full": results}).items()})
+    summary["verdict_metric"] = headline_metric or metrics.HEADLINE_KEYS[0]
+    summary["verdicts"] = {metric: verdict(result) for metric, result in results.items()}
     return summary
 
 
@@ -170,13 +177,16 @@ def markdown(task_name: str, summary: dict[str, Any], keys: tuple[str, ...]) -> 
         lora = [summary[f"lora.{key}.{part}"] for part in ("mean", "sd", "per_seed")]
         per = "; ".join(f"{a:.4f} / {b:.4f}" for a, b in zip(full[2], lora[2], strict=True))
         lines.append(f"| {key} | {full[0]:.4f} ± {full[1]:.4f} | {lora[0]:.4f} ± {lora[1]:.4f} | {per} |")
+    sentence = seeds_verdict_sentence(summary)
     lines += [
         "",
-        "Paired on the same test examples, every seed's predictions pooled (each example's "
-        "statistics summed over seeds):",
+        *([sentence, ""] if sentence else []),
+        "LoRA − full across seeds: the mean over seeds of each method's score on the same test examples, "
+        "tested with both the seeds' spread and the test examples' (a seed-level t-test with the "
+        "paired-bootstrap variance of the examples added):",
         "",
     ]
-    lines += [f"- {metric}: {text}" for metric, text in summary["verdicts"].items()]
+    lines += [f"- {metric}: {text}" for metric, text in summary.get("verdicts", {}).items()]
     return "\n".join(lines) + "\n"
 
 
@@ -190,8 +200,17 @@ def report(task_name: str) -> Path:
         )
     meta = tasks.parse_meta(task.type, read_meta(paths.tokenized_dir(task_name)))
     settings = task.error_analysis.significance
+    keys = tasks.metrics(task.type).HEADLINE_KEYS
     summary = summarise(
-        task_name, task.type, load_predictions(task_name, runs), meta, settings.resamples, settings.seed, settings.level
+        task_name,
+        task.type,
+        load_predictions(task_name, runs),
+        meta,
+        settings.resamples,
+        settings.seed,
+        settings.level,
+        margin_of=margins(task, keys),
+        headline_metric=verdict_metric(task, keys),
     )
     write_json(paths.seeds_file(task_name), summary)
     target = Path("reports") / "seeds" / f"{task_name}.md"
@@ -207,7 +226,7 @@ def main(argv: list[str]) -> str:
     run = sub.add_parser("run", help="train and evaluate more seeds as DVC experiments")
     run.add_argument("task")
     run.add_argument("--seeds", type=int, nargs="+", required=True)
-    summary = sub.add_parser("report", help="mean ± sd over seeds and the pooled paired test")
+    summary = sub.add_parser("report", help="mean ± sd over seeds and LoRA - full tested across seeds")
     summary.add_argument("task")
     args = parser.parse_args(argv)
     if args.command == "run":

@@ -1,5 +1,6 @@
 """error-analysis: compare full and LoRA (and the baseline) error by error (reports/<task>/), and
-test whether their headline differences are significant (metrics/<task>/significance.json)."""
+test whether their headline differences are significant and whether LoRA is good enough against
+full within `error_analysis.margin` (metrics/<task>/significance.json)."""
 
 import pandas as pd
 
@@ -9,8 +10,7 @@ from reprotune.core.arrow import read_meta
 from reprotune.core.atomic import atomic_dir, write_json, write_text
 from reprotune.core.cli import expect_args, run_stage
 from reprotune.core.errors import ReprotuneError
-from reprotune.evaluation.paired import significance, significance_lines, with_section
-from reprotune.evaluation.uncertainty import significance_metrics
+from reprotune.evaluation.paired import significance, significance_json, significance_lines, with_section
 
 
 def main(args: list[str]) -> str:
@@ -33,7 +33,7 @@ def main(args: list[str]) -> str:
                 summary_file, with_section(summary_file.read_text(encoding="utf-8"), significance_lines(results))
             )
     write_json(paths.error_summary_file(task_name), summary)
-    write_json(paths.significance_file(task_name), significance_metrics(results))
+    write_json(paths.significance_file(task_name), significance_json(results, task))
     return f"error-analysis {task_name}: read {paths.report_dir(task_name) / 'summary.md'} first"
 
 

@@ -146,3 +146,72 @@ def test_metrics_without_intervals_read_as_before(tmp_path: Path) -> None:
     markdown = build({"t": "ner"}, tmp_path / "metrics", out)
     assert "| f1 | 0.0500 | 0.3890 | 0.4070 |" in markdown
     assert "How to read this" not in markdown and "against full" not in markdown
+
+
+# ----------------------------------------------------------------------------- the one-sentence verdict
+
+
+def margin_keys(verdict: str, low: float, high: float, **extra: float) -> dict:
+    keys = {"ci_low": low, "ci_high": high, "difference": (low + high) / 2, "margin": 0.01, "verdict": verdict}
+    keys |= {"detectable": 0.041, "p_value": 0.3, "significant": 0} | extra
+    return {f"lora_minus_full.f1.{key}": value for key, value in keys.items()} | {
+        "level": 0.95,
+        "examples": 377,
+        "verdict_metric": "f1",
+    }
+
+
+COSTS = {
+    "full": {"trainable_params": 22_573_461, "shipped_bytes": 91_020_185},
+    "lora": {"trainable_params": 144_405, "shipped_bytes": 596_546},
+}
+
+
+def test_each_verdict_reads_as_one_sentence_in_points() -> None:
+    from reprotune.reporting.report import verdict_sentence
+
+    def sentence(verdict: str, low: float, high: float, **extra: float) -> str | None:
+        return verdict_sentence(margin_keys(verdict, low, high, **extra), "lora_minus_full.f1.", "f1", COSTS)
+
+    assert sentence("good enough", -0.008, 0.03) == (
+        "LoRA is good enough here: at worst 0.8 F1 points below full (95% bound), "
+        "with 0.64% of the trainable parameters and 1/153 of the shipped size."
+    )
+    assert sentence("worse", -0.06, -0.031) == "LoRA is worse: by 3.1 to 6.0 F1 points (95% interval)."
+    assert sentence("too small to tell", -0.018, 0.059, examples_needed=9437) == (
+        "The test set is too small to tell within 1 F1 point: it would take about 9,400 test examples (it has 377)."
+    )
+    assert sentence("better", 0.008, 0.036).startswith("LoRA is better here: by 0.8 to 3.6 F1 points")
+    assert sentence("equivalent", -0.004, 0.006).startswith(
+        "LoRA is as good as full here: within ±1 F1 point (95% interval \u22120.4 to +0.6 F1 points)"
+    )
+    assert verdict_sentence({}, "lora_minus_full.f1.", "f1", COSTS) is None
+
+
+def test_a_task_section_opens_with_the_verdict_and_the_one_seed_caveat(tmp_path: Path) -> None:
+    write_task(tmp_path, intervals=True, significance=SIGNIFICANCE | margin_keys("too small to tell", -0.012, 0.047))
+    out = tmp_path / "out"
+    out.mkdir()
+    markdown = build({"t": "ner"}, tmp_path / "metrics", out)
+    section = markdown[markdown.index("## t (ner)") :]
+    assert section.startswith("## t (ner)\n\n**The test set is too small to tell within 1 F1 point")
+    assert "more training seeds would be needed" in section  # no examples_needed key
+    assert "the smallest difference these 377 test examples could detect: 4.1 F1 points (80% power)" in section
+    assert "One training seed per method: the intervals cover the test sample, not another training run" in section
+    assert "`reprotune-seeds run t --seeds 43 44`" in section
+    assert section.index("One training seed") < section.index("| | baseline | full | LoRA |")
+
+
+def test_with_two_seeds_or_more_the_verdict_is_the_seed_test(tmp_path: Path) -> None:
+    write_task(tmp_path, intervals=True, significance=SIGNIFICANCE | margin_keys("too small to tell", -0.012, 0.047))
+    seeds = {"seeds": 3, "seed_values": [42, 43, 44], "verdict_metric": "f1"}
+    seeds |= {f"seeds.{key}": value for key, value in margin_keys("worse", -0.06, -0.031).items()}
+    seeds |= {"full.f1.mean": 0.39, "full.f1.sd": 0.01, "lora.f1.mean": 0.35, "lora.f1.sd": 0.02}
+    seeds |= {"verdicts": {"f1": "LoRA − full = −0.045 [−0.060, −0.031], p = 0.004: significant at 95%"}}
+    (tmp_path / "metrics" / "t" / "seeds.json").write_text(json.dumps(seeds))
+    out = tmp_path / "out"
+    out.mkdir()
+    markdown = build({"t": "ner"}, tmp_path / "metrics", out)
+    assert "**Across 3 training seeds: LoRA is worse: by 3.1 to 6.0 F1 points (95% interval).**" in markdown
+    assert "One training seed per method" not in markdown
+    assert "- across seeds, f1: LoRA − full = −0.045" in markdown

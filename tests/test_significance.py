@@ -127,7 +127,7 @@ def test_a_clear_improvement_is_significant_and_worded(test):
     assert summary.endswith("Errors per kind:\n")
 
 
-def test_classification_accuracy_uses_mcnemar():
+def test_classification_accuracy_is_decided_by_the_bootstrap_with_mcnemar_beside_it():
     gold = ["pos", "neg"] * 40
 
     def frame(rate: float, seed: int) -> pd.DataFrame:
@@ -138,8 +138,10 @@ def test_classification_accuracy_uses_mcnemar():
     results = stage.significance(
         {"baseline": frame(0.5, 6), "full": frame(0.7, 7), "lora": frame(0.7, 7)}, CLS_META, task("classification")
     )
-    assert results["lora_minus_full"]["accuracy"].test == "McNemar"
-    assert results["lora_minus_full"]["accuracy"].p_value == 1.0
+    accuracy = results["lora_minus_full"]["accuracy"]
+    assert accuracy.test == "paired bootstrap" and accuracy.p_value == 1.0 and accuracy.mcnemar_p_value == 1.0
+    flat = significance_metrics(results)
+    assert flat["lora_minus_full.accuracy.mcnemar_p_value"] == 1.0 and "lora_minus_full.mcc.mcnemar_p_value" not in flat
     assert results["lora_minus_full"]["mcc"].test == "paired bootstrap"
     assert set(results["full_minus_baseline"]) == set(classification.HEADLINE_KEYS)
 
@@ -210,9 +212,35 @@ def test_the_stage_writes_significance_json_and_the_verdicts_into_summary_md(tmp
     assert summary.startswith("# NER error analysis\n\n## Are the differences significant?")
     assert "- f1: LoRA \u2212 full = +0.000 [+0.000, +0.000], p = 1.00: not significant at 95%" in summary
     assert "Errors per kind" in summary and (tmp_path / "metrics" / "t" / "error_summary.json").exists()
+    # identical predictions: equivalent at the default margin of 1 point, and every margin key is there
+    assert flat["verdict_metric"] == "f1" and flat["lora_minus_full.f1.margin"] == 0.01
+    assert flat["lora_minus_full.f1.verdict"] == "equivalent" and flat["lora_minus_full.f1.equivalent"] == 1
+    assert flat["lora_minus_full.f1.noninferior"] == 1 and "full_minus_baseline.f1.margin" not in flat
+    assert "## Is LoRA good enough?" in summary and "- f1 (margin 0.01): **equivalent**" in summary
 
 
-def test_two_training_seeds_give_mean_sd_and_a_pooled_paired_test(
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"margins": {"accuracy": 0.02}}, "'error_analysis.margins' names 'accuracy', not a headline metric of ner"),
+        ({"verdict_metric": "f2"}, "'error_analysis.verdict_metric' is 'f2', not a headline metric of ner"),
+    ],
+)
+def test_a_margin_for_a_metric_the_family_lacks_is_one_error_line(settings, message):
+    frame = ner_frame(hits(20, 0.5, 1))
+    bad = SimpleNamespace(type="ner", error_analysis=ErrorAnalysisParams(**settings))
+    with pytest.raises(ReprotuneError, match=message.replace("(", r"\(")) as caught:
+        stage.significance({"full": frame, "lora": frame}, NER_META, bad)
+    assert "allowed: f1, precision, recall" in str(caught.value)
+
+
+def test_margins_per_metric_replace_the_default():
+    settings = ErrorAnalysisParams(margin=0.02, margins={"recall": 0.5})
+    task = SimpleNamespace(type="ner", error_analysis=settings)
+    assert stage.margins(task, ner.HEADLINE_KEYS) == {"f1": 0.02, "precision": 0.02, "recall": 0.5}
+
+
+def test_two_training_seeds_give_mean_sd_and_a_test_across_seeds(
     scratch_reproduced: tuple[Path, dict], tmp_path: Path
 ) -> None:
     """reprotune-seeds on the one-task scratch project (tests/scratch.py, task `t`)."""
@@ -226,8 +254,18 @@ def test_two_training_seeds_give_mean_sd_and_a_pooled_paired_test(
     assert len(summary["full.f1.per_seed"]) == 2 and summary["full.f1.sd"] >= 0
     workspace = json.loads((repo / "metrics" / "t" / "full.json").read_text())
     assert workspace["f1"] == pytest.approx(summary["full.f1.per_seed"][1], abs=1e-6), "seed 42 is the workspace"
-    assert "lora_minus_full.f1.p_value" in {key.removeprefix("pooled.") for key in summary}
+    assert summary["seeds.lora_minus_full.f1.test"] == "seed t-test with test-example variance"
+    per_seed = [lora - full for full, lora in zip(summary["full.f1.per_seed"], summary["lora.f1.per_seed"])]
+    assert summary["seeds.lora_minus_full.f1.difference"] == pytest.approx(sum(per_seed) / 2, abs=1e-6)
+    assert summary["seeds.lora_minus_full.f1.verdict"] in (
+        "better",
+        "equivalent",
+        "good enough",
+        "worse",
+        "too small to tell",
+    )
     page = (repo / "reports" / "seeds" / "t.md").read_text()
-    assert "± " in page and "LoRA − full" in page
+    assert "± " in page and "LoRA − full" in page and "Across 2 training seeds: " in page
     run(repo, "dvc", "repro", "compare")
-    assert "Across 2 training seeds" in (repo / "reports" / "comparison" / "comparison.md").read_text()
+    comparison = (repo / "reports" / "comparison" / "comparison.md").read_text()
+    assert "**Across 2 training seeds: " in comparison and "One training seed per method" not in comparison

@@ -285,14 +285,43 @@ def test_mcnemar_without_discordant_pairs_and_misaligned_input():
         mcnemar(right, right[:2])
 
 
-def test_paired_accuracy_uses_mcnemar():
+def test_paired_accuracy_decides_by_the_bootstrap_and_shows_mcnemar_beside_it():
     right_a, right_b = discordant(2, 10)
     result = paired_accuracy(right_a, right_b, 500, 0, names=("full", "LoRA"))
-    assert result.test == "McNemar"
+    assert result.test == "paired bootstrap"
     assert result.difference == pytest.approx(8 / 32)
-    assert result.p_value == pytest.approx(2 * 79 / 4096) and result.significant
+    assert result.mcnemar_p_value == pytest.approx(2 * 79 / 4096)
+    assert result.significant == (result.ci_low > 0 or result.ci_high < 0)
     same = paired_accuracy(right_a, right_a, 100, 0)
-    assert same.difference == 0 and same.p_value == 1.0 and not same.significant
+    assert same.difference == 0 and same.p_value == 1.0 and not same.significant and same.mcnemar_p_value == 1.0
+
+
+def test_accuracy_verdict_never_contradicts_its_interval():
+    """The issue's case: McNemar (continuity-corrected) said p = 0.055 for an interval that left out
+    zero. Now the bootstrap decides; across discordant counts near the threshold the verdict
+    always matches the interval, and McNemar disagrees at least once (so the check can fail)."""
+    disagreements = 0
+    for b, c in [(8, 18), (10, 21), (9, 20), (10, 22), (12, 25), (11, 23), (14, 28), (20, 30)]:
+        right_a, right_b = discordant(b, c, agree=300 - b - c)
+        result = paired_accuracy(right_a, right_b, 1000, 0)
+        excludes_zero = result.ci_low > 0 or result.ci_high < 0
+        assert result.significant == excludes_zero == (result.p_value < 0.05)
+        assert result.mcnemar_p_value is not None
+        disagreements += (result.mcnemar_p_value < 0.05) != excludes_zero
+    assert disagreements >= 1
+
+
+def test_bootstrap_p_value_is_dual_to_the_percentile_interval():
+    rng = np.random.default_rng(3)
+    for trial in range(300):
+        values = rng.normal(rng.normal(0, 2), 1, size=1000)
+        if trial % 3 == 0:
+            values = np.round(values)  # ties at zero
+        p_value = u._percentile_p(values)
+        for level in (0.8, 0.9, 0.95, 0.99):
+            low, high = u._percentile_interval(values, level)
+            assert (low > 0 or high < 0) == (p_value < 1 - level)
+    assert u._percentile_p(np.zeros(50)) == 1.0
 
 
 # ----------------------------------------------------------------------------- words

@@ -10,7 +10,8 @@ import pandas as pd
 from reprotune import tasks
 from reprotune.core.errors import ReprotuneError
 from reprotune.core.params import TaskParams
-from reprotune.evaluation.uncertainty import PairedResult, compare_methods, verdict
+from reprotune.core.tables import signed
+from reprotune.evaluation.uncertainty import POWER, PairedResult, compare_methods, significance_metrics, verdict
 
 
 def _example_keys(predictions: pd.DataFrame, stats: pd.DataFrame) -> list[Any] | None:
@@ -43,12 +44,40 @@ def aligned_stats(predictions: dict[str, pd.DataFrame], meta: Any, type_name: st
     return stats
 
 
+def margins(task: TaskParams, keys: tuple[str, ...]) -> dict[str, float]:
+    """Each headline metric's margin: `error_analysis.margins` where it names one, else `margin`."""
+    settings = task.error_analysis
+    unknown = [metric for metric in settings.margins if metric not in keys]
+    if unknown:
+        raise ReprotuneError(
+            f"params.yaml: 'error_analysis.margins' names '{unknown[0]}', not a headline metric of "
+            f"{task.type}; allowed: {', '.join(keys)}"
+        )
+    return {key: float(settings.margins.get(key, settings.margin)) for key in keys}
+
+
+def verdict_metric(task: TaskParams, keys: tuple[str, ...]) -> str:
+    """The metric of the one-sentence verdict: `error_analysis.verdict_metric`, else the first headline key."""
+    chosen = task.error_analysis.verdict_metric
+    if chosen is None:
+        return keys[0]
+    if chosen not in keys:
+        raise ReprotuneError(
+            f"params.yaml: 'error_analysis.verdict_metric' is '{chosen}', not a headline metric of "
+            f"{task.type}; allowed: {', '.join(keys)}"
+        )
+    return chosen
+
+
 def significance(
     predictions: dict[str, pd.DataFrame], meta: Any, task: TaskParams
 ) -> dict[str, dict[str, PairedResult]]:
-    """LoRA - full, full - baseline and LoRA - baseline on every headline metric, paired on the same test examples."""
+    """LoRA - full, full - baseline and LoRA - baseline on every headline metric, paired on the same
+    test examples; LoRA - full also against each metric's margin."""
     settings = task.error_analysis.significance
     metrics = tasks.metrics(task.type)
+    by_metric = margins(task, metrics.HEADLINE_KEYS)
+    verdict_metric(task, metrics.HEADLINE_KEYS)  # a misspelt key fails before any work
     stats = aligned_stats(predictions, meta, task.type)
     if not stats or len(next(iter(stats.values()))) == 0:
         return {}
@@ -61,7 +90,17 @@ def significance(
         settings.level,
         test=settings.test,
         mcnemar_columns=getattr(metrics, "MCNEMAR", None),
+        margins=by_metric,
     )
+
+
+def significance_json(results: dict[str, dict[str, PairedResult]], task: TaskParams) -> dict[str, Any]:
+    """metrics/<task>/significance.json: the flat keys of every test, and `verdict_metric`, the
+    metric whose margin verdict the comparison report words first."""
+    flat = significance_metrics(results)
+    if flat:
+        flat["verdict_metric"] = verdict_metric(task, tasks.metrics(task.type).HEADLINE_KEYS)
+    return flat
 
 
 TITLES = {
@@ -71,27 +110,83 @@ TITLES = {
 }
 
 
+def _decides(result: PairedResult) -> str:
+    if result.test == "paired bootstrap":
+        return (
+            "the difference b − a, its "
+            f"{result.level * 100:g}% paired-bootstrap interval ({result.n_resamples} resamples) and the p-value of "
+            "the same resamples, so p < " + f"{1 - result.level:.2g}" + " exactly when the interval leaves out zero; "
+            "for accuracy McNemar's p is shown beside it and decides nothing"
+        )
+    return (
+        f"the difference b − a, its {result.level * 100:g}% paired-bootstrap interval ({result.n_resamples} "
+        f"resamples) and the p-value of {result.test}, which decides (near the threshold the two can disagree)"
+    )
+
+
 def significance_lines(results: dict[str, dict[str, PairedResult]]) -> list[str]:
-    """The section of summary.md: one verdict sentence per comparison and metric."""
+    """The section of summary.md: one verdict sentence per comparison and metric, then LoRA's margins."""
     if not results:
         return []
     any_result = next(iter(next(iter(results.values())).values()))
     lines = [
         "## Are the differences significant?",
         "",
-        f"Each method against another on the same {any_result.n_examples} test examples: the difference "
-        f"b − a, its {any_result.level * 100:g}% paired-bootstrap interval ({any_result.n_resamples} resamples) "
-        "and the p-value of the test named after it (McNemar's where each example is simply right or wrong). "
-        "Significant: p < " + f"{1 - any_result.level:.2g}" + ".",
+        f"Each method against another on the same {any_result.n_examples} test examples: "
+        + _decides(any_result)
+        + ". Significant: p < "
+        + f"{1 - any_result.level:.2g}"
+        + ".",
         "",
     ]
     for comparison, by_metric in results.items():
         lines.append(f"**{TITLES.get(comparison, comparison)}**")
         lines.append("")
         for metric, result in by_metric.items():
-            lines.append(f"- {metric}: {verdict(result)} ({result.test})")
+            mcnemar = "" if result.mcnemar_p_value is None else f"; McNemar p = {result.mcnemar_p_value:.3g}"
+            lines.append(f"- {metric}: {verdict(result)} ({result.test}{mcnemar})")
         lines.append("")
-    return lines
+    return lines + margin_lines(results.get("lora_minus_full", {}))
+
+
+def _about(count: int) -> str:
+    """9,437 -> `9,400`: a sample size from a normal approximation deserves two digits."""
+    return f"{round(count, -max(0, len(str(count)) - 2)):,}"
+
+
+def margin_lines(by_metric: dict[str, PairedResult]) -> list[str]:
+    """Is LoRA good enough? Each metric's margin verdict, with what the test set could detect."""
+    tested = {metric: result for metric, result in by_metric.items() if result.margin is not None}
+    if not tested:
+        return []
+    any_result = next(iter(tested.values()))
+    one_sided = (1 - any_result.level) / 2
+    lines = [
+        "## Is LoRA good enough?",
+        "",
+        f"Against a margin (`error_analysis.margin`, per metric `margins`): non-inferior when the "
+        f"{any_result.level * 100:g}% interval's bound on LoRA's worse side lies within the margin (a one-sided "
+        f"test at {one_sided:.3g}); equivalent when the whole interval lies within ±margin (TOST). With one "
+        "training seed the intervals cover the test sample, not another training run "
+        "(`reprotune-seeds run TASK --seeds 43 44`).",
+        "",
+    ]
+    for metric, result in tested.items():
+        margin = result.margin
+        assert margin is not None
+        needed = (
+            f"; about {_about(margin.examples_needed)} test examples would show non-inferiority if the two are "
+            "truly equal"
+            if margin.examples_needed is not None and margin.verdict == "too small to tell"
+            else ""
+        )
+        lines.append(
+            f"- {metric} (margin {margin.margin:g}): **{margin.verdict}**, interval "
+            f"[{signed(result.ci_low)}, {signed(result.ci_high)}]; non-inferiority p = {margin.noninferiority_p:.3g}, "
+            f"equivalence p = {margin.equivalence_p:.3g}; the smallest difference {result.n_examples} test "
+            f"examples detect ({POWER * 100:g}% power): {margin.detectable:.3f}{needed}"
+        )
+    return [*lines, ""]
 
 
 def with_section(summary: str, section: list[str]) -> str:

@@ -30,13 +30,18 @@ Intervals are percentile intervals (``numpy.nanquantile``, linear interpolation)
 ``(1 - level) / 2`` and ``(1 + level) / 2``; resamples where a metric is undefined (NaN, e.g.
 F1 of a resample without any entity) are left out, and a metric undefined everywhere gets
 ``(nan, nan)``.
+
+Paired tests take interval and p-value from one procedure (the paired bootstrap's p is dual to
+its percentile interval; McNemar's p is only shown beside accuracy). :func:`margin_test` reads
+non-inferiority and equivalence (TOST) against a margin off the same interval, and
+:func:`seed_difference` tests across training seeds, with the seeds' spread in the variance.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -61,6 +66,10 @@ __all__ = [
     "mcnemar",
     "paired_accuracy",
     "verdict",
+    "MarginResult",
+    "margin_test",
+    "seed_difference",
+    "lower_is_better",
 ]
 
 # Cells of one chunk of the resampled index matrix (resamples x rows): 4M int64 = 32 MiB, plus
@@ -135,6 +144,33 @@ def _resampled_metrics(stats: pd.DataFrame, headline: Headline, n_resamples: int
     return _stack(rows, names)
 
 
+def _percentile_p(values: np.ndarray) -> float:
+    """Two-sided p dual to the percentile interval: ``2 * min(q0, 1 - q1)`` where q0 is the largest
+    and q1 the smallest probability whose quantile (``numpy.quantile``'s linear interpolation)
+    is at most / at least zero. The ``level`` interval excludes zero exactly when p < 1 - level;
+    p is floored at 1 / (R + 1), the resolution of R resamples."""
+    finite = np.sort(values[~np.isnan(values)])
+    count = finite.size
+    if count < 2:
+        return 1.0
+    steps = count - 1
+    if finite[0] > 0:
+        q0 = 0.0
+    elif finite[-1] <= 0:
+        q0 = 1.0
+    else:
+        j = int(np.searchsorted(finite, 0.0, side="right")) - 1  # last value <= 0
+        q0 = (j + -finite[j] / (finite[j + 1] - finite[j])) / steps
+    if finite[-1] < 0:
+        q1 = 1.0
+    elif finite[0] >= 0:
+        q1 = 0.0
+    else:
+        i = int(np.searchsorted(finite, 0.0, side="left"))  # first value >= 0
+        q1 = (i - 1 + -finite[i - 1] / (finite[i] - finite[i - 1])) / steps
+    return float(min(1.0, max(2.0 * min(q0, 1.0 - q1), 1.0 / (count + 1))))
+
+
 def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
     finite = values[~np.isnan(values)]
     if finite.size == 0:
@@ -197,9 +233,22 @@ class PairedResult:
     n_examples: int
     name_a: str = "a"
     name_b: str = "b"
+    se: float = math.nan
+    """Standard error of the difference: the sd of the resampled differences (or the seed test's)."""
+    df: float = math.inf
+    """Degrees of freedom of the seed-level t-test; inf for the bootstrap over test examples."""
+    fixed_variance: float = 0.0
+    """The part of se² that more test examples cannot shrink (the seeds' share), for sample sizes."""
+    seeds: int = 1
+    """Training seeds per method behind the difference (1: one run each)."""
+    mcnemar_p_value: float | None = None
+    """McNemar's p for a right-or-wrong metric, shown beside the bootstrap's; it decides nothing."""
+    margin: MarginResult | None = None
+    """Non-inferiority and equivalence against a margin (LoRA against full only)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Field -> value, one level deep (``margin`` stays a MarginResult)."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
 
 
 def _aligned(stats_a: pd.DataFrame, stats_b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -280,6 +329,7 @@ def paired_difference(
     level: float = 0.95,
     test: Literal["bootstrap", "randomisation"] = "bootstrap",
     names: tuple[str, str] = ("a", "b"),
+    margin: float | None = None,
 ) -> PairedResult:
     """Difference ``b - a`` in ``metric`` between two methods scored on the same test examples.
 
@@ -291,16 +341,17 @@ def paired_difference(
 
     The p-value (two-sided) depends on ``test``:
 
-    * ``"bootstrap"``: the proportion of resampled differences on the other side of zero, doubled
-      and capped at 1: ``p = min(1, 2 * min(#(d <= 0) + 1, #(d >= 0) + 1) / (R + 1))``. This is
-      the p-value dual to the percentile interval (p < 1 - level about exactly when the interval
-      excludes 0), so the verdict and the interval never disagree. Resampled differences equal to
-      zero count on both sides; identical predictions give p = 1. The +1s keep p above 0.
+    * ``"bootstrap"``: the p-value dual to the percentile interval (:func:`_percentile_p`): the
+      smallest ``1 - level`` whose interval (same quantiles, same interpolation) leaves out zero,
+      so p < 1 - level exactly when the interval excludes 0 and the verdict never contradicts the
+      interval. Identical predictions give p = 1; p is kept at 1 / (R + 1) or above.
     * ``"randomisation"``: approximate randomisation (paired permutation): in each of
       ``n_resamples`` rounds every example's pair of rows is swapped between a and b with
       probability 0.5, and ``p = (#(|d'| >= |d|) + 1) / (R + 1)`` with d the observed difference.
 
     Resamples where the metric is NaN are left out. ``significant`` is ``p_value < 1 - level``.
+    ``se`` is the standard deviation of the resampled differences. With a ``margin`` (in the
+    metric's units), ``margin`` holds :func:`margin_test` read off the same resampled differences.
     """
     _check(n_resamples, level)
     if test not in ("bootstrap", "randomisation"):
@@ -312,10 +363,10 @@ def paired_difference(
 
     boot = _bootstrap_differences(stats_a, stats_b, headline, metric, n_resamples, seed)
     ci_low, ci_high = _percentile_interval(boot, level)
+    resampled = boot[~np.isnan(boot)]
+    se = float(np.std(resampled, ddof=1)) if resampled.size > 1 else math.nan
     if test == "bootstrap":
-        finite = boot[~np.isnan(boot)]
-        below, above = int(np.count_nonzero(finite <= 0.0)), int(np.count_nonzero(finite >= 0.0))
-        p_value = min(1.0, 2.0 * (min(below, above) + 1) / (finite.size + 1))
+        p_value = _percentile_p(resampled)
         test_name = "paired bootstrap"
     else:
         randomised = _randomised_differences(stats_a, stats_b, headline, metric, n_resamples, seed)
@@ -324,7 +375,7 @@ def paired_difference(
         extreme = int(np.count_nonzero(np.abs(finite) >= abs(observed) - tolerance))
         p_value = min(1.0, (extreme + 1) / (finite.size + 1))
         test_name = "approximate randomisation"
-    return PairedResult(
+    result = PairedResult(
         metric=metric,
         a=value_a,
         b=value_b,
@@ -339,7 +390,9 @@ def paired_difference(
         n_examples=len(stats_a),
         name_a=names[0],
         name_b=names[1],
+        se=se,
     )
+    return result if margin is None else replace(result, margin=margin_test(result, margin, resampled))
 
 
 # --------------------------------------------------------------------------- McNemar
@@ -393,14 +446,12 @@ def paired_accuracy(
     level: float = 0.95,
     names: tuple[str, str] = ("a", "b"),
 ) -> PairedResult:
-    """Accuracy b - a with the paired-bootstrap interval and McNemar's p-value."""
+    """Accuracy b - a: the paired bootstrap gives the interval and the p-value (one procedure, so
+    the verdict never contradicts the interval); McNemar's p rides along in ``mcnemar_p_value``."""
     frame_a = pd.DataFrame({"correct": np.asarray(correct_a, dtype=np.float64)})
     frame_b = pd.DataFrame({"correct": np.asarray(correct_b, dtype=np.float64)})
     result = paired_difference(frame_a, frame_b, _accuracy, "accuracy", n_resamples, seed, level, names=names)
-    _, p_value = mcnemar(correct_a, correct_b)
-    return PairedResult(
-        **{**result.to_dict(), "p_value": p_value, "test": "McNemar", "significant": bool(p_value < 1.0 - level)}
-    )
+    return replace(result, mcnemar_p_value=mcnemar(correct_a, correct_b)[1])
 
 
 @additive("correct")
@@ -421,6 +472,248 @@ def verdict(result: PairedResult) -> str:
     )
 
 
+# --------------------------------------------------------------------------- margins: good enough?
+
+LOWER_IS_BETTER_WORDS = ("loss", "perplexity")
+POWER = 0.8
+"""The power behind the smallest detectable difference and the test examples a margin needs."""
+VERDICTS = ("better", "equivalent", "good enough", "worse", "too small to tell")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Loss and perplexity fall as a model improves; every other headline metric rises."""
+    return any(word in metric for word in LOWER_IS_BETTER_WORDS)
+
+
+@dataclass(frozen=True)
+class MarginResult:
+    """Method b against method a with a margin in the metric's units (b = LoRA, a = full).
+
+    ``noninferior``: b is at worst ``margin`` worse than a (the interval's bound on the worse side
+    lies within the margin: a one-sided test at (1 - level) / 2). ``equivalent``: the whole
+    interval lies within ±margin (TOST, two one-sided tests at (1 - level) / 2 each). ``verdict``
+    is one of VERDICTS, read off the same interval as the two-sided test, so none contradicts it.
+    """
+
+    margin: float
+    lower_is_better: bool
+    noninferior: bool
+    equivalent: bool
+    noninferiority_p: float
+    equivalence_p: float
+    verdict: str
+    detectable: float
+    """The smallest true difference the two-sided test finds with POWER: (critical + z_power) × se."""
+    examples_needed: int | None
+    """Test examples to show non-inferiority at this margin with POWER if a and b are truly equal;
+    None where more test examples alone cannot (the seeds' variance exceeds the budget)."""
+
+
+def _oriented(result: PairedResult, lower: bool) -> tuple[float, float, float]:
+    """Difference and interval turned so that positive means b is better."""
+    if not lower:
+        return result.difference, result.ci_low, result.ci_high
+    return -result.difference, -result.ci_high, -result.ci_low
+
+
+def verdict_word(low: float, high: float, margin: float) -> str:
+    """The verdict of an interval [low, high] of "how much better b is" against ±margin."""
+    if math.isnan(low) or math.isnan(high):
+        return "too small to tell"
+    if low > 0:
+        return "better"
+    if -margin < low and high < margin:
+        return "equivalent"
+    if low > -margin:
+        return "good enough"
+    if high < 0:
+        return "worse"
+    return "too small to tell"
+
+
+def _quantile(probability: float, df: float) -> float:
+    from scipy.stats import norm, t
+
+    return float(norm.ppf(probability)) if math.isinf(df) else float(t.ppf(probability, df))
+
+
+def _one_sided_p(distance: float, se: float, df: float) -> float:
+    """P(estimate this far beyond the boundary | the truth on it): t (or normal) upper tail of distance / se."""
+    from scipy.stats import norm, t
+
+    if not se > 0:
+        return 0.0 if distance > 0 else 1.0
+    return float(norm.sf(distance / se)) if math.isinf(df) else float(t.sf(distance / se, df))
+
+
+def margin_test(result: PairedResult, margin: float, resampled: np.ndarray | None = None) -> MarginResult:
+    """Non-inferiority and equivalence of b against a at ``margin`` (metric units, > 0).
+
+    Decisions are read off ``result``'s interval. The one-sided p-values come from the resampled
+    differences when given (share at or beyond the margin, ``(count + 1) / (R + 1)``), else from
+    the t (or normal) distribution with ``result.se`` and ``result.df`` (the seed test);
+    ``equivalence_p`` is the larger of TOST's two. ``examples_needed``:
+    ``n × V_ex / ((margin / (critical + z_power))² − V_fixed)``, with V_ex = se² − V_fixed the
+    share of the variance that shrinks as 1 / test examples.
+    """
+    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin > 0):
+        raise ValueError(f"margin must be a positive number in the metric's units, not {margin!r}")
+    lower = lower_is_better(result.metric)
+    difference, low, high = _oriented(result, lower)
+    if resampled is not None and resampled.size:
+        turned = -resampled if lower else resampled
+        count = turned.size + 1
+        p_low = (int(np.count_nonzero(turned <= -margin)) + 1) / count
+        p_high = (int(np.count_nonzero(turned >= margin)) + 1) / count
+    else:
+        p_low = _one_sided_p(difference + margin, result.se, result.df)
+        p_high = _one_sided_p(margin - difference, result.se, result.df)
+    multiplier = _quantile((1.0 + result.level) / 2.0, result.df) + _quantile(POWER, result.df)
+    detectable = multiplier * result.se
+    budget = (margin / multiplier) ** 2 - result.fixed_variance
+    shrinking = result.se**2 - result.fixed_variance
+    needed = None
+    if math.isfinite(result.se) and budget > 0 and shrinking > 0:
+        needed = math.ceil(result.n_examples * shrinking / budget)
+    return MarginResult(
+        margin=float(margin),
+        lower_is_better=lower,
+        noninferior=bool(low > -margin),
+        equivalent=bool(-margin < low and high < margin),
+        noninferiority_p=float(min(1.0, p_low)),
+        equivalence_p=float(min(1.0, max(p_low, p_high))),
+        verdict=verdict_word(low, high, margin),
+        detectable=float(detectable),
+        examples_needed=needed,
+    )
+
+
+# --------------------------------------------------------------------------- several training seeds
+
+
+def _runs_on_resamples(
+    runs: Sequence[pd.DataFrame], headline: Headline, metric: str, n_resamples: int, seed: int
+) -> np.ndarray:
+    """``metric`` of every run (rows) on every resample of the test examples (columns); all runs
+    share each resample's example indices."""
+    n = len(runs[0])
+    rng = np.random.default_rng(seed)
+    if isinstance(headline, AdditiveHeadline):
+        matrices = [headline.matrix(run) for run in runs]
+        width = matrices[0].shape[1]
+        both = np.hstack(matrices)
+        parts = []
+        for idx in _index_chunks(rng, n, n_resamples):
+            sums = _counts(idx) @ both
+            parts.append(
+                np.stack(
+                    [
+                        headline.from_matrix_sums(sums[:, i * width : (i + 1) * width], n)[metric]
+                        for i in range(len(runs))
+                    ]
+                )
+            )
+        return np.concatenate(parts, axis=1)
+    values = [
+        [_metric(headline(run.take(row)), metric, "a run") for run in runs]
+        for idx in _index_chunks(rng, n, n_resamples)
+        for row in idx
+    ]
+    return np.asarray(values, dtype=np.float64).T
+
+
+def _shared_example_variance(resampled: np.ndarray, k_a: int) -> float:
+    """Variance over example resamples of mean(b runs) - mean(a runs), counting only what the runs
+    share. A run's own variance over the resamples holds the seed-by-example noise as well, which
+    the seeds' spread already counts; so each run's variance is replaced by the mean covariance
+    between the other runs of its method (the shared, example-driven part) before summing."""
+    finite = resampled[:, ~np.isnan(resampled).any(axis=0)]
+    if finite.shape[1] < 2:
+        return 0.0
+    covariance = np.cov(finite)
+    k = covariance.shape[0]
+    weights = np.concatenate([np.full(k_a, -1.0 / k_a), np.full(k - k_a, 1.0 / (k - k_a))])
+    for block in (slice(0, k_a), slice(k_a, k)):
+        inner = covariance[block, block]
+        size = inner.shape[0]
+        shared = (inner.sum() - np.trace(inner)) / (size * (size - 1))
+        np.fill_diagonal(inner, shared)
+        covariance[block, block] = inner
+    return float(max(0.0, weights @ covariance @ weights))
+
+
+def seed_difference(
+    runs_a: Sequence[pd.DataFrame],
+    runs_b: Sequence[pd.DataFrame],
+    headline: Headline,
+    metric: str,
+    n_resamples: int,
+    seed: int,
+    level: float = 0.95,
+    names: tuple[str, str] = ("a", "b"),
+    margin: float | None = None,
+) -> PairedResult:
+    """Difference ``b - a`` of the per-seed means of ``metric``, with training-run variance in the test.
+
+    Each run (one training seed of one method) is scored on the same test examples, rows aligned.
+    The estimate is mean over b's seeds minus mean over a's (for a mean metric such as EM, the mean
+    per-seed difference). Its variance has two parts: the seeds' (``s_a²/k_a + s_b²/k_b`` from the
+    per-seed values, Welch's) and the test examples' (the variance of the difference over paired
+    bootstrap resamples of the examples, every run scored on the same resample). The interval is
+    ``d ± t × se`` with Welch–Satterthwaite degrees of freedom for the seed part; p is the
+    two-sided t p-value, so verdict and interval are one procedure. Seed-by-example noise enters
+    both parts, which errs on the wide side. Needs at least two seeds per method.
+    """
+    from scipy.stats import t
+
+    _check(n_resamples, level)
+    if len(runs_a) < 2 or len(runs_b) < 2:
+        raise ValueError(f"the seed test needs two seeds per method or more, not {len(runs_a)} and {len(runs_b)}")
+    runs = [run.reset_index(drop=True) for run in (*runs_a, *runs_b)]
+    if len({len(run) for run in runs}) != 1:
+        raise ValueError("every run must be scored on the same test examples (equal row counts)")
+    _rows(runs[0])
+    k_a, k_b = len(runs_a), len(runs_b)
+    values = np.array([_metric(headline(run), metric, "a run") for run in runs])
+    values_a, values_b = values[:k_a], values[k_a:]
+    difference = float(values_b.mean() - values_a.mean())
+    resampled = _runs_on_resamples(runs, headline, metric, n_resamples, seed)
+    example_variance = _shared_example_variance(resampled, k_a)
+    part_a, part_b = float(np.var(values_a, ddof=1)) / k_a, float(np.var(values_b, ddof=1)) / k_b
+    seed_variance = part_a + part_b
+    se = math.sqrt(seed_variance + example_variance)
+    welch = part_a**2 / (k_a - 1) + part_b**2 / (k_b - 1)
+    df = se**4 / welch if welch > 0 else math.inf
+    if se > 0:
+        half = _quantile((1.0 + level) / 2.0, df) * se
+        p_value = float(
+            2.0 * (t.sf(abs(difference) / se, df) if math.isfinite(df) else _one_sided_p(abs(difference), se, df))
+        )
+    else:
+        half, p_value = 0.0, 1.0 if difference == 0 else 0.0
+    result = PairedResult(
+        metric=metric,
+        a=float(values_a.mean()),
+        b=float(values_b.mean()),
+        difference=difference,
+        ci_low=difference - half,
+        ci_high=difference + half,
+        p_value=min(1.0, p_value),
+        test="seed t-test with test-example variance",
+        significant=bool(p_value < 1.0 - level),
+        level=level,
+        n_resamples=int(n_resamples),
+        n_examples=len(runs[0]),
+        name_a=names[0],
+        name_b=names[1],
+        se=se,
+        df=df,
+        fixed_variance=seed_variance,
+        seeds=min(k_a, k_b),
+    )
+    return result if margin is None else replace(result, margin=margin_test(result, margin))
+
+
 # --------------------------------------------------------------------------- methods of one task
 
 METHOD_NAMES = {"baseline": "baseline", "full": "full", "lora": "LoRA"}
@@ -433,6 +726,10 @@ def comparison_key(a: str, b: str) -> str:
     return f"{b}_minus_{a}"
 
 
+MARGIN_COMPARISON = ("full", "lora")
+"""The comparison the margin applies to: is LoRA good enough against full?"""
+
+
 def compare_methods(
     stats: Mapping[str, pd.DataFrame],
     headline: Headline,
@@ -443,15 +740,19 @@ def compare_methods(
     test: Literal["bootstrap", "randomisation"] = "bootstrap",
     mcnemar_columns: Mapping[str, str] | None = None,
     comparisons: Sequence[tuple[str, str]] = COMPARISONS,
+    margins: Mapping[str, float] | None = None,
 ) -> dict[str, dict[str, PairedResult]]:
     """Paired tests of every comparison (both methods in ``stats``) on every metric.
 
     ``stats`` maps a method to its per-example statistics, rows aligned across methods.
-    A metric in ``mcnemar_columns`` (e.g. ``{"accuracy": "correct"}``) is tested with McNemar's
-    test on that 0/1 column (:func:`paired_accuracy`); the others with :func:`paired_difference`.
-    Every test draws the same resamples (same seed). Returns ``{"lora_minus_full": {"f1": result}}``.
+    Every metric's interval and p-value come from :func:`paired_difference` (one procedure);
+    a metric in ``mcnemar_columns`` (e.g. ``{"accuracy": "correct"}``) also gets McNemar's p on
+    that 0/1 column, for reference. ``margins`` (metric -> margin) adds :func:`margin_test` to
+    LoRA against full. Every test draws the same resamples (same seed).
+    Returns ``{"lora_minus_full": {"f1": result}}``.
     """
     mcnemar_columns = dict(mcnemar_columns or {})
+    margins = dict(margins or {})
     out: dict[str, dict[str, PairedResult]] = {}
     for a, b in comparisons:
         if a not in stats or b not in stats:
@@ -459,21 +760,15 @@ def compare_methods(
         names = (METHOD_NAMES.get(a, a), METHOD_NAMES.get(b, b))
         results = {}
         for metric in metrics:
+            margin = margins.get(metric) if (a, b) == MARGIN_COMPARISON else None
+            result = paired_difference(
+                stats[a], stats[b], headline, metric, n_resamples, seed, level, test=test, names=names, margin=margin
+            )
             if metric in mcnemar_columns:
                 column = mcnemar_columns[metric]
-                results[metric] = paired_accuracy(
-                    stats[a][column].to_numpy() > 0,
-                    stats[b][column].to_numpy() > 0,
-                    n_resamples,
-                    seed,
-                    level,
-                    names=names,
-                )
-                results[metric] = PairedResult(**{**results[metric].to_dict(), "metric": metric})
-            else:
-                results[metric] = paired_difference(
-                    stats[a], stats[b], headline, metric, n_resamples, seed, level, test=test, names=names
-                )
+                _, p_value = mcnemar(stats[a][column].to_numpy() > 0, stats[b][column].to_numpy() > 0)
+                result = replace(result, mcnemar_p_value=p_value)
+            results[metric] = result
         out[comparison_key(a, b)] = results
     return out
 
@@ -485,7 +780,8 @@ def _json_number(value: float, digits: int = 6) -> float:
 def significance_metrics(results: Mapping[str, Mapping[str, PairedResult]]) -> dict[str, Any]:
     """Flat keys for ``metrics/<task>/significance.json`` (``dvc metrics diff`` compares them):
     ``lora_minus_full.f1.difference``, ``..._ci_low``, ``..._ci_high``, ``..._p_value``,
-    ``..._significant`` (1 or 0) and ``..._test`` (the test's name), and once ``level``,
+    ``..._significant`` (1 or 0), ``..._test`` (the test's name) and ``..._se``; for accuracy
+    ``..._mcnemar_p_value``; with a margin the :func:`margin_metrics` keys; and once ``level``,
     ``resamples`` and ``examples``."""
     flat: dict[str, Any] = {}
     for comparison, by_metric in results.items():
@@ -497,9 +793,32 @@ def significance_metrics(results: Mapping[str, Mapping[str, PairedResult]]) -> d
             flat[f"{prefix}.p_value"] = _json_number(result.p_value)
             flat[f"{prefix}.significant"] = int(result.significant)
             flat[f"{prefix}.test"] = result.test
+            flat[f"{prefix}.se"] = _json_number(result.se)
+            if result.mcnemar_p_value is not None:
+                flat[f"{prefix}.mcnemar_p_value"] = _json_number(result.mcnemar_p_value)
+            if result.margin is not None:
+                flat.update(margin_metrics(prefix, result.margin))
             flat.setdefault("level", result.level)
             flat.setdefault("resamples", result.n_resamples)
             flat.setdefault("examples", result.n_examples)
+    return flat
+
+
+def margin_metrics(prefix: str, margin: MarginResult) -> dict[str, Any]:
+    """``<prefix>.margin``, ``.noninferior`` and ``.equivalent`` (1 or 0), their one-sided
+    ``.noninferiority_p`` and TOST ``.equivalence_p``, the ``.verdict`` in words, the smallest
+    ``.detectable`` difference and, where more test examples can settle it, ``.examples_needed``."""
+    flat: dict[str, Any] = {
+        f"{prefix}.margin": _json_number(margin.margin),
+        f"{prefix}.noninferior": int(margin.noninferior),
+        f"{prefix}.equivalent": int(margin.equivalent),
+        f"{prefix}.noninferiority_p": _json_number(margin.noninferiority_p),
+        f"{prefix}.equivalence_p": _json_number(margin.equivalence_p),
+        f"{prefix}.verdict": margin.verdict,
+        f"{prefix}.detectable": _json_number(margin.detectable),
+    }
+    if margin.examples_needed is not None:
+        flat[f"{prefix}.examples_needed"] = int(margin.examples_needed)
     return flat
 
 
