@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from reprotune.core.arrow import load_dataset_dir
 from reprotune.core.errors import ReprotuneError
-from reprotune.core.params import DownloadParams, MakeSplits
+from reprotune.core.params import DownloadParams, MakeSplits, NearDuplicates
+from reprotune.sources.near_duplicates import fold
 from reprotune.sources.overlap import normalise, overlap_report, text_keys
 from reprotune.sources.splits import carve_missing_splits, limit_samples, make_missing_splits
 
@@ -140,9 +141,18 @@ def test_overlap_counts_on_a_hand_made_case() -> None:
     )
     report = overlap_report(raw, ("tokens",), carved=["validation"])
     assert report == {
-        "validation": {"examples": 3, "with_text_in_train": 2, "split_from": "train"},
-        "test": {"examples": 4, "with_text_in_train": 2, "split_from": "source"},
+        "validation": {"examples": 3, "distinct_texts": 3, "with_text_in_train": 2, "split_from": "train"},
+        "test": {"examples": 4, "distinct_texts": 3, "with_text_in_train": 2, "split_from": "source"},
     }
+    # near-duplicates on: "hello world !" folds to train's "Hello world" (punctuation dropped)
+    near = overlap_report(raw, ("tokens",), carved=["validation"], near=NearDuplicates())
+    assert near["validation"] == {
+        **report["validation"],
+        "with_near_duplicate_in_train": 2,
+        "near_duplicate_clusters": 3,
+    }
+    assert near["test"] == {**report["test"], "with_near_duplicate_in_train": 3, "near_duplicate_clusters": 3}
+    assert overlap_report(raw, ("tokens",), carved=["validation"], near=NearDuplicates(threshold=None)) == report
     assert [len(raw[s]) for s in SPLITS] == [4, 3, 4], "counting removes nothing"
 
 
@@ -258,12 +268,18 @@ def test_duplicates_param_is_validated() -> None:
         DownloadParams(source="x", duplicates="dedupe")
 
 
+def load_csv_train(root: Path) -> list[str]:
+    return [line.rsplit(",", 1)[0] for line in (root / "train.csv").read_text(encoding="utf-8").splitlines()[1:]]
+
+
 def test_download_stage_reports_carving_and_overlap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from stages.download import main
 
     train = "text,label\n" + "".join(f"article {i % 30},{'ab'[i % 2]}\n" for i in range(60))
     (tmp_path / "train.csv").write_text(train, encoding="utf-8")
     test = "text,label\n" + "".join(f"ARTICLE  {i},{'ab'[i % 2]}\n" for i in range(30)) + "fresh one,a\nfresh two,b\n"
+    # a punctuated copy of a train article and of a test row: near-duplicates, not exact ones
+    test += "Article 7!,b\nFresh one.,a\n"
     (tmp_path / "test.csv").write_text(test, encoding="utf-8")
     tiny = {"epochs": 1, "batch_size": 2}
     params = {
@@ -293,20 +309,42 @@ def test_download_stage_reports_carving_and_overlap(tmp_path: Path, monkeypatch:
     carving = report["carving"]
     assert carving["carved"] == ["validation"] and carving["duplicates"] == "group"
     assert carving["distinct_texts"] == 30 and carving["examples_sharing_text"] == 60
+    assert carving["near_duplicate_threshold"] == 0.9 and carving["near_duplicate_pairs"] == 0
     assert report["overlap"]["validation"] == {
-        "examples": report["examples"]["validation"],
+        "examples": 12,  # 6 texts of two rows each
+        "distinct_texts": 6,
         "with_text_in_train": 0,
+        "with_near_duplicate_in_train": 0,
+        "near_duplicate_clusters": 6,
         "split_from": "train",
     }
     # the given test keeps its overlap: every article but those carved into validation
     # (ceil(0.2 * 30) = 6 texts) is in train, and in the 40-row subset of train those it kept
     raw = load_dataset_dir(tmp_path / "data" / "t" / "raw", "download")
-    assert len(raw["test"]) == report["examples"]["test"] == 32
-    assert report["overlap_before_max_samples"]["test"] == {
-        "examples": 32,
-        "with_text_in_train": 24,
-        "split_from": "source",
+    assert len(raw["test"]) == report["examples"]["test"] == 34
+    before = report["overlap_before_max_samples"]["test"]
+    assert before["examples"] == 34 and before["distinct_texts"] == 34 and before["with_text_in_train"] == 24
+    article_7_in_train = "article 7" in {normalise(text) for text in list(load_csv_train(tmp_path))} - {
+        normalise(text) for text in list(raw["validation"]["text"])
     }
+    assert before["with_near_duplicate_in_train"] == 24 + article_7_in_train
+    # "ARTICLE  7" and "Article 7!" are one cluster, "fresh one" and "Fresh one." another
+    assert before["near_duplicate_clusters"] == 32
     saved_train = {normalise(text) for text in list(raw["train"]["text"])}
     in_saved_train = sum(normalise(text) in saved_train for text in list(raw["test"]["text"]))
-    assert report["overlap"]["test"] == {"examples": 32, "with_text_in_train": in_saved_train, "split_from": "source"}
+    folded_train = {fold(text) for text in list(raw["train"]["text"])}
+    near_saved_train = sum(fold(text) in folded_train for text in list(raw["test"]["text"]))
+    assert near_saved_train > in_saved_train or "article 7" not in saved_train
+    assert report["overlap"]["test"] == {
+        "examples": 34,
+        "distinct_texts": 34,
+        "with_text_in_train": in_saved_train,
+        "with_near_duplicate_in_train": near_saved_train,
+        "near_duplicate_clusters": 32,
+        "split_from": "source",
+    }
+    # each saved evaluation row's cluster: its first row of one (near-)duplicate text
+    clusters = json.loads((tmp_path / "data" / "t" / "raw" / "clusters.json").read_text(encoding="utf-8"))
+    assert clusters["test"] == [*range(32), 7, 30]
+    texts = [normalise(text) for text in list(raw["validation"]["text"])]
+    assert clusters["validation"] == [texts.index(text) for text in texts]

@@ -1,5 +1,5 @@
-"""Seeded splits carved from train (one text never on two sides), seeded subsets, and the
-check that no split is empty."""
+"""Seeded splits carved from train (one text, or near-duplicate texts, never on two sides),
+seeded subsets, and the check that no split is empty."""
 
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ import math
 import random
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from datasets import Dataset, DatasetDict
 
 from reprotune.core.arrow import SPLITS
 from reprotune.core.errors import ReprotuneError
-from reprotune.core.params import Duplicates, MakeSplits, SplitName
-from reprotune.sources.overlap import text_keys
+from reprotune.core.params import Duplicates, MakeSplits, NearDuplicates, SplitName
+from reprotune.sources.near_duplicates import NearDuplicateIndex, components
+from reprotune.sources.overlap import folded_texts, text_keys
+
+T = TypeVar("T")
 
 
 def make_missing_splits(
@@ -24,9 +27,10 @@ def make_missing_splits(
     group_column: str | None = None,
     text_fields: Sequence[str] = (),
     duplicates: Duplicates = "group",
+    near: NearDuplicates | None = None,
 ) -> DatasetDict:
     """`carve_missing_splits` without its report."""
-    return carve_missing_splits(raw, sizes, group_column, text_fields, duplicates)[0]
+    return carve_missing_splits(raw, sizes, group_column, text_fields, duplicates, near)[0]
 
 
 def carve_missing_splits(
@@ -35,6 +39,7 @@ def carve_missing_splits(
     group_column: str | None = None,
     text_fields: Sequence[str] = (),
     duplicates: Duplicates = "group",
+    near: NearDuplicates | None = None,
 ) -> tuple[DatasetDict, dict[str, Any]]:
     """Carve validation and/or test out of train with a fixed seed when the source lacks them.
 
@@ -44,7 +49,10 @@ def carve_missing_splits(
     text into one), so fractions count groups and no text lands on two sides; `drop_from_eval`
     carves as `keep` does, then drops carved validation/test rows whose text stays in train;
     `keep` carves rows (or `group_column` groups) as they come. Without duplicates, `group`
-    carves exactly what `keep` does. The report counts duplicates and drops.
+    carves exactly what `keep` does. With `near` on (`download.near_duplicates`), near-duplicate
+    texts count as one text throughout: `group` joins them (union-find over the pairs found in
+    train), `drop_from_eval` also drops carved rows with a near-duplicate left in train. The
+    report counts duplicates, near-duplicate pairs and drops.
     """
     out = dict(raw)
     carved = [split for split in ("test", "validation") if split not in out]
@@ -52,8 +60,12 @@ def carve_missing_splits(
     if not carved:
         return DatasetDict({split: out[split] for split in SPLITS}), report
     by_text = bool(text_fields) and duplicates == "group"
-    # text keys of the rows of out[split], carried along as rows move (hashed once)
+    threshold = near.threshold if near is not None and text_fields and duplicates != "keep" else None
+    # per row of out[split], carried along as rows move (computed once): the text key, the
+    # text's group (its near-duplicates joined) and, with `near` on, the folded text
     keys: dict[str, list[bytes]] = {}
+    joins: dict[str, list[int]] = {}
+    texts: dict[str, list[str]] = {}
     if text_fields:
         keys["train"] = text_keys(out["train"], text_fields)
         counts = Counter(keys["train"])
@@ -61,10 +73,19 @@ def carve_missing_splits(
         report["train_examples"] = len(out["train"])
         report["distinct_texts"] = len(counts)
         report["examples_sharing_text"] = sum(count for count in counts.values() if count > 1)
+        pairs: list[tuple[int, int]] = []
+        if near is not None and threshold is not None:
+            texts["train"] = folded_texts(out["train"], text_fields)
+            pairs = NearDuplicateIndex(texts["train"], threshold, near.ngram).pairs()
+            report["near_duplicate_threshold"] = threshold
+            report["near_duplicate_pairs"] = sum(keys["train"][a] != keys["train"][b] for a, b in pairs)
+        joins["train"] = components([keys["train"]], pairs, len(keys["train"]))
+        if threshold is not None:
+            report["distinct_texts_after_near_duplicates"] = len(set(joins["train"]))
     for split in carved:
         fraction = sizes.test if split == "test" else sizes.validation
         train = out["train"]
-        join = keys["train"] if by_text else None
+        join = joins["train"] if by_text else None
         if group_column:
             held, kept, groups = _carve_groups(train, split, fraction, sizes.seed, group_column, join)
         else:
@@ -76,52 +97,40 @@ def carve_missing_splits(
                 )
             held, kept, groups = _carve_rows(train, split, fraction, sizes.seed, join)
         out[split], out["train"] = train.select(held), train.select(kept)
-        if keys:
-            keys[split] = [keys["train"][row] for row in held]
-            keys["train"] = [keys["train"][row] for row in kept]
+        _move(keys, split, held, kept)
+        _move(joins, split, held, kept)
+        _move(texts, split, held, kept)
         if by_text or group_column:
             report.setdefault("groups_in_train", {})[split] = groups
     if text_fields and duplicates == "drop_from_eval":
         in_train = set(keys["train"])
+        index = None
+        if near is not None and threshold is not None:
+            index = NearDuplicateIndex(texts["train"], threshold, near.ngram)
         dropped = {}
         for split in carved:
-            keep = [row for row, key in enumerate(keys[split]) if key not in in_train]
+            similar = index.has_match(texts[split]) if index is not None else [False] * len(keys[split])
+            keep = [row for row, key in enumerate(keys[split]) if key not in in_train and not similar[row]]
             dropped[split] = len(keys[split]) - len(keep)
             out[split] = out[split].select(keep)
         report["dropped_from_eval"] = dropped
     return DatasetDict({split: out[split] for split in SPLITS}), report
 
 
-def _components(group_ids: Sequence[Sequence[Hashable]], rows: int) -> list[int]:
-    """Connected components of rows linked by equal values in any of `group_ids` (one list a
-    grouping, one value a row): component of each row, numbered by first row."""
-    parent = list(range(rows))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for ids in group_ids:
-        first: dict[Hashable, int] = {}
-        for row, value in enumerate(ids):
-            if value in first:
-                a, b = find(first[value]), find(row)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-            else:
-                first[value] = row
-    return [find(i) for i in range(rows)]
+def _move(carried: dict[str, list[T]], split: str, held: list[int], kept: list[int]) -> None:
+    """Split the per-row values of train along with its rows (nothing to do when none are kept)."""
+    if "train" in carried:
+        carried[split] = [carried["train"][row] for row in held]
+        carried["train"] = [carried["train"][row] for row in kept]
 
 
 def _carve_groups(
-    train: Dataset, split: str, fraction: float, seed: int, group_column: str, keys: list[bytes] | None
+    train: Dataset, split: str, fraction: float, seed: int, group_column: str, keys: Sequence[Hashable] | None
 ) -> tuple[list[int], list[int], int]:
     """Hold out a seeded share of the `group_column` groups (joined by text when `keys` is given),
     in row order: the old article carving, unchanged where no text joins two groups."""
     values = train[group_column]
-    component = _components([values] if keys is None else [values, keys], len(values))
+    component = components([values] if keys is None else [values, keys], (), len(values))
     name: dict[int, Any] = {}
     for row, value in enumerate(values):
         root = component[row]
@@ -144,7 +153,7 @@ def _carve_groups(
 
 
 def _carve_rows(
-    train: Dataset, split: str, fraction: float, seed: int, keys: list[bytes] | None
+    train: Dataset, split: str, fraction: float, seed: int, keys: Sequence[Hashable] | None
 ) -> tuple[list[int], list[int], int]:
     """Hold out a seeded share of rows (of groups of one text, when `keys` is given) in the
     order of `Dataset.train_test_split`'s permutation: with no two rows of one text, exactly
@@ -153,7 +162,7 @@ def _carve_rows(
     if keys is None:
         group_of = list(range(len(train)))
     else:
-        group_of = _components([keys], len(train))
+        group_of = components([keys], (), len(train))
     order: dict[int, int] = {}
     for row in permutation:
         order.setdefault(group_of[row], len(order))
