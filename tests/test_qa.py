@@ -28,7 +28,7 @@ from reprotune.tasks.qa.metrics import (
     score,
     score_one,
 )
-from reprotune.tasks.qa.params import QaDownloadParams, QaMeta, WindowSettings
+from reprotune.tasks.qa.params import QaDownloadParams, QaEvaluateParams, QaMeta, WindowSettings
 from reprotune.tasks.qa.preprocess import (
     answer_chars,
     check_settings,
@@ -197,6 +197,61 @@ def test_null_answer_depends_on_version_2_and_threshold() -> None:
     null = best_answer(CONTEXT, [w], Settings(allow_null=True))
     assert (null.text, null.start, null.null_score, null.score) == ("", -1, 12.0, 4.0)
     assert best_answer(CONTEXT, [w], Settings(allow_null=True, null_score_threshold=8.5)).text == "Paris"
+
+
+def prefers_null(examples: list[tuple[str, str | None, float]]) -> tuple[Dataset, dict[str, list]]:
+    """Raw examples over CONTEXT and hand-made logits of a model that always prefers no answer:
+    each (id, gold or None, margin) gets "Paris" as its best span and a null score `margin` above it."""
+    raw = Dataset.from_list([record(rid, "Which city?", CONTEXT, gold) | {"title": "T"} for rid, gold, _ in examples])
+    features: dict[str, list] = {key: [] for key in ("example_id", "offset_mapping", "window", "answer_in_window")}
+    features |= {"cls_index": [], "start": [], "end": []}
+    for rid, gold, margin in examples:
+        span = [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+        null = [1.0 + margin / 2, *span[1:]]  # start + end: null 2 + margin, span "Paris" 2
+        features["example_id"].append(rid)
+        features["offset_mapping"].append(OFFSETS)
+        features["window"].append(0)
+        features["answer_in_window"].append(gold is not None)
+        features["cls_index"].append(0)
+        features["start"].append(np.array(null))
+        features["end"].append(np.array(null))
+    return raw, features
+
+
+def decided(raw: Dataset, features: dict[str, list], threshold: float) -> list[str]:
+    from reprotune.tasks.qa.family import answer_table
+
+    settings = Settings(allow_null=True, null_score_threshold=threshold)
+    return list(answer_table(raw, features, features["start"], features["end"], settings)["pred_text"])
+
+
+def test_null_threshold_chosen_on_validation_answers_close_spans_on_test() -> None:
+    from reprotune.tasks.qa.family import choose_threshold, example_spans
+
+    validation = prefers_null([("v1", "Paris", 1.0), ("v2", "Paris", 2.0), ("v3", None, 5.0), ("v4", None, 6.0)])
+    found = example_spans(*validation, validation[1]["start"], validation[1]["end"], Settings(allow_null=True))
+    choice = choose_threshold(validation[0], found)
+    # Answering the two close spans and withholding the two far ones is the only cut with F1 1.
+    assert (choice.threshold, choice.f1, choice.f1_at_zero) == (3.5, 1.0, 0.5)
+    test = prefers_null([("t1", "Paris", 1.5), ("t2", "Paris", 4.0), ("t3", None, 7.0), ("t4", None, 0.5)])
+    assert decided(*test, 0.0) == ["", "", "", ""], "at a margin of 0 this model answers nothing"
+    assert decided(*test, choice.threshold) == ["Paris", "", "", "Paris"]
+
+
+def test_null_threshold_choice_by_hand() -> None:
+    from reprotune.tasks.qa.metrics import choose_null_threshold
+
+    # Every question answerable and answered right: answering all wins, one logit past the last margin.
+    assert choose_null_threshold([-1.0, 2.0], [1.0, 1.0], [0.0, 0.0]).threshold == 3.0
+    # Nothing answerable: abstaining everywhere wins, one logit below the smallest margin.
+    assert choose_null_threshold([-3.0, 2.0], [0.0, 0.0], [1.0, 1.0]).threshold == -4.0
+    # A span at F1 0.5 on an answerable question gains 0.5; the unanswerable one beside it costs 1.
+    choice = choose_null_threshold([1.0, 1.0, 4.0], [0.5, 0.0, 1.0], [0.0, 1.0, 0.0])
+    assert (choice.threshold, choice.f1) == (5.0, pytest.approx(1.5 / 3, abs=1e-6))
+    # Equal F1 over a plateau: the margin nearest the default 0 (a None margin never changes).
+    choice = choose_null_threshold([-2.0, 2.0, None], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0])
+    assert (choice.threshold, choice.f1, choice.f1_at_zero) == (0.0, pytest.approx(2 / 3, abs=1e-6), choice.f1)
+    assert choose_null_threshold([], [], []).threshold == 0.0
 
 
 def test_predicted_span_keeps_the_decomposed_accent_after_its_last_token(tokenizer) -> None:
@@ -456,6 +511,17 @@ def test_params_refuse_a_stride_without_room(tmp_path: Path, tiny_model_dir: Pat
 
 
 # analysis -------------------------------------------------------------------
+def test_null_threshold_is_auto_or_a_finite_number(tmp_path: Path, tiny_model_dir: Path) -> None:
+    task = tiny_task(tmp_path, tiny_model_dir, unanswerable=True)
+    assert validate_task("t", task).evaluate.null_threshold == "auto"
+    for bad in ("high", float("nan"), True):
+        task["evaluate"]["null_threshold"] = bad
+        with pytest.raises(ReprotuneError, match="tasks.t.evaluate.null_threshold': .*auto or a finite number"):
+            validate_task("t", task)
+    task["evaluate"]["null_threshold"] = -1.5
+    assert validate_task("t", task).evaluate.null_threshold == -1.5
+
+
 def test_question_words_and_buckets() -> None:
     assert question_word("In what year did it open?") == "what"
     assert question_word("Whose idea was it?") == "who"
@@ -504,6 +570,39 @@ def test_analysis_writes_confusion_summary_and_compares_methods(tmp_path: Path, 
     assert confusion.values.tolist() == [["who", "wrong"], ["where", "exact"], ["why", "wrong"]]
     text = (tmp_path / "report" / "summary.md").read_text()
     assert "## By question word" in text and "worst examples (lora)" in text and "Full against LoRA" in text
+
+
+def test_analysis_names_a_model_that_always_abstains(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from reprotune.tasks.qa.analysis import answering_line
+
+    task = validate_task("t", tiny_task(tmp_path, tiny_model_dir, unanswerable=True))
+    gold = [["Ann"], ["Paris"], []]
+    frames = {
+        method: pd.DataFrame(
+            {
+                "id": ["a", "b", "c"],
+                "title": ["T"] * 3,
+                "context": ["Ann met Bob in Paris."] * 3,
+                "question": ["Who met Bob?", "Where?", "Why?"],
+                "gold_texts": gold,
+                "pred_text": preds,
+                "score": [1.0, 2.0, 0.5],
+                "answer_window": [0, 0, -1],
+                "windows": [1, 1, 1],
+            }
+        )
+        for method, preds in (("baseline", ["met", "met", "met"]), ("full", ["", "", ""]), ("lora", ["Ann", "", ""]))
+    }
+    assert answering_line("full", frames["full"]) == (
+        "- full: answers 0 of 3 questions (0.0%); 2 (66.7%) are answerable: it always abstains."
+    )
+    assert answering_line("baseline", frames["baseline"]).endswith("it always answers.")
+    assert answering_line("lora", frames["lora"]).endswith("it answers less often than questions are answerable.")
+    v2 = QaMeta(version_2_with_negative=True, window=SMALL)
+    summary = analyse(frames, v2, task, tmp_path / "report", tmp_path / "confusion")
+    assert [summary[m]["answered"] for m in ("baseline", "full", "lora")] == [1.0, 0.0, pytest.approx(1 / 3, abs=1e-6)]
+    text = (tmp_path / "report" / "summary.md").read_text()
+    assert "## Answered against answerable" in text and "it always abstains" in text
 
 
 # train -> predict -> score ---------------------------------------------------
@@ -571,6 +670,126 @@ def test_tiny_train_predict_score_through_the_generic_flow(
             row.context[row.pred_start : row.pred_start + len(row.pred_text)] == row.pred_text
             for row in answered.itertuples()
         )
+
+
+def test_evaluate_chooses_the_null_threshold_on_validation_and_predict_applies_it(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQuAD 2.0: the evaluate stage picks the margin on validation answers only (test answers
+    changed -> same margin, same predictions), applies it to test, records it in the metrics,
+    and predict post-processes with the recorded margin."""
+    from reprotune.core import paths
+    from reprotune.core.arrow import load_dataset_dir, save_dataset
+    from reprotune.evaluation.evaluate import evaluate, load_method_model, tuned_task
+    from reprotune.modeling.tokenizer import load_tokenizer
+    from reprotune.tasks import load_task
+    from reprotune.tasks.qa import family as family_module
+
+    section = tiny_task(tmp_path / "data-src", tiny_model_dir, unanswerable=True)
+    task = validate_task("tiny_qa", section)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(
+        json.dumps({"pipeline": {"tasks": {"tiny_qa": "qa"}}, "tasks": {"tiny_qa": section}}), encoding="utf-8"
+    )
+    raw, report = sources.load_raw(task.download)
+    raw = make_missing_splits(raw, task.download.make_splits, sources.SPLIT_GROUP_COLUMN)
+    sources.validate_raw(raw, task)
+    save_dataset(raw, paths.raw_dir("tiny_qa"), {"download_report.json": report})
+    tokenizer = load_tokenizer(task.model)
+    meta = preprocess.prepare_meta(raw, report, task)
+    assert meta.version_2_with_negative
+    features, _ = preprocess.tokenize(raw, tokenizer, task, meta)
+    save_dataset(features, paths.tokenized_dir("tiny_qa"), {"meta.json": meta.model_dump(mode="json")})
+    assert 0 < sum(not a["text"] for a in raw["test"]["answers"]) < len(raw["test"])
+
+    chosen_on: list[set[str]] = []
+    choose = family_module.choose_threshold
+    monkeypatch.setattr(
+        family_module,
+        "choose_threshold",
+        lambda raw_v, found: chosen_on.append(set(raw_v["id"])) or choose(raw_v, found),
+    )
+    metrics = evaluate("tiny_qa", "baseline", load_task("tiny_qa", "baseline"))
+    assert chosen_on == [set(raw["validation"]["id"])] and not chosen_on[0] & set(raw["test"]["id"])
+    assert metrics["null_threshold_source"] == "validation"
+    assert {"has_answer_f1", "no_answer_accuracy", "null_threshold_validation_f1"} <= set(metrics)
+    table = pd.read_parquet(paths.predictions_file("tiny_qa", "baseline"))
+    margin = table["null_score"] - table["score"]
+    clear = (margin - metrics["null_threshold"]).abs() > 1e-4
+    assert ((table["pred_text"] != "") == (margin <= metrics["null_threshold"]))[clear].all()
+
+    # Per-epoch validation during training scores at its own validation-chosen margin.
+    plain = load_task("tiny_qa")
+    model = load_method_model("tiny_qa", "baseline", plain, FAMILY, meta)
+    starts, ends = FAMILY.logits(model, tokenizer, features["validation"], meta, plain)
+    width = max(len(row) for row in starts)
+
+    def padded(rows: list[np.ndarray]) -> np.ndarray:
+        return np.stack([np.pad(row, (0, width - len(row)), constant_values=-100.0) for row in rows])
+
+    labels = (np.array(features["validation"]["start_positions"]), np.array(features["validation"]["end_positions"]))
+    prediction = type("Prediction", (), {"predictions": (padded(starts), padded(ends)), "label_ids": labels})
+    compute = FAMILY.train_metrics(meta, plain, raw["validation"], features["validation"])
+    assert compute is not None
+    per_epoch = compute(prediction)
+    # (training reads no evaluate key: default post-processing, here a longer max_answer_length)
+    defaults = plain.model_copy(update={"evaluate": QaEvaluateParams.model_validate({})})
+    choice = FAMILY.null_choice(model, tokenizer, raw["validation"], features["validation"], meta, defaults)
+    assert (per_epoch["null_threshold"], per_epoch["f1"]) == (choice.threshold, choice.f1)
+
+    # Other test answers (all made unanswerable): the same margin and the same predictions.
+    saved = load_dataset_dir(paths.raw_dir("tiny_qa"), "download")
+    blank = saved["test"].map(lambda r: {"answers": {"text": [], "answer_start": []}})
+    save_dataset(type(saved)({**saved, "test": blank}), paths.raw_dir("tiny_qa"), {"download_report.json": report})
+    again = evaluate("tiny_qa", "baseline", load_task("tiny_qa", "baseline"))
+    assert again["null_threshold"] == metrics["null_threshold"] and again["f1"] != metrics["f1"]
+    assert list(pd.read_parquet(paths.predictions_file("tiny_qa", "baseline"))["pred_text"]) == list(table["pred_text"])
+
+    # predict: the recorded margin, the same answers as the test table; auto alone is refused.
+    tuned = tuned_task("tiny_qa", "baseline", plain, FAMILY)
+    assert tuned.evaluate.null_threshold == metrics["null_threshold"]
+    records = [{"question": q, "context": c} for q, c in zip(table["question"], table["context"])]
+    answers = FAMILY.predict_records(model, tokenizer, records, meta, tuned)
+    assert [a["answer"] for a in answers] == list(table["pred_text"])
+    with pytest.raises(ReprotuneError, match="evaluate.null_threshold is auto"):
+        FAMILY.predict_records(model, tokenizer, records[:1], meta, plain)
+
+    # A number in params is used as it is, and recorded as such.
+    section["evaluate"] |= {"null_threshold": 0.0}
+    (tmp_path / "params.yaml").write_text(
+        json.dumps({"pipeline": {"tasks": {"tiny_qa": "qa"}}, "tasks": {"tiny_qa": section}}), encoding="utf-8"
+    )
+    calls = len(chosen_on)
+    fixed = evaluate("tiny_qa", "baseline", load_task("tiny_qa", "baseline"))
+    assert (fixed["null_threshold"], fixed["null_threshold_source"]) == (0.0, "params") and len(chosen_on) == calls
+
+
+def test_bench_v2_set_moves_questions_to_another_article_without_answers(tmp_path: Path) -> None:
+    """bench/qa_null.py's SQuAD 2.0-style set loads as version_2_with_negative data."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("qa_null", Path(__file__).parents[1] / "bench" / "qa_null.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    source = json.loads(write_squad(tmp_path / "v1.json").read_text(encoding="utf-8"))
+    data, moved = bench.make_unanswerable(source, 0.5, seed=3)
+    questions = {
+        qa["id"]: (article["title"], qa)
+        for article in data["data"]
+        for paragraph in article["paragraphs"]
+        for qa in paragraph["qas"]
+    }
+    home = {qa["id"]: a["title"] for a in source["data"] for p in a["paragraphs"] for qa in p["qas"]}
+    assert len(questions) == len(home) == 36 and 0 < moved < 36
+    unanswerable = [qid for qid, (_, qa) in questions.items() if qa["is_impossible"]]
+    assert len(unanswerable) == moved and all(not questions[q][1]["answers"] for q in unanswerable)
+    assert all(questions[q][0] != home[q] for q in unanswerable)
+    assert data == bench.make_unanswerable(source, 0.5, seed=3)[0]
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    raw, _ = load_records(QaDownloadParams(source="json", path=str(path), version_2_with_negative=True))
+    assert sum(not a["text"] for split in raw.values() for a in split["answers"]) == moved
 
 
 def test_hub_split_mapped_to_test_is_not_also_validation(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
-"""Tiny SQuAD-format QA task for the end-to-end test: six made-up articles, 36 questions.
+"""Tiny SQuAD-format QA task for the end-to-end test: six made-up articles, 36 questions
+(48 with the SQuAD 2.0 variant's unanswerable ones).
 
 Each article has a short paragraph and a long one whose answers sit past the first
 window at the tiny max_length, so the stride path runs end to end."""
@@ -59,21 +60,38 @@ def article(town: str, founder: str, year: str, place: str, trade: str, event: s
     }
 
 
-def write_squad(path: Path) -> Path:
+def with_unanswerable(article: dict) -> dict:
+    """SQuAD 2.0 style: each paragraph also asks one question its text cannot answer."""
+    town = article["title"]
+    for number, paragraph in enumerate(article["paragraphs"]):
+        question = f"Who is the mayor of {town}?" if number == 0 else f"What is the population of {town}?"
+        paragraph["qas"].append(
+            {"id": f"{town}-none-{number}", "question": question, "answers": [], "is_impossible": True}
+        )
+    return article
+
+
+def write_squad(path: Path, unanswerable: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"version": "1.1", "data": [article(*town) for town in TOWNS]}
+    articles = [article(*town) for town in TOWNS]
+    data = {
+        "version": "2.0" if unanswerable else "1.1",
+        "data": [with_unanswerable(a) if unanswerable else a for a in articles],
+    }
     path.write_text(json.dumps(data, indent=1), encoding="utf-8")
     return path
 
 
-def tiny_task(data_dir: Path, model_dir: Path) -> dict:
-    path = write_squad(data_dir / "tiny-squad.json")
+def tiny_task(data_dir: Path, model_dir: Path, unanswerable: bool = False) -> dict:
+    """The task section; `unanswerable`: SQuAD 2.0 style, 12 of 48 questions without an answer."""
+    path = write_squad(data_dir / "tiny-squad.json", unanswerable)
     return {
         "type": "qa",
         "model": {"name_or_path": str(model_dir)},
         "download": {
             "source": "json",
             "path": str(path),
+            "version_2_with_negative": unanswerable,
             "split_by": "title",
             "make_splits": {"validation": 0.2, "test": 0.2, "seed": 1},
         },

@@ -49,22 +49,36 @@ def with_intervals(metrics: dict[str, Any], predictions: Any, meta: Any, task: T
     )
 
 
+def tuned_task(task_name: str, method: str, task: TaskParams, family: TaskFamily[Any, Any]) -> TaskParams:
+    """`task` with what the evaluate stage chose on validation for this model (recorded in its
+    metrics file) applied, so predict and serve post-process as the test was scored."""
+    recorded = paths.metrics_file(task_name, method)
+    if not recorded.is_file():
+        return task
+    return family.with_tuned(task, json.loads(recorded.read_text(encoding="utf-8")))
+
+
 def evaluate(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
     if method not in EVAL_METHODS:
         raise ReprotuneError(f"unknown evaluation method '{method}'; allowed: {', '.join(EVAL_METHODS)}")
     evaluated = resolve(task.evaluate.precision, f"tasks.{task_name}.evaluate.precision")
     tokenized_path = paths.tokenized_dir(task_name)
-    features = load_dataset_dir(tokenized_path, "tokenize")["test"]
-    raw = load_dataset_dir(paths.raw_dir(task_name), "download")["test"]
+    tokenized = load_dataset_dir(tokenized_path, "tokenize")
+    raw_splits = load_dataset_dir(paths.raw_dir(task_name), "download")
+    features, raw = tokenized["test"], raw_splits["test"]
     family = tasks.family(task.type)
     meta = tasks.parse_meta(task.type, read_meta(tokenized_path))
     tokenizer = load_tokenizer(task.model, pretokenized=tasks.params_module(task.type).PRETOKENIZED_INPUT)
     model = load_method_model(task_name, method, task, family, meta)
+    # Settings the family chooses on validation (QA's no-answer margin), applied unchanged to test.
+    tuned = family.tune_on_validation(model, tokenizer, raw_splits["validation"], tokenized["validation"], meta, task)
+    task = family.with_tuned(task, tuned)
 
     started = time.perf_counter()
     predictions = family.predict(model, tokenizer, raw, features, meta, task)
     seconds = time.perf_counter() - started
     metrics = with_intervals(tasks.metrics(task.type).score(predictions, meta, task), predictions, meta, task)
+    metrics.update(tuned)
     # Which arithmetic made these numbers, so a diff between two machines explains itself.
     metrics.update(eval_precision=evaluated.dtype, eval_device=evaluated.device, cpu_bf16=evaluated.cpu_bf16)
 

@@ -146,6 +146,18 @@ class TaskFamily(ABC, Generic[P, M]):
         It must compute the metric the test reports, the same way."""
         return None
 
+    def tune_on_validation(
+        self, model: Any, tokenizer: Any, raw: Dataset, features: Dataset, meta: M, params: P
+    ) -> dict[str, Any]:
+        """Post-processing settings chosen on the validation split (`raw`, `features`), never on
+        test: what was chosen, recorded in the metrics and applied by `with_tuned` (the QA
+        no-answer margin). Most families have nothing to choose."""
+        return {}
+
+    def with_tuned(self, params: P, tuned: dict[str, Any]) -> P:
+        """`params` with what `tune_on_validation` chose (or a metrics file recorded) applied."""
+        return params
+
     @abstractmethod
     def predict(self, model: Any, tokenizer: Any, raw: Dataset, features: Dataset, meta: M, params: P) -> pd.DataFrame:
         """One row per raw test example with gold and predicted values."""

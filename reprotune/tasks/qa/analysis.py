@@ -12,7 +12,7 @@ import pandas as pd
 
 from reprotune.core.atomic import write_frame, write_text
 from reprotune.core.tables import markdown_table
-from reprotune.tasks.qa.metrics import gold_answers, score_one
+from reprotune.tasks.qa.metrics import gold_answers, normalize_answer, score_one
 from reprotune.tasks.qa.params import QaMeta, QaTaskParams
 
 QUESTION_WORDS = ("what", "who", "when", "where", "which", "how", "why")
@@ -149,6 +149,31 @@ def full_against_lora(examples: pd.DataFrame, count: int) -> tuple[dict[str, Any
     return counts, disagreements
 
 
+def answering_line(method: str, predictions: pd.DataFrame) -> str:
+    """How often `method` answers against the share of answerable questions, in one line, so
+    a SQuAD v2 model that always abstains (or always answers) is named as such."""
+    total = len(predictions)
+    answered = sum(bool(normalize_answer(str(p))) for p in predictions["pred_text"])
+    answerable = sum(bool(gold_answers([str(g) for g in golds])[0]) for golds in predictions["gold_texts"])
+    if total == 0:
+        return f"- {method}: no test questions."
+    verdict = (
+        "it always abstains"
+        if answered == 0
+        else "it always answers"
+        if answered == total
+        else "it answers less often than questions are answerable"
+        if answered < answerable
+        else "it answers more often than questions are answerable"
+        if answered > answerable
+        else "it answers as often as questions are answerable"
+    )
+    return (
+        f"- {method}: answers {answered} of {total} questions ({answered / total:.1%}); "
+        f"{answerable} ({answerable / total:.1%}) are answerable: {verdict}."
+    )
+
+
 FACETS = (
     ("question_word", "question word"),
     ("answer_length", "gold-answer length (words)"),
@@ -193,6 +218,20 @@ def analyse(
             )
         ),
     ]
+    if meta.version_2_with_negative:
+        lines += [
+            "",
+            "## Answered against answerable",
+            "",
+            "Unanswerable questions are allowed; each model answers where its best span beats the null "
+            "score by the no-answer margin (`null_threshold` in metrics/<task>/<method>.json).",
+            "",
+            *(answering_line(method, frame) for method, frame in predictions.items()),
+        ]
+        for method, frame in predictions.items():
+            summary[method]["answered"] = round(
+                sum(bool(normalize_answer(str(p))) for p in frame["pred_text"]) / max(len(frame), 1), 6
+            )
     for facet, title in FACETS:
         table = by_facet(examples, facet)
         write_frame(report_dir / f"by_{facet}.csv", table)

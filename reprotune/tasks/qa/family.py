@@ -10,7 +10,9 @@ start and end positions of each window, spans inside the context only (offset no
 None), end not before start, at most `max_answer_length` tokens. The span is cut from
 the original context by character offsets. With unanswerable questions allowed, the
 null score (CLS start + CLS end, the lowest over the windows) competes with the best
-span through `null_score_threshold`, as in the official SQuAD v2 recipe."""
+span through a margin, as in the official SQuAD v2 recipe: `evaluate.null_threshold`, or
+(auto) the margin with the best F1 on the validation split (`tune_on_validation`), which
+the evaluate stage records and applies unchanged to test."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from reprotune.modeling.inference import batches
 from reprotune.modeling.model import load_pretrained
 from reprotune.modeling.resolve import model_source
 from reprotune.tasks.base import TaskFamily
-from reprotune.tasks.qa.metrics import score
+from reprotune.tasks.qa.metrics import NullChoice, choose_null_threshold, score, score_one
 from reprotune.tasks.qa.params import QaEvaluateParams, QaMeta, QaTaskParams
 from reprotune.tasks.qa.preprocess import tokenize_batch
 
@@ -79,7 +81,9 @@ def past_marks(context: str, end: int) -> int:
     return end
 
 
-def best_answer(context: str, windows: list[Window], settings: Settings) -> Answer:
+def best_span(context: str, windows: list[Window], settings: Settings) -> Answer:
+    """The best span over the windows and the null score, before the null decision
+    (text "" and start -1 only when no valid span exists)."""
     best: tuple[float, int, int, int] | None = None
     null_score: float | None = None
     for w, window in enumerate(windows):
@@ -103,19 +107,45 @@ def best_answer(context: str, windows: list[Window], settings: Settings) -> Answ
     if best is None:
         return Answer("", -1, None, null_score, -1)
     score, w, s, e = best
-    if settings.allow_null and null_score is not None and null_score - score > settings.null_score_threshold:
-        return Answer("", -1, score, null_score, -1)
     start_char, end_char = windows[w].offsets[s][0], past_marks(context, windows[w].offsets[e][1])
     return Answer(context[start_char:end_char], int(start_char), score, null_score, w)
 
 
-def answer_table(
-    raw: Any, features: Any, start_logits: list[np.ndarray], end_logits: list[np.ndarray], settings: Settings
-) -> pd.DataFrame:
-    """One row per raw example: gold, predicted answer and where it came from.
+def null_margin(span: Answer) -> float | None:
+    """null score - best span score: the answer is withheld when this exceeds the threshold
+    (None: nothing to decide, no span or no null score)."""
+    if span.score is None or span.null_score is None:
+        return None
+    return span.null_score - span.score
 
-    `start_logits[i]` / `end_logits[i]` belong to feature i, cut to that window's length;
-    `answer_window` is the first window holding the gold answer (-1: none)."""
+
+def decide(span: Answer, settings: Settings) -> Answer:
+    """`span` (from best_span), or no answer where the null score beats it by more than the threshold."""
+    margin = null_margin(span)
+    if settings.allow_null and margin is not None and margin > settings.null_score_threshold:
+        return Answer("", -1, span.score, span.null_score, -1)
+    return span
+
+
+def best_answer(context: str, windows: list[Window], settings: Settings) -> Answer:
+    return decide(best_span(context, windows, settings), settings)
+
+
+@dataclass(frozen=True)
+class ExampleSpans:
+    """Per raw example, in order: its best span before the null decision, and where its gold
+    answer fell (first window holding it, -1: none) and how many windows it had."""
+
+    spans: list[Answer]
+    answer_window: list[int]
+    windows: list[int]
+
+
+def example_spans(
+    raw: Any, features: Any, start_logits: list[np.ndarray], end_logits: list[np.ndarray], settings: Settings
+) -> ExampleSpans:
+    """`start_logits[i]` / `end_logits[i]` belong to feature i, cut to that window's length.
+    Reads only the raw examples' ids and contexts, never their answers."""
     windows: dict[str, list[Window]] = {}
     answer_window: dict[str, int] = {}
     for i, (example_id, offsets, window, hit, cls) in enumerate(
@@ -130,13 +160,32 @@ def answer_table(
         windows.setdefault(example_id, []).append(Window(start_logits[i], end_logits[i], offsets, cls))
         if hit and example_id not in answer_window:
             answer_window[example_id] = window
+    ids, contexts = raw["id"], raw["context"]
+    return ExampleSpans(
+        [best_span(context, windows.get(rid, []), settings) for rid, context in zip(ids, contexts)],
+        [answer_window.get(rid, -1) for rid in ids],
+        [len(windows.get(rid, [])) for rid in ids],
+    )
+
+
+def answer_table(
+    raw: Any, features: Any, start_logits: list[np.ndarray], end_logits: list[np.ndarray], settings: Settings
+) -> pd.DataFrame:
+    """One row per raw example: gold, predicted answer and where it came from.
+
+    `start_logits[i]` / `end_logits[i]` belong to feature i, cut to that window's length;
+    `answer_window` is the first window holding the gold answer (-1: none)."""
+    return decided_table(raw, example_spans(raw, features, start_logits, end_logits, settings), settings)
+
+
+def decided_table(raw: Any, found: ExampleSpans, settings: Settings) -> pd.DataFrame:
+    """The predictions table of `answer_table` from spans already found, decided at `settings`."""
     rows = []
-    for example in raw:
-        rid = example["id"]
-        answer = best_answer(example["context"], windows.get(rid, []), settings)
+    for example, span, answer_window, windows in zip(raw, found.spans, found.answer_window, found.windows):
+        answer = decide(span, settings)
         rows.append(
             {
-                "id": rid,
+                "id": example["id"],
                 "title": example["title"],
                 "question": example["question"],
                 "context": example["context"],
@@ -147,20 +196,47 @@ def answer_table(
                 "score": None if answer.score is None else round(answer.score, 6),
                 "null_score": None if answer.null_score is None else round(answer.null_score, 6),
                 "pred_window": answer.window,
-                "windows": len(windows.get(rid, [])),
-                "answer_window": answer_window.get(rid, -1),
+                "windows": windows,
+                "answer_window": answer_window,
             }
         )
     return pd.DataFrame(rows)
+
+
+def choose_threshold(raw_validation: Any, found: ExampleSpans) -> NullChoice:
+    """The null-score margin with the best validation F1 for spans found on validation."""
+    diffs, answer_f1, abstain_f1 = [], [], []
+    for golds, span in zip(raw_validation["answers"], found.spans):
+        texts = list(golds["text"])
+        margin = null_margin(span)
+        abstain = score_one("", texts)[1]
+        diffs.append(margin)
+        answer_f1.append(score_one(span.text, texts)[1] if margin is not None else abstain)
+        abstain_f1.append(abstain if span.text == "" or margin is not None else score_one(span.text, texts)[1])
+    return choose_null_threshold(diffs, answer_f1, abstain_f1)
 
 
 def _pad_multiple() -> int | None:
     return 8 if torch.cuda.is_available() else None
 
 
-def _settings(evaluate: QaEvaluateParams, meta: QaMeta) -> Settings:
+AUTO_UNRESOLVED = (
+    "evaluate.null_threshold is auto but no validation-chosen margin is at hand: run the evaluate stage "
+    "for this model first (dvc repro), or set evaluate.null_threshold to a number"
+)
+
+
+def _settings(evaluate: QaEvaluateParams, meta: QaMeta, threshold: float | None = None) -> Settings:
+    """Post-processing settings; `threshold` (a margin chosen on validation) stands in for auto.
+    An auto margin nobody resolved is 0: the evaluate stage resolves it before it predicts, the
+    export's PyTorch/int8 comparison only needs the same margin on both sides, and
+    `predict_records` refuses it."""
+    chosen = evaluate.null_threshold if threshold is None else threshold
     return Settings(
-        evaluate.n_best_size, evaluate.max_answer_length, meta.version_2_with_negative, evaluate.null_score_threshold
+        evaluate.n_best_size,
+        evaluate.max_answer_length,
+        meta.version_2_with_negative,
+        0.0 if chosen == "auto" else float(chosen),
     )
 
 
@@ -196,8 +272,12 @@ class QaFamily(TaskFamily[QaTaskParams, QaMeta]):
         self, meta: QaMeta, params: QaTaskParams, raw_eval: Dataset, features_eval: Dataset
     ) -> Callable[[Any], dict[str, float]]:
         # Per-epoch validation uses the default post-processing so the training stages
-        # read no `evaluate` key (dvc.yaml tracks only model and train_* for them).
-        settings = _settings(QaEvaluateParams.model_validate({}), meta)
+        # read no `evaluate` key (dvc.yaml tracks only model and train_* for them). With
+        # unanswerable questions that is auto: each checkpoint is scored at its own best
+        # validation margin, as the evaluate stage will use it, so checkpoint selection does
+        # not compare models that all abstain at a margin of 0.
+        defaults = QaEvaluateParams.model_validate({})
+        settings = _settings(defaults, meta, 0.0)
         lengths = [len(ids) for ids in features_eval["input_ids"]]
         starts = np.array(features_eval["start_positions"])
 
@@ -212,15 +292,55 @@ class QaFamily(TaskFamily[QaTaskParams, QaMeta]):
                 )
             cut_start = [start_logits[i, :length] for i, length in enumerate(lengths)]
             cut_end = [end_logits[i, :length] for i, length in enumerate(lengths)]
-            scores = score(answer_table(raw_eval, features_eval, cut_start, cut_end, settings), meta, params)
-            return {"exact_match": scores["exact_match"], "f1": scores["f1"]}
+            found = example_spans(raw_eval, features_eval, cut_start, cut_end, settings)
+            if not meta.version_2_with_negative:
+                scores = score(decided_table(raw_eval, found, settings), meta, params)
+                return {"exact_match": scores["exact_match"], "f1": scores["f1"]}
+            choice = choose_threshold(raw_eval, found)
+            chosen = _settings(defaults, meta, choice.threshold)
+            scores = score(decided_table(raw_eval, found, chosen), meta, params)
+            return {"exact_match": scores["exact_match"], "f1": scores["f1"], "null_threshold": choice.threshold}
 
         return compute
 
     # evaluate -------------------------------------------------------------
-    def predict(
+    def tune_on_validation(
         self, model: Any, tokenizer: Any, raw: Dataset, features: Dataset, meta: QaMeta, params: QaTaskParams
-    ) -> pd.DataFrame:
+    ) -> dict[str, Any]:
+        """SQuAD v2: the null-score margin, from `evaluate.null_threshold` or (auto) the one with
+        the best F1 on the validation split given here (its answers are read; test's never are)."""
+        if not meta.version_2_with_negative:
+            return {}
+        fixed = params.evaluate.null_threshold
+        if fixed != "auto":
+            return {"null_threshold": float(fixed), "null_threshold_source": "params"}
+        choice = self.null_choice(model, tokenizer, raw, features, meta, params)
+        return {
+            "null_threshold": choice.threshold,
+            "null_threshold_source": "validation",
+            "null_threshold_validation_f1": choice.f1,
+            "null_threshold_validation_f1_at_0": choice.f1_at_zero,
+        }
+
+    def null_choice(
+        self, model: Any, tokenizer: Any, raw: Dataset, features: Dataset, meta: QaMeta, params: QaTaskParams
+    ) -> NullChoice:
+        starts, ends = self.logits(model, tokenizer, features, meta, params)
+        return choose_threshold(raw, example_spans(raw, features, starts, ends, _settings(params.evaluate, meta, 0.0)))
+
+    def with_tuned(self, params: QaTaskParams, tuned: dict[str, Any]) -> QaTaskParams:
+        """`params` with an auto margin replaced by the one chosen on validation (`tuned`: what
+        `tune_on_validation` returned, or the metrics file that recorded it); a number in
+        params stays as it is."""
+        if params.evaluate.null_threshold != "auto" or tuned.get("null_threshold_source") != "validation":
+            return params
+        evaluate = params.evaluate.model_copy(update={"null_threshold": float(tuned["null_threshold"])})
+        return params.model_copy(update={"evaluate": evaluate})
+
+    def logits(
+        self, model: Any, tokenizer: Any, features: Dataset, meta: QaMeta, params: QaTaskParams
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Start and end logits per feature, each cut to its window's length."""
         collate = self.collator(tokenizer, params, meta)
         lengths = [len(ids) for ids in features["input_ids"]]
         start_logits: list[np.ndarray] = [np.empty(0)] * len(lengths)
@@ -233,13 +353,23 @@ class QaFamily(TaskFamily[QaTaskParams, QaMeta]):
             for offset, i in enumerate(indices):
                 start_logits[i] = starts[offset, : lengths[i]]
                 end_logits[i] = ends[offset, : lengths[i]]
+        return start_logits, end_logits
+
+    def predict(
+        self, model: Any, tokenizer: Any, raw: Dataset, features: Dataset, meta: QaMeta, params: QaTaskParams
+    ) -> pd.DataFrame:
+        start_logits, end_logits = self.logits(model, tokenizer, features, meta, params)
         return answer_table(raw, features, start_logits, end_logits, _settings(params.evaluate, meta))
 
     # predict (free input) --------------------------------------------------
     def predict_records(
         self, model: Any, tokenizer: Any, records: list[dict[str, Any]], meta: QaMeta, params: QaTaskParams
     ) -> list[dict[str, Any]]:
-        """The answer span with character offsets and its score ("" when a v2 model abstains)."""
+        """The answer span with character offsets and its score ("" when a v2 model abstains).
+        A v2 model answers with the margin the evaluate stage chose (`params` passed through
+        reprotune.evaluation.evaluate.tuned_task) or the number in params, never an unresolved auto."""
+        if meta.version_2_with_negative and params.evaluate.null_threshold == "auto":
+            raise ReprotuneError(AUTO_UNRESOLVED)
         for number, record in enumerate(records, start=1):
             for field in self.predict_fields:
                 if not isinstance(record[field], str) or not record[field].strip():

@@ -11,6 +11,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,60 @@ def aggregate(predictions: list[str], golds: list[list[str]], with_negative: boo
             "no_answer_examples": len(no),
         }
     return out
+
+
+@dataclass(frozen=True)
+class NullChoice:
+    threshold: float
+    """Answer when null score - best span score <= threshold."""
+    f1: float
+    """Mean F1 over the questions it was chosen on, at `threshold` (optimistic there)."""
+    f1_at_zero: float
+    """The same at a margin of 0, the fixed default before the choice."""
+
+
+def _cut_threshold(diffs: list[float], cut: int) -> float:
+    """A margin that answers exactly the first `cut` of the sorted distinct `diffs`: the
+    midpoint between neighbours, one logit beyond the ends."""
+    if not diffs:
+        return 0.0
+    if cut == 0:
+        return diffs[0] - 1.0
+    if cut == len(diffs):
+        return diffs[-1] + 1.0
+    return (diffs[cut - 1] + diffs[cut]) / 2
+
+
+def choose_null_threshold(diffs: list[float | None], answer_f1: list[float], abstain_f1: list[float]) -> NullChoice:
+    """The null-score margin with the best mean F1, as SQuAD 2.0's evaluation finds
+    best_f1_thresh. Per question: `diffs` is null score - best span score, `answer_f1` its F1
+    when it answers with the span, `abstain_f1` when it answers nothing (a None diff: no margin
+    changes its prediction, e.g. no valid span; `abstain_f1` is then the F1 it gets). Among
+    equally good margins the one nearest 0 wins, so the default moves only for a gain. Pass
+    validation questions only: choosing on test would report an optimistic test score."""
+    total = len(diffs)
+    fixed = 0.0
+    gains: dict[float, float] = {}
+    for diff, answer, abstain in zip(diffs, answer_f1, abstain_f1, strict=True):
+        fixed += abstain
+        if diff is not None:
+            gains[diff] = gains.get(diff, 0.0) + answer - abstain
+    ordered = sorted(gains)
+
+    def mean(value: float) -> float:
+        return round(value / total, 6) if total else 0.0
+
+    totals = [fixed]
+    for diff in ordered:
+        totals.append(totals[-1] + gains[diff])
+    best_cut, best_value = 0, fixed
+    for cut, value in enumerate(totals):
+        better = value > best_value + 1e-9
+        tie = abs(value - best_value) <= 1e-9
+        if better or (tie and abs(_cut_threshold(ordered, cut)) < abs(_cut_threshold(ordered, best_cut))):
+            best_cut, best_value = cut, value
+    at_zero = fixed + sum(gain for diff, gain in gains.items() if diff <= 0.0)
+    return NullChoice(round(_cut_threshold(ordered, best_cut), 6), mean(best_value), mean(at_zero))
 
 
 def score(predictions: pd.DataFrame, meta: QaMeta, params: QaTaskParams) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, FiniteFloat, field_validator, model_validator
 
 from reprotune.core.params import (
     DownloadParams,
@@ -49,9 +50,20 @@ class QaTokenizeParams(TokenizeParams):
 class QaEvaluateParams(EvaluateParams):
     n_best_size: int = Field(20, gt=0, description="start and end candidates kept per window")
     max_answer_length: int = Field(30, gt=0, description="longest answer span, in tokens")
-    null_score_threshold: float = Field(
-        0.0, description="SQuAD v2: answer nothing when null score - best span score exceeds this"
+    null_threshold: Literal["auto"] | FiniteFloat = Field(
+        "auto",
+        description="SQuAD v2: answer nothing when null score - best span score exceeds this margin; auto: "
+        "the margin with the best F1 on the validation split (recorded in metrics/<task>/<method>.json)",
     )
+
+    @field_validator("null_threshold", mode="before")
+    @classmethod
+    def _auto_or_number(cls, value: object) -> object:
+        if value == "auto" or (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ):
+            return value
+        raise ValueError("must be auto or a finite number")
 
 
 class QaErrorAnalysisParams(ErrorAnalysisParams):
