@@ -5,48 +5,69 @@
     reprotune-predict wnut16 --input tweets.txt --output entities.jsonl --html entities.html
 
 Input: --text (repeatable), or --input FILE ('-' for stdin) with one record per line,
-either plain text or a JSON object with the task's fields. The model is the task's
-checkpoint (`full`) or its base model plus adapter (`lora`), as trained by dvc repro;
-with --format onnx, the export stage's ONNX model (--int8: its int8-quantized one),
+either plain text or a JSON object with the task's fields (strings). The model is the
+task's checkpoint (`full`) or its base model plus adapter (`lora`), as trained by dvc
+repro; with --format onnx, the export stage's ONNX model (--int8: its int8-quantized one),
 run by onnxruntime on the CPU.
-"""
+
+Every input line is read on its own: a line that is not UTF-8, not JSON, or lacks a field
+(or has a non-string one) is reported on stderr as `error: FILE:LINE: ...` and gets an
+`{"line": N, "error": ...}` output line in its place; the other lines are predicted, and
+the exit status is 1. Texts longer than the model's max_length are windowed (NER; the
+output's `"windows"` says how many) or, with --long-inputs refuse, reported the same way."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from reprotune import tasks
-from reprotune.core import paths
+from reprotune.core.atomic import write_text
 from reprotune.core.cli import quiet_libraries, run_stage
 from reprotune.core.errors import ReprotuneError
-from reprotune.core.paths import RUN_INFO
-from reprotune.evaluation.evaluate import load_method_model
-from reprotune.modeling.tokenizer import load_tokenizer
 from reprotune.rendering import render_html
+from reprotune.serving.records import Line, RecordError, check_strings, read_lines
 from reprotune.tasks import load_task
 
 
-def read_records(texts: list[str], source: str | None, fields: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Plain lines fill the family's first field; JSON object lines must carry all fields."""
-    lines = list(texts)
+def input_lines(source: str) -> Iterator[bytes]:
+    """The raw lines of FILE or stdin ('-'), bytes, so each line's encoding is checked alone."""
+    if source == "-":
+        yield from sys.stdin.buffer
+        return
+    path = Path(source)
+    if not path.exists():
+        raise ReprotuneError(f"input file {source} does not exist")
+    if not path.is_file():
+        raise ReprotuneError(f"input {source} is not a file; give a file with one record per line, or '-'")
+    try:
+        with path.open("rb") as handle:
+            yield from handle
+    except OSError as exc:
+        raise ReprotuneError(f"cannot read input file {source}: {exc.strerror or exc}") from exc
+
+
+def read_records(texts: list[str], source: str | None, fields: tuple[str, ...]) -> list[tuple[str, Line]]:
+    """(where, Line) for every --text and every non-blank input line, in order; `where` is
+    `--text N`, `<stdin>:N` or `FILE:N`."""
+    lines: list[tuple[str, Line]] = []
+    for number, text in enumerate(texts, start=1):
+        try:
+            check_strings(text)  # argv undecodable in the locale arrives with lone surrogates
+            lines.append((f"--text {number}", Line(number, {fields[0]: text}, None)))
+        except RecordError as exc:
+            lines.append((f"--text {number}", Line(number, None, str(exc))))
     if source:
-        handle = sys.stdin if source == "-" else open(source, encoding="utf-8")
-        with handle:
-            lines += [line.rstrip("\n") for line in handle if line.strip()]
-    records = []
-    for number, line in enumerate(lines, start=1):
-        record = json.loads(line) if line.lstrip().startswith("{") else {fields[0]: line}
-        missing = [field for field in fields if field not in record]
-        if missing:
-            raise ReprotuneError(f"input record {number} lacks field '{missing[0]}' (needs: {', '.join(fields)})")
-        records.append(record)
-    if not records:
+        name = "<stdin>" if source == "-" else source
+        lines += [(f"{name}:{line.number}", line) for line in read_lines(input_lines(source), fields)]
+    if not lines:
         raise ReprotuneError("no input: give --text or --input FILE (or '-' for stdin)")
-    return records
+    return lines
 
 
 def predict(
@@ -56,23 +77,25 @@ def predict(
     params_path: str = "params.yaml",
     fmt: str = "checkpoint",
     int8: bool = False,
-) -> list[dict]:
-    if fmt != "checkpoint" or int8:
-        from reprotune.export.runtime import load_predictor
+    long_inputs: str = "window",
+) -> list[dict[str, Any] | RecordError]:
+    """One result per record: its prediction, or the RecordError that refused it."""
+    from reprotune.serve import available_cpus
+    from reprotune.serving import loading
+    from reprotune.serving.online import LongInputs, OnlinePredictor
 
-        return load_predictor(task_name, method, fmt, params_path, int8=int8)(records)
-    task = load_task(task_name, path=params_path)
-    family = tasks.family(task.type)
-    run_info = paths.model_dir(task_name, method) / RUN_INFO
-    if method != "baseline" and not run_info.exists():
-        raise ReprotuneError(f"{run_info.parent} is missing; train it first (dvc repro train-{method}@{task_name})")
-    meta = tasks.parse_meta(task.type, json.loads(run_info.read_text(encoding="utf-8"))["meta"])
-    tokenizer = load_tokenizer(task.model, pretokenized=tasks.params_module(task.type).PRETOKENIZED_INPUT)
-    model = load_method_model(task_name, method, task, family, meta)
-    try:
-        return family.predict_records(model, tokenizer, records, meta, task)
-    except NotImplementedError as exc:
-        raise ReprotuneError(str(exc)) from exc
+    loaded = loading.load(task_name, method, fmt, params_path, int8=int8, threads=available_cpus())
+    long: LongInputs = "refuse" if long_inputs == "refuse" else "window"
+    predictor = OnlinePredictor(loaded, long, max_batch=loaded.task.evaluate.batch_size)
+    prepared: list[Any] = []
+    for record in records:
+        try:
+            prepared.append(predictor.prepare(record))
+        except RecordError as exc:
+            prepared.append(exc)
+    ready = [p for p in prepared if not isinstance(p, RecordError)]
+    results = iter(predictor.run(ready) if ready else [])
+    return [p if isinstance(p, RecordError) else next(results) for p in prepared]
 
 
 def main(argv: list[str]) -> str | None:
@@ -92,18 +115,41 @@ def main(argv: list[str]) -> str | None:
         help="checkpoint: the trained model; onnx: models/<task>/export-<method>/onnx/model.onnx",
     )
     parser.add_argument("--int8", action="store_true", help="with --format onnx: the int8-quantized model")
+    parser.add_argument(
+        "--long-inputs",
+        default="window",
+        choices=["window", "refuse"],
+        help="texts over tokenize.max_length: split into windows (default) or report as errors",
+    )
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
+    os.environ["TQDM_DISABLE"] = "1"
     family = tasks.family(load_task(args.task, path=args.params).type)
-    records = read_records(args.text, args.input, family.predict_fields)
-    results = predict(args.task, args.method, records, args.params, args.format, args.int8)
-    lines = "".join(json.dumps(result, ensure_ascii=False) + "\n" for result in results)
+    lines = read_records(args.text, args.input, tuple(family.predict_fields))
+    good = [line.record for _, line in lines if line.record is not None]
+    predicted = iter(
+        predict(args.task, args.method, good, args.params, args.format, args.int8, args.long_inputs) if good else []
+    )
+    out, errors, results = [], [], []
+    for where, line in lines:
+        result: dict[str, Any] | RecordError = next(predicted) if line.record is not None else RecordError(line.error)
+        if isinstance(result, RecordError):
+            errors.append(f"error: {where}: {result}")
+            out.append({"line": line.number, "error": str(result)})
+        else:
+            out.append(result)
+            results.append(result)
+    text = "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in out)
     if args.output:
-        Path(args.output).write_text(lines, encoding="utf-8")
+        write_text(args.output, text)
     else:
-        sys.stdout.write(lines)
+        sys.stdout.write(text)
     if args.html:
-        Path(args.html).write_text(render_html(results), encoding="utf-8")
+        write_text(args.html, render_html(results))
+    if errors:
+        sys.stdout.flush()
+        print("\n".join(errors), file=sys.stderr)
+        raise SystemExit(1)
     return None
 
 

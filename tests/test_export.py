@@ -1,11 +1,9 @@
-"""Export, parity, latency, model card, Hub push and the HTTP server, on tiny models
+"""Export, parity, latency, model card, Hub push, on tiny models
 built in the test (tests/tiny.py), without the pipeline."""
 
 from __future__ import annotations
 
-import http.client
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -343,113 +341,7 @@ def test_export_params_defaults_are_offline():
         ExportParams.model_validate({"push": "me/x"})
 
 
-# HTTP server ---------------------------------------------------------------------------
-class EchoPredictor:
-    fields = ("text",)
-    description = {"task": "echo", "method": "lora", "format": "onnx"}
-
-    def __call__(self, records):
-        if any(r["text"] == "boom" for r in records):
-            raise RuntimeError("secret internal detail")
-        if any(r["text"] == "bad" for r in records):
-            raise ReprotuneError("input record 1 is bad")
-        return [{"text": r["text"], "length": len(r["text"])} for r in records]
-
-
-@pytest.fixture()
-def server_factory():
-    from reprotune.serve import make_server
-
-    started = []
-
-    def start(predictor, **kwargs):
-        server = make_server(predictor, "127.0.0.1", 0, quiet=True, **kwargs)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        started.append((server, thread))
-        return server.server_address[1]
-
-    yield start
-    for server, thread in started:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-        assert not thread.is_alive()
-
-
-def request(port, method, path, body=None, headers=None):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        payload = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-        connection.request(method, path, body=payload, headers={"Content-Type": "application/json", **(headers or {})})
-        response = connection.getresponse()
-        return response.status, json.loads(response.read().decode())
-    finally:
-        connection.close()
-
-
-def test_server_answers_valid_and_invalid_requests(server_factory):
-    port = server_factory(EchoPredictor(), max_bytes=4096, max_records=3)
-    assert request(port, "GET", "/health") == (200, {"status": "ok", **EchoPredictor.description})
-    assert request(port, "POST", "/predict", {"text": "hi"}) == (200, {"predictions": [{"text": "hi", "length": 2}]})
-    status, body = request(port, "POST", "/predict", {"records": [{"text": "a"}, "bc"]})
-    assert status == 200 and [p["length"] for p in body["predictions"]] == [1, 2]
-
-    bad = {
-        b"{not json": (400, "not JSON"),
-        b"[1, 2]": (400, "JSON object"),
-        b"\xff\xfe": (400, "UTF-8"),
-        json.dumps({"records": []}).encode(): (400, "empty"),
-        json.dumps({"records": {"text": "x"}}).encode(): (400, "must be a list"),
-        json.dumps({"records": [{"txt": "x"}]}).encode(): (400, "lacks field 'text'"),
-        json.dumps({"records": [{"text": 3}]}).encode(): (400, "must be a string"),
-        json.dumps({"records": [7]}).encode(): (400, "object or a string"),
-        json.dumps({"records": ["a"] * 4}).encode(): (413, "at most 3"),
-        json.dumps({"text": "bad"}).encode(): (400, "is bad"),
-        json.dumps({"text": "boom"}).encode(): (500, "internal error"),
-    }
-    for payload, (want_status, want_text) in bad.items():
-        status, body = request(port, "POST", "/predict", payload)
-        assert status == want_status and want_text in body["error"], (payload, status, body)
-        assert "Traceback" not in body["error"] and "secret" not in body["error"]
-    assert request(port, "GET", "/nowhere")[0] == 404
-    assert request(port, "GET", "/predict")[0] == 405
-    assert request(port, "POST", "/health", {"text": "x"})[0] == 404
-
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:  # a body over the limit is refused from its Content-Length, before it is read
-        connection.putrequest("POST", "/predict")
-        connection.putheader("Content-Length", str(10 * 4096))
-        connection.endheaders()
-        response = connection.getresponse()
-        assert response.status == 413 and "at most 4096" in json.loads(response.read())["error"]
-    finally:
-        connection.close()
-
-
-def test_server_runs_the_onnx_model(server_factory, tmp_path, tiny_model_dir, ner_onnx):
-    """The real path: OnnxModel behind a Predictor, the NER family's predict_records."""
-    from tiny_ner import tiny_task
-    from transformers import AutoTokenizer
-
-    from reprotune import tasks
-    from reprotune.export.runtime import Predictor
-
-    params = tasks.params_module("ner").PARAMS.model_validate(tiny_task(tmp_path / "data", tiny_model_dir))
-    meta = tasks.parse_meta("ner", {"labels": LABELS, "types_missing_from_train": []})
-    predictor = Predictor(
-        tasks.family("ner"),
-        OnnxModel(ner_onnx["fp32"]),
-        AutoTokenizer.from_pretrained(str(tiny_model_dir)),
-        meta,
-        params,
-        {"task": "tiny", "format": "onnx"},
-    )
-    port = server_factory(predictor)
-    status, body = request(port, "POST", "/predict", {"records": [{"text": TEXTS[0]}, {"text": TEXTS[2]}]})
-    assert status == 200 and len(body["predictions"]) == 2
-    assert body["predictions"][0]["text"] == TEXTS[0] and isinstance(body["predictions"][0]["entities"], list)
-    assert request(port, "GET", "/health")[1]["format"] == "onnx"
+# The HTTP server's tests are in tests/test_serve_app.py.
 
 
 def test_stage_usage_error():
