@@ -60,8 +60,11 @@ def _owner_alive(leftover: Path) -> bool:
     if not match:
         return False  # an older name without a pid: its writer is long gone
     pid = int(match.group(1))
-    if pid == os.getpid():
-        return False
+    return pid != os.getpid() and pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

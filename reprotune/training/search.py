@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from reprotune.core import paths
+from reprotune.core.atomic import pid_alive
 from reprotune.core.errors import ReprotuneError, did_you_mean
 from reprotune.core.params import LoraTrainParams, SearchParams, SearchRange, TaskParams, TrainParams
 from reprotune.training.train import Prepared, fit, method_params, prepare, selection_metric, with_overrides
@@ -271,16 +272,6 @@ def reap_dead_workers(study: Any) -> int:
             tell(study, trial.number, state=TrialState.FAIL)
             reaped += 1
     return reaped
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def constant_prediction(prediction: Any) -> str | None:
