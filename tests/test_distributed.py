@@ -45,6 +45,7 @@ def test_two_process_gloo_training_matches_single_process(tmp_path: Path, tiny_m
     )
     stage(tmp_path, sys.executable, str(REPO / "stages" / "download.py"), "t")
     stage(tmp_path, sys.executable, str(REPO / "stages" / "tokenize_align.py"), "t")
+    stage(tmp_path, sys.executable, str(REPO / "stages" / "search.py"), "t", "full")  # off: train_full as written
 
     single, single_info = train_and_evaluate(tmp_path, batch_size=8, processes=1)
     double, double_info = train_and_evaluate(tmp_path, batch_size=4, processes=2)

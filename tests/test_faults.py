@@ -78,6 +78,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> 
     write_params(root, task)
     for script in ("download.py", "tokenize_align.py"):
         finish(stage(root, script, "t"))
+    finish(stage(root, "search.py", "t", "full"))  # search off: the train section as written
     return root
 
 
