@@ -64,7 +64,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from reprotune.core.atomic import write_json, write_text
 from reprotune.core.errors import ReprotuneError, did_you_mean
-from reprotune.core.params import GateParams, GateRule
+from reprotune.core.params import GateParams, GateRule, load_yaml
 
 BUILTIN_DEFAULT = GateRule(max_drop=0.01, relative=False, lower_is_better=None)
 GATE_RULES = TypeAdapter(dict[str, GateRule])
@@ -306,7 +306,7 @@ def read_config(params_path: Path) -> Config:
     if not params_path.exists():
         return Config()
     try:
-        data = yaml.safe_load(params_path.read_bytes().decode("utf-8")) or {}
+        data = load_yaml(params_path.read_bytes().decode("utf-8")) or {}  # as the stages read it (2e-5 a number)
     except UnicodeDecodeError as exc:
         raise ReprotuneError(f"{params_path} is not UTF-8 text") from exc
     except yaml.YAMLError as exc:

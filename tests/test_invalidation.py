@@ -23,7 +23,17 @@ from tiny import copy_repo, git
 from reprotune.tasks import FAMILIES, STAGE_SECTIONS
 
 TASKS = [f"tiny_{family}" for family in FAMILIES]
-ALL_SECTIONS = ("model", "download", "tokenize", "train_full", "train_lora", "evaluate", "error_analysis", "export")
+ALL_SECTIONS = (
+    "model",
+    "download",
+    "tokenize",
+    "search",
+    "train_full",
+    "train_lora",
+    "evaluate",
+    "error_analysis",
+    "export",
+)
 
 
 @contextmanager
@@ -61,6 +71,8 @@ def test_editing_a_family_module_marks_only_the_stages_that_run_it(reproduced: t
     repo, _ = reproduced
     task = f"tiny_{family}"
     model_stages = {
+        "search-full",
+        "search-lora",
         "train-full",
         "train-lora",
         "baseline",
@@ -82,11 +94,13 @@ def test_editing_a_family_module_marks_only_the_stages_that_run_it(reproduced: t
         assert changed == {f"{stage}@{task}" for stage in stages}, (module, changed)
 
 
-def test_editing_shared_training_code_marks_train_stages_only(reproduced: tuple[Path, dict]) -> None:
+def test_editing_shared_training_code_marks_search_and_train_stages_only(reproduced: tuple[Path, dict]) -> None:
     repo, _ = reproduced
     with edited(repo, "reprotune/training/train.py"):
         changed = dry_run_stages(repo)
-    assert changed == {f"train-{method}@{task}" for task in TASKS for method in ("full", "lora")}
+    # the search stages run the train stage's own fit() for each trial
+    stages = ("search-full", "search-lora", "train-full", "train-lora")
+    assert changed == {f"{stage}@{task}" for task in TASKS for stage in stages}
 
 
 def test_editing_a_local_source_file_reruns_download_and_picks_the_change_up(reproduced: tuple[Path, dict]) -> None:
@@ -153,7 +167,7 @@ def test_every_stage_depends_on_each_project_file_it_imported(reproduced: tuple[
         missing = [path for path in json.loads(record.read_text()) if not covered(path, stage["deps"])]
         assert not missing, f"{name} imports {missing} but dvc.yaml does not list them as deps"
         checked += 1
-    assert checked == len(stages) >= 8 * len(TASKS)
+    assert checked == len(stages) >= 10 * len(TASKS)
 
 
 def test_no_stage_depends_on_another_familys_code(reproduced: tuple[Path, dict]) -> None:
