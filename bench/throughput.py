@@ -83,8 +83,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sections",
         nargs="+",
-        choices=("tokenize", "train", "mlm", "infer"),
+        choices=("tokenize", "train", "mlm", "infer", "lora-cost"),
         default=["tokenize", "train", "mlm", "infer"],
+        help="lora-cost (not in the default set): LoRA against full fine-tuning on the train stage's path, "
+        "each row a fresh process, methods interleaved, --repeats times",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="lora-cost: runs of each method per precision")
+    parser.add_argument("--lora-bias", choices=("none", "all", "lora_only"), default="all", help="lora-cost: bias")
+    parser.add_argument("--lora-dropout", type=float, default=0.1, help="lora-cost: the adapters' dropout")
+    parser.add_argument(
+        "--threads", type=int, help="lora-cost: torch threads per row (default torch's; 1 on a shared, loaded machine)"
     )
     parser.add_argument(
         "--data-dir",
@@ -302,6 +310,8 @@ def run_throughput(
                 ["model", "config", "full_mb", "lora_mb", "ratio", "meets_target"],
             )
         )
+    if "lora-cost" in args.sections:
+        ok = run_lora_cost(args, specs[0].name, batch_sizes, warmup, steps, result, save) and ok
     if "mlm" in args.sections:
         ok = run_mlm_section(args, specs, batch_sizes, warmup, steps, result, save, errors) and ok
     if "infer" in args.sections:
@@ -334,6 +344,70 @@ def run_throughput(
             )
         )
     return ok and not errors
+
+
+def run_lora_cost(
+    args: argparse.Namespace,
+    model: str,
+    batch_sizes: list[int],
+    warmup: int,
+    steps: int,
+    result: dict[str, Any],
+    save: Callable[[], None],
+) -> bool:
+    """Full, LoRA as the train stage runs it, and LoRA with peft's own dropout and fp32
+    frozen weights (before issue 25), each in a fresh process, interleaved and repeated."""
+    import throughput_train as tt
+    from throughput_lora import lora_cost
+
+    spec = {
+        "model": model,
+        "batch_size": batch_sizes[0],
+        "warmup": warmup,
+        "steps": steps,
+        "tokenizer": args.tokenizer,
+        "data_dir": str(args.data_dir),
+        "bias": args.lora_bias,
+        "dropout": args.lora_dropout,
+        "threads": args.threads,
+    }
+    summary = lora_cost(tt.fast_precisions(), args.repeats, spec, save, result)
+    rows = []
+    for block in summary:
+        for method in ("full", "lora", "lora-peft"):
+            if method in block:
+                versus = block.get(f"{method}_vs_full", {})
+                rows.append(
+                    {
+                        "precision": block["precision"],
+                        "method": method,
+                        **block[method],
+                        "lora/full speed": versus.get("speed_ratio_median", ""),
+                        "full-lora steady MB": versus.get("steady_saving_mb_median", ""),
+                    }
+                )
+    print(
+        table(
+            f"LoRA cost ({model}, bs {spec['batch_size']}, {steps} steps after {warmup}; medians of {args.repeats} "
+            f"interleaved runs, each a fresh process; LoRA bias {args.lora_bias}, dropout {args.lora_dropout}; "
+            f"torch threads {args.threads or 'default'})",
+            rows,
+            [
+                "precision",
+                "method",
+                "samples_per_s",
+                "peak_rss_mb",
+                "steady_rss_mb",
+                "lora/full speed",
+                "full-lora steady MB",
+            ],
+        )
+    )
+    print(
+        "peak: the whole run (the longest, length-grouped batch comes first, before any optimizer state "
+        "exists); steady: the measured steps; lora-peft: peft's dropout modules and fp32 frozen weights"
+    )
+    return all(method in block for block in summary for method in ("full", "lora"))
 
 
 def run_mlm_section(

@@ -26,6 +26,7 @@ from throughput_device import MemoryMeter, PrecisionFlags, cpu_bf16, cuda, matmu
 
 from reprotune.core.params import EvaluateParams, LoraTrainParams, TrainParams
 from reprotune.modeling.inference import batches
+from reprotune.modeling.precision import resolve, store_frozen_in_autocast_dtype
 from reprotune.training.lora import apply_lora
 from reprotune.training.train import ordered_eval_trainer, training_arguments
 
@@ -291,6 +292,12 @@ def train_row(
         model = build_model(spec)
         if config.method == "lora":
             model = apply_lora(model, LoraTrainParams(), "TOKEN_CLS", ("classifier",))
+            if config.style == "fast":  # as fit() does: the frozen base in the autocast dtype
+                store_frozen_in_autocast_dtype(model, resolve(config.precision, "bench precision"))
+            else:  # the notebooks' peft: its own dropout modules
+                from throughput_lora import unfold_lora_dropout
+
+                unfold_lora_dropout(model)
         total, trainable, per_token = flops_per_token(model)
         args = (
             seed_arguments(output_dir, config.batch_size, max_steps)

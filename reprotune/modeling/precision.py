@@ -122,3 +122,40 @@ def resolve(precision: str, where: str) -> Resolved:
     if cpu_bf16:
         return Resolved("bf16", "cpu", True, f"auto: CPU has native bf16, {why}")
     return Resolved("fp32", "cpu", False, f"auto: CPU lacks native bf16, {why}")
+
+
+def frozen_linear_weights(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The frozen floating-point parameters that only Linear layers use: what autocast casts
+    to the low-precision dtype in every forward pass. A parameter also used by another kind
+    of module (an MLM decoder tied to the input embeddings) is left out, since the embedding
+    lookup and LayerNorm run in the parameter's own dtype."""
+    linear: dict[int, torch.nn.Parameter] = {}
+    elsewhere: set[int] = set()
+    for module in model.modules():
+        owned = module.named_parameters(recurse=False, remove_duplicate=False)
+        for _, param in owned:
+            if isinstance(module, torch.nn.Linear):
+                linear[id(param)] = param
+            else:
+                elsewhere.add(id(param))
+    return [
+        param
+        for key, param in linear.items()
+        if key not in elsewhere and not param.requires_grad and param.dtype == torch.float32
+    ]
+
+
+def store_frozen_in_autocast_dtype(model: torch.nn.Module, resolved: Resolved) -> int:
+    """Under bf16/fp16 autocast, keep the frozen Linear weights (LoRA's base model) in that
+    dtype and return how many elements changed. Autocast re-casts a frozen fp32 weight in
+    every forward pass (it caches casts only for tensors that require grad) and keeps the
+    copy for the backward pass; casting once gives the same bf16 values, so results are
+    bit-identical while each step skips the casts and the model holds half the bytes.
+    Trained parameters (adapters, the head, `bias: all` biases) stay fp32."""
+    if resolved.dtype == "fp32":
+        return 0
+    changed = 0
+    for param in frozen_linear_weights(model):
+        param.data = param.data.to(resolved.torch_dtype)
+        changed += param.numel()
+    return changed

@@ -1,6 +1,7 @@
 """LoRA through peft: the attention projections for `target_modules: auto`, every Linear
 layer of the encoder for `all-linear`; refuse names that do not exist in the model, and
-train the task head in full."""
+train the task head in full. Each adapter's dropout is folded into its A matrix, so the
+backward pass keeps a 1-byte mask, not two float activations (bit-identical; issue 25)."""
 
 from __future__ import annotations
 
@@ -112,7 +113,7 @@ def apply_lora(
             use_dora=params.use_dora,
             init_lora_weights=True if params.init_lora_weights == "default" else params.init_lora_weights,
         )
-        return get_peft_model(model, config)
+        wrapped = get_peft_model(model, config)
     except (ValueError, NotImplementedError, TypeError) as exc:
         chosen = (
             f"use_dora={params.use_dora}, use_rslora={params.use_rslora}, "
@@ -120,6 +121,8 @@ def apply_lora(
         )
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ReprotuneError(f"{section}: peft does not support this LoRA combination ({chosen}): {reason}") from exc
+    lean_lora_dropout(wrapped)
+    return wrapped
 
 
 BASE_CHANGING_INITS = ("pissa", "olora")
@@ -178,3 +181,75 @@ def split_head_groups(model: Any, optimizer: Any, head_lr: float) -> None:
         group["params"] = [p for p in group["params"] if id(p) not in head]
         optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"}, "params": moved, "lr": head_lr})
     optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
+
+
+class _DropoutThenA(torch.autograd.Function):
+    """`lora_A(dropout(x))` that keeps a 1-byte mask for the backward pass instead of the
+    float mask and the dropped-out input (8 bytes per element, per adapted layer; x itself
+    is already kept by the base layer). The backward pass rebuilds the same two ops from
+    the mask under the forward's autocast state and differentiates them, so values and
+    gradients are bit-identical to peft's `lora_A(nn.Dropout(x))`."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:
+        noise = torch.empty_like(x).bernoulli_(1 - p)  # what aten's CPU dropout does, same RNG use
+        noise.div_(1 - p)
+        device = x.device.type
+        ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        ctx.p = p
+        ctx.save_for_backward(x, weight, noise != 0)
+        return torch.nn.functional.linear(x * noise, weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        x, weight, mask = ctx.saved_tensors
+        device, enabled, dtype = ctx.autocast
+        noise = mask.to(x.dtype).div_(1 - ctx.p)
+        inputs = [x.detach().requires_grad_(ctx.needs_input_grad[0]), weight.detach().requires_grad_(True)]
+        with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
+            out = torch.nn.functional.linear(inputs[0] * noise, inputs[1])
+        wanted = [t for t in inputs if t.requires_grad]
+        grads = iter(torch.autograd.grad(out, wanted, grad))
+        return (next(grads) if ctx.needs_input_grad[0] else None), next(grads), None
+
+
+class DropoutLoraA(torch.nn.Linear):
+    """peft's lora_A Linear with the adapter's dropout folded in (same parameters and
+    state-dict keys); in eval mode, or without autograd, plain dropout then Linear."""
+
+    dropout_p: float = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.dropout_p == 0:
+            return super().forward(x)
+        if not torch.is_grad_enabled() or not self.weight.requires_grad:
+            return super().forward(torch.nn.functional.dropout(x, self.dropout_p, True))
+        return _DropoutThenA.apply(x, self.weight, self.dropout_p)
+
+
+def lean_lora_dropout(model: torch.nn.Module) -> int:
+    """Fold each plain LoRA adapter's dropout into its A matrix (DropoutLoraA) and return
+    how many were folded. peft's nn.Dropout keeps a float mask and the dropped-out copy of
+    the input for every adapted layer: with dropout on q/k/v that is more activation memory
+    than full fine-tuning's weight gradients. DoRA and other variants keep peft's path."""
+    from peft.tuners.lora import LoraLayer
+
+    folded = 0
+    for module in model.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        for name, dropout in list(module.lora_dropout.items()):
+            lora_a = module.lora_A[name] if name in module.lora_A else None
+            if (
+                type(dropout) is not torch.nn.Dropout
+                or dropout.p == 0
+                or name in module.lora_variant
+                or type(lora_a) is not torch.nn.Linear
+                or lora_a.bias is not None
+            ):
+                continue
+            lora_a.__class__ = DropoutLoraA
+            lora_a.dropout_p = float(dropout.p)
+            module.lora_dropout[name] = torch.nn.Identity()
+            folded += 1
+    return folded

@@ -26,7 +26,7 @@ from reprotune.core.errors import ReprotuneError
 from reprotune.core.params import LoraTrainParams, TaskParams, TrainParams, explain_validation_error
 from reprotune.core.paths import RUN_INFO, TRAIN_INFO
 from reprotune.modeling.model import count_parameters
-from reprotune.modeling.precision import Resolved, resolve
+from reprotune.modeling.precision import Resolved, resolve, store_frozen_in_autocast_dtype
 from reprotune.modeling.tokenizer import load_tokenizer
 from reprotune.tasks.base import TaskFamily
 from reprotune.training.controls import (
@@ -274,6 +274,8 @@ def fit(
     if method == "lora":
         assert isinstance(params, LoraTrainParams)
         model = apply_lora(model, params, family.peft_task_type, family.head_modules, section)
+        # the frozen base in the autocast dtype: the same values, without a cast every step
+        store_frozen_in_autocast_dtype(model, resolve_precision(params, where))
     counts = count_parameters(model)
     args = training_arguments(params, family, checkpoints, where)
     if isinstance(params, LoraTrainParams):
