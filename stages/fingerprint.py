@@ -11,6 +11,7 @@ from reprotune.core.fingerprint import HashCache, data_fingerprint, model_finger
 
 def main(args: list[str]) -> str:
     (task_name,) = expect_args(args, ["task"], "stages/fingerprint.py")
+    tasks.check_params_file(task_name)  # the first stage to run: a bad params file stops here, before any training
     task = tasks.load_task(task_name, "fingerprint")
     cache = HashCache()
     data = data_fingerprint(task.download.model_dump(mode="json"), cache)

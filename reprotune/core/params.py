@@ -8,8 +8,9 @@ Each task family subclasses these models with its own keys.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,9 +23,22 @@ Duplicates = Literal["group", "drop_from_eval", "keep"]
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors: a typo must never silently fall back to a default."""
+    """Unknown keys are errors: a typo must never silently fall back to a default. Types are
+    strict (`r: "8"` or `r: true` is refused, not coerced; a float key still takes `3`), and
+    every number is finite: `.inf` or `.nan` would crash or waste a run later."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+SEED_LIMIT = 2**32
+Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT, description="0 <= seed < 2**32, what numpy and torch accept")]
+"""Every seed: numpy's `seed()` refuses anything outside [0, 2**32)."""
+BATCH_LIMIT = 65536
+BatchSize = Annotated[int, Field(gt=0, le=BATCH_LIMIT)]
+"""Examples per batch: above 65536 no accelerator holds the activations (1e8 is a typo)."""
+RESAMPLE_LIMIT = 1_000_000
+EPOCH_LIMIT = 10_000
+PositiveInt = Annotated[int, Field(gt=0)]
 
 
 class ModelParams(Strict):
@@ -42,7 +56,7 @@ class MakeSplits(Strict):
 
     validation: float = Field(0.1, gt=0, lt=1)
     test: float = Field(0.1, gt=0, lt=1)
-    seed: int = 42
+    seed: Seed = 42
 
     @model_validator(mode="after")
     def _train_keeps_a_share(self) -> MakeSplits:
@@ -86,18 +100,32 @@ class DownloadParams(Strict):
         "examples whose text stays in train (counted in download_report.json), keep carves rows as they come",
     )
     near_duplicates: NearDuplicates = NearDuplicates()
-    max_samples: dict[SplitName, int] | None = None
-    sample_seed: int = 42
+    max_samples: dict[SplitName, PositiveInt] | None = None
+    sample_seed: Seed = 42
 
 
 class TokenizeParams(Strict):
-    max_length: int = Field(128, gt=1)
-    num_proc: int | None = Field(None, ge=1)
-    batch_size: int = Field(1000, gt=0)
+    max_length: int = Field(128, gt=1, le=2**20)
+    num_proc: int | None = Field(None, ge=1, le=1024)
+    batch_size: int = Field(1000, gt=0, le=2**20, description="examples per datasets.map batch")
 
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 LoraInit = Literal["default", "gaussian", "pissa", "olora"]
+
+
+OPTIMIZERS = (
+    *("adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor"),
+    *("adamw_anyprecision", "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad"),
+    *("adamw_bnb_8bit", "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit"),
+    *("paged_adamw_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit", "paged_lion_32bit", "paged_lion_8bit"),
+    *("rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit"),
+    *("galore_adafactor", "galore_adamw_layerwise", "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise"),
+    *("lomo", "adalomo", "grokadamw", "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd"),
+    *("apollo_adamw", "apollo_adamw_layerwise", "stable_adamw"),
+)
+"""transformers' OptimizerNames (5.x), spelled out: importing transformers.training_args to read
+them costs every stage seconds (it imports peft). tests/test_schema.py checks the two agree."""
 
 
 class EarlyStoppingParams(Strict):
@@ -110,13 +138,13 @@ class EarlyStoppingParams(Strict):
 
 
 class TrainParams(Strict):
-    seed: int = 42
-    epochs: float = Field(3.0, gt=0)
-    max_steps: int = Field(-1, ge=-1)
+    seed: Seed = 42
+    epochs: float = Field(3.0, gt=0, le=EPOCH_LIMIT)
+    max_steps: int = Field(-1, ge=-1, le=2**40, description="-1: train `epochs` epochs")
     learning_rate: float = Field(2e-5, gt=0)
-    batch_size: int = Field(16, gt=0)
-    eval_batch_size: int = Field(64, gt=0)
-    gradient_accumulation_steps: int = Field(1, gt=0)
+    batch_size: BatchSize = 16
+    eval_batch_size: BatchSize = 64
+    gradient_accumulation_steps: int = Field(1, gt=0, le=BATCH_LIMIT)
     weight_decay: float = Field(0.0, ge=0)
     warmup: float = Field(0.0, ge=0, description="ratio of steps if < 1, else a number of steps")
     lr_scheduler: str = "linear"
@@ -126,7 +154,7 @@ class TrainParams(Strict):
     precision: Precision = "auto"
     tf32: bool = True
     group_by_length: bool = True
-    dataloader_workers: int = Field(0, ge=0)
+    dataloader_workers: int = Field(0, ge=0, le=1024)
     torch_compile: bool = False
     gradient_checkpointing: bool = False
     logging_steps: int = Field(50, gt=0)
@@ -175,18 +203,15 @@ class TrainParams(Strict):
     @field_validator("optim")
     @classmethod
     def _known_optimizer(cls, value: str) -> str:
-        from transformers.training_args import OptimizerNames
-
-        allowed = [name.value for name in OptimizerNames]
-        if value not in allowed:
-            hint = did_you_mean(value, allowed)
+        if value not in OPTIMIZERS:
+            hint = did_you_mean(value, OPTIMIZERS)
             raise ValueError(f"unknown optimizer{hint}; e.g. adamw_torch_fused, adamw_torch, sgd, adafactor")
         return value
 
 
 class LoraTrainParams(TrainParams):
     learning_rate: float = Field(1e-3, gt=0)
-    r: int = Field(8, gt=0)
+    r: int = Field(8, gt=0, le=4096, description="LoRA rank: at most the width of the adapted layers")
     alpha: float = Field(16, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
     bias: Literal["none", "all", "lora_only"] = "none"
@@ -262,12 +287,12 @@ class SearchParams(Strict):
     sampler: Literal["tpe", "random", "grid"] = Field(
         "tpe", description="optuna sampler; grid takes lists only and tries each combination at most once"
     )
-    seed: int = Field(0, ge=0, lt=2**32, description="seeds the sampler")
+    seed: Seed = Field(0, description="seeds the sampler")
     pruner: Literal["median", "none"] = Field(
         "median", description="median: stop a trial whose validation score after an epoch is below the median so far"
     )
     max_epochs: float | None = Field(
-        None, gt=0, allow_inf_nan=False, description="epoch cap shared by both methods; null: no cap"
+        None, gt=0, le=EPOCH_LIMIT, description="epoch cap shared by both methods; null: no cap"
     )
     storage: str | None = Field(
         None,
@@ -306,16 +331,20 @@ class SearchParams(Strict):
 class BootstrapParams(Strict):
     """The seeded bootstrap over test examples behind every headline metric's interval."""
 
-    resamples: int = Field(1000, ge=0, description="bootstrap resamples of the test examples; 0: no intervals")
-    seed: int = Field(0, description="seeds the resampling; same predictions and seed, same intervals")
+    resamples: int = Field(
+        1000, ge=0, le=RESAMPLE_LIMIT, description="bootstrap resamples of the test examples; 0: no intervals"
+    )
+    seed: Seed = Field(0, description="seeds the resampling; same predictions and seed, same intervals")
     level: float = Field(0.95, gt=0, lt=1, description="coverage of the percentile intervals")
 
 
 class SignificanceParams(Strict):
     """The paired tests of LoRA against full and of each against the baseline, on the same test examples."""
 
-    resamples: int = Field(1000, gt=0, description="paired resamples (bootstrap or randomisation rounds)")
-    seed: int = Field(0, description="seeds the resampling")
+    resamples: int = Field(
+        1000, gt=0, le=RESAMPLE_LIMIT, description="paired resamples (bootstrap or randomisation rounds)"
+    )
+    seed: Seed = Field(0, description="seeds the resampling")
     level: float = Field(0.95, gt=0, lt=1, description="a difference is significant when p < 1 - level")
     test: Literal["bootstrap", "randomisation"] = Field(
         "bootstrap",
@@ -326,9 +355,9 @@ class SignificanceParams(Strict):
 
 
 class EvaluateParams(Strict):
-    batch_size: int = Field(64, gt=0)
+    batch_size: BatchSize = 64
     precision: Precision = Field("auto", description="autocast on a GPU (auto: bf16 where supported); fp32 on CPU")
-    seed: int = Field(42, description="initialises the untrained head of the baseline")
+    seed: Seed = Field(42, description="initialises the untrained head of the baseline")
     bootstrap: BootstrapParams = BootstrapParams()
 
 
@@ -388,10 +417,10 @@ class ExportParams(Strict):
     parity_examples: int | None = Field(
         None, gt=0, description="test features the parity check runs on (the first N); None: all of them"
     )
-    latency_examples: int = Field(64, gt=0, description="examples timed one at a time for p50/p95")
-    batch_size: int = Field(16, gt=0, description="batch size for parity and for batched throughput")
+    latency_examples: int = Field(64, gt=0, le=RESAMPLE_LIMIT, description="examples timed one at a time for p50/p95")
+    batch_size: BatchSize = Field(16, description="batch size for parity and for batched throughput")
     threads: int | None = Field(
-        None, ge=1, description="CPU threads for PyTorch and onnxruntime alike; None: PyTorch's default"
+        None, ge=1, le=1024, description="CPU threads for PyTorch and onnxruntime alike; None: PyTorch's default"
     )
     push_to_hub: str | None = Field(
         None, min_length=3, description="opt-in: a Hub repo id (user/name) to upload the card and artifacts to"
@@ -416,6 +445,12 @@ class GateRule(Strict):
         None,
         description="[low, high] a valid value lies in (null: open end); None: by name (f1, accuracy... [0, 1])",
     )
+
+    @field_validator("range", mode="before")
+    @classmethod
+    def _list_as_pair(cls, value: Any) -> Any:
+        """YAML writes `[0, 1]` as a list; the strict schema takes a pair as a tuple."""
+        return tuple(value) if isinstance(value, list) else value
 
     @model_validator(mode="after")
     def _ordered_range(self) -> GateRule:
@@ -496,8 +531,13 @@ HF_NAMES = {
 }
 
 
+_UNION_TAG = re.compile(r"^(int|float|str|bool|none|function-.*|[a-z-]+\[.*\])$")
+"""Parts of pydantic's error location that name a union member (`int`, `list[int]`,
+`literal[...]`) or a validator, not a key."""
+
+
 def _location(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
+    return ".".join(str(part) for part in loc if not (isinstance(part, str) and _UNION_TAG.match(part)))
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -517,7 +557,14 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 
 def explain_validation_error(exc: ValidationError, model: type[BaseModel], prefix: str) -> ReprotuneError:
     """Turn pydantic's report into one line naming the key and what is allowed."""
-    err = exc.errors()[0]
+    errors = exc.errors()
+    first = _location(tuple(errors[0]["loc"]))
+    # Of the first key's errors, the deepest: for a union (`class_weights: {a: true}`) the
+    # member that got furthest names the culprit, not "should be 'none' or 'balanced'".
+    err = max(
+        (e for e in errors if (_location(tuple(e["loc"])) + ".").startswith(first + ".")),
+        key=lambda e: len(_location(tuple(e["loc"]))),
+    )
     loc = tuple(err["loc"])
     where = f"{prefix}.{_location(loc)}" if loc else prefix
     if err["type"] == "extra_forbidden":
@@ -533,7 +580,38 @@ def explain_validation_error(exc: ValidationError, model: type[BaseModel], prefi
             )
         return ReprotuneError(f"{PARAMS_FILE}: missing required key '{where}'")
     got = err.get("input")
-    return ReprotuneError(f"{PARAMS_FILE}: '{where}': {err['msg']} (got {got!r})")
+    hint = ""
+    if err["type"] in ("int_type", "float_type", "bool_type") and isinstance(got, str):
+        hint = "; write it without quotes"
+    elif err["type"] == "int_type" and isinstance(got, float) and got.is_integer():
+        hint = "; write a whole number without a decimal point or exponent"
+    return ReprotuneError(f"{PARAMS_FILE}: '{where}': {err['msg']} (got {got!r}){hint}")
+
+
+def parse_pipeline(raw: Any) -> PipelineParams:
+    """The `pipeline` section, with a bad key reported in one line (never a traceback)."""
+    try:
+        return PipelineParams.model_validate(raw if raw is not None else {})
+    except ValidationError as exc:
+        raise explain_validation_error(exc, PipelineParams, "pipeline") from exc
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """YAML 1.2 numbers, as DVC reads them: PyYAML (YAML 1.1) reads `2e-5` and `1e8`,
+    without a decimal point, as text, which the strict schema would refuse. LibYAML's
+    parser where installed: every stage parses params.yaml, and start-up counts."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as read for params (safe, with YAML 1.2 exponents: `2e-5` is a number)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (_Loader is a SafeLoader)
 
 
 def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
@@ -541,7 +619,7 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     if not path.exists():
         raise ReprotuneError(f"{path} not found; run stages from the repository root")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ReprotuneError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(data, dict):

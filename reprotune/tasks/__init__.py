@@ -16,9 +16,13 @@ from pydantic import ValidationError
 from reprotune.core.errors import ReprotuneError, did_you_mean
 from reprotune.core.params import (
     PARAMS_FILE,
+    GateParams,
     PipelineParams,
+    SearchRange,
     TaskParams,
     explain_validation_error,
+    load_yaml,
+    parse_pipeline,
     read_params,
 )
 from reprotune.core.params import (
@@ -107,9 +111,40 @@ def validate_task(name: str, section: Any) -> TaskParams:
         raise ReprotuneError(f"{PARAMS_FILE}: 'tasks.{name}.type' is missing")
     model = params_module(check_type(str(section["type"]), where=f"tasks.{name}.type")).PARAMS
     try:
-        return model.model_validate(section)
+        task = model.model_validate(section)
     except ValidationError as exc:
         raise explain_validation_error(exc, model, f"tasks.{name}") from exc
+    check_search_space(name, task)
+    return task
+
+
+def check_search_space(name: str, task: TaskParams) -> None:
+    """Every value `search.full` / `search.lora` may try is one its train section accepts, so a
+    bad choice (`r: [8, .inf]`, an unknown key) stops the first stage, not a trial after training."""
+    for method, section in (("full", "train_full"), ("lora", "train_lora")):
+        base = getattr(task, section)
+        model = type(base)
+        allowed = sorted(model.model_fields)
+        for key, space in task.search.space(method).items():
+            where = f"tasks.{name}.search.{method}.{key}"
+            if key not in allowed:
+                raise ReprotuneError(
+                    f"{PARAMS_FILE}: '{where}' is not a key of {section}{did_you_mean(key, allowed)}; "
+                    f"searchable: {', '.join(allowed)}"
+                )
+            if isinstance(space, SearchRange):  # suggest() draws whole numbers for an int key
+                whole = model.model_fields[key].annotation is int
+                values: list[Any] = [int(space.low), int(space.high)] if whole else [space.low, space.high]
+            else:
+                values = space
+            for value in values:
+                try:
+                    model.model_validate({**base.model_dump(), key: value})
+                except ValidationError as exc:
+                    first = exc.errors()[0]
+                    raise ReprotuneError(
+                        f"{PARAMS_FILE}: '{where}' may try {value!r}, which {section}.{key} refuses: {first['msg']}"
+                    ) from exc
 
 
 def _sections(data: dict[str, Any]) -> dict[str, Any]:
@@ -136,10 +171,7 @@ def load_pipeline(path: str | Path = PARAMS_FILE) -> PipelineParams:
             f"{PARAMS_FILE}: pipeline.tasks maps each task to its family so dvc.yaml can depend on that "
             f"family's code; write it as {{{example}}}"
         )
-    try:
-        pipeline = PipelineParams.model_validate(raw)
-    except ValidationError as exc:
-        raise explain_validation_error(exc, PipelineParams, "pipeline") from exc
+    pipeline = parse_pipeline(raw)
     for name, type_name in pipeline.tasks.items():
         check_type(type_name, where=f"pipeline.tasks.{name}")
         if name not in sections:
@@ -161,6 +193,52 @@ def load_all(path: str | Path = PARAMS_FILE) -> tuple[PipelineParams, dict[str, 
     pipeline = load_pipeline(path)
     sections = _sections(read_params(path))
     return pipeline, {name: validate_task(name, section) for name, section in sections.items()}
+
+
+def declared_sections(dvc_file: Path) -> dict[str, list[str]]:
+    """`tasks.<task>` section -> the stages of dvc.yaml that declare it (`tasks.${key}.<section>`),
+    `type` aside; empty without a dvc.yaml (a stage run outside a DVC project)."""
+    if not dvc_file.exists():
+        return {}
+    stages = (load_yaml(dvc_file.read_text(encoding="utf-8")) or {}).get("stages") or {}
+    found: dict[str, list[str]] = {}
+    for stage_name, stage in stages.items():
+        body = stage.get("do", stage) if isinstance(stage, dict) else {}
+        entries: list[Any] = []
+        for entry in body.get("params") or []:
+            entries.extend(entry.get(PARAMS_FILE) or [] if isinstance(entry, dict) else [entry])
+        for entry in entries:
+            parts = str(entry).split(".")
+            if len(parts) >= 3 and parts[0] == "tasks" and parts[1] == "${key}" and parts[2] != "type":
+                found.setdefault(parts[2], []).append(stage_name)
+    return found
+
+
+def check_params_file(name: str, path: str | Path = PARAMS_FILE, dvc_file: str | Path = "dvc.yaml") -> None:
+    """The params file's structure, for the first stage that runs (fingerprint): the top level,
+    `pipeline` and `gate` (unknown keys included), and every section dvc.yaml declares for task
+    `name`, all missing ones named at once. Otherwise DVC stops only at the stage that declares a
+    missing section, after training, and a typo under `pipeline` shows only in compare. The task
+    itself is validated by `load_task`; other tasks by their own fingerprint stages (validating
+    them here would import their families' code, which this stage does not depend on)."""
+    load_pipeline(path)
+    data = read_params(path)
+    try:
+        GateParams.model_validate(data.get("gate") or {})
+    except ValidationError as exc:
+        raise explain_validation_error(exc, GateParams, "gate") from exc
+    section = (data.get("tasks") or {}).get(name)
+    if not isinstance(section, dict):
+        return  # load_task names what is wrong
+    declared = declared_sections(Path(dvc_file))
+    missing = sorted(s for s in declared if s not in section)
+    if missing:
+        stages = sorted({f"{stage}@{name}" for s in missing for stage in declared[s]})
+        lines = " and ".join(f"'{s}: {{}}'" for s in missing)
+        raise ReprotuneError(
+            f"{PARAMS_FILE}: tasks.{name} lacks {', '.join(missing)}, which dvc.yaml declares for "
+            f"{', '.join(stages)}; add {lines} under tasks.{name} (the defaults)"
+        )
 
 
 class Undeclared:

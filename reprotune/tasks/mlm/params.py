@@ -11,6 +11,7 @@ from reprotune.core.params import (
     DownloadParams,
     ErrorAnalysisParams,
     EvaluateParams,
+    Seed,
     Strict,
     TaskParams,
     TokenizeParams,
@@ -47,19 +48,21 @@ class MlmTokenizeParams(TokenizeParams):
     max_length: int | None = Field(  # type: ignore[assignment]
         None, description="not used by mlm: texts are never truncated; see chunk_size"
     )
-    chunk_size: int = Field(128, gt=2, description="tokens per block after concatenating every text of a split")
+    chunk_size: int = Field(
+        128, gt=2, le=2**20, description="tokens per block after concatenating every text of a split"
+    )
     last_chunk: Literal["keep", "drop"] = Field(
         "keep", description="the final block shorter than chunk_size: keep it (padded) or drop its tokens"
     )
     max_train_samples: int | None = Field(None, gt=0, description="seeded subset of train blocks")
     max_eval_samples: int | None = Field(None, gt=0, description="seeded subset of validation and of test blocks")
-    sample_seed: int = 42
+    sample_seed: Seed = 42
     masking: Literal["token", "whole_word"] = "token"
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="token masking: chance each token is chosen")
     wwm_probability: float = Field(0.15, gt=0, lt=1, description="whole-word masking: chance each word is chosen")
     mask_replace_prob: float = Field(0.8, ge=0, le=1, description="chosen tokens replaced by the mask token")
     random_replace_prob: float = Field(0.1, ge=0, le=1, description="chosen tokens replaced by a random token")
-    mask_seed: int = Field(42, description="draws the fixed validation/test masks once, at tokenize time")
+    mask_seed: Seed = Field(42, description="draws the fixed validation/test masks once, at tokenize time")
 
     @field_validator("max_length")
     @classmethod
