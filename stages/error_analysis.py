@@ -1,6 +1,7 @@
 """error-analysis: compare full and LoRA (and the baseline) error by error (reports/<task>/), and
 test whether their headline differences are significant and whether LoRA is good enough against
-full within `error_analysis.margin` (metrics/<task>/significance.json)."""
+full within `error_analysis.margin` (metrics/<task>/significance.json). Copies of one text in the
+test split (data/<task>/raw/clusters.json) are resampled as one cluster."""
 
 import pandas as pd
 
@@ -10,6 +11,7 @@ from reprotune.core.arrow import read_meta
 from reprotune.core.atomic import atomic_dir, write_json, write_text
 from reprotune.core.cli import expect_args, run_stage
 from reprotune.core.errors import ReprotuneError
+from reprotune.evaluation.clusters import load_test_clusters
 from reprotune.evaluation.paired import significance, significance_json, significance_lines, with_section
 
 
@@ -24,7 +26,7 @@ def main(args: list[str]) -> str:
         predictions[method] = pd.read_parquet(path)
     meta = tasks.parse_meta(task.type, read_meta(paths.tokenized_dir(task_name)))
     analysis = tasks.analysis(task.type)
-    results = significance(predictions, meta, task)
+    results = significance(predictions, meta, task, load_test_clusters(task_name))
     with atomic_dir(paths.report_dir(task_name)) as report, atomic_dir(paths.confusion_dir(task_name)) as confusion:
         summary = analysis.analyse(predictions, meta, task, report, confusion)
         summary_file = report / "summary.md"

@@ -304,3 +304,38 @@ def test_packed_half_model_loads_as_fp32(tiny_model_dir: Path, tmp_path: Path) -
         assert torch.allclose(a.half().float(), b), name
     assert (target / "tokenizer.json").exists()
     assert (target / "model.safetensors").stat().st_size < 0.6 * (tiny_model_dir / "model.safetensors").stat().st_size
+
+
+# the search benchmark ------------------------------------------------------------------
+def test_lora_search_records_the_validation_choice_and_one_test_comparison(tmp_path: Path) -> None:
+    """bench/lora_search.py turns the search on and reads what it chose; it compares no settings on test."""
+    import lora_search
+
+    assert lora_search.overrides("t", 6, 2) == [
+        "tasks.t.search.enabled=true",
+        "tasks.t.search.trials=6",
+        "tasks.t.search.seed=2",
+    ]
+    metrics = tmp_path / "metrics" / "t"
+    metrics.mkdir(parents=True)
+    for method, value, chosen in (("full", 0.61, {"learning_rate": 5e-5}), ("lora", 0.6, {"r": 16})):
+        summary = {"enabled": True, "metric": "eval_f1", "best_value": value, "chosen": chosen, "trials": 6}
+        (metrics / f"search-{method}.json").write_text(json.dumps(summary))
+        (metrics / f"{method}.json").write_text(json.dumps({"f1": value - 0.05}))
+    significance = {
+        "verdict_metric": "f1",
+        "lora_minus_full.f1.difference": -0.01,
+        "lora_minus_full.f1.ci_low": -0.03,
+        "lora_minus_full.f1.ci_high": 0.01,
+        "lora_minus_full.f1.verdict": "too small to tell",
+        "examples": 377,
+        "clusters": 345,
+    }
+    (metrics / "significance.json").write_text(json.dumps(significance))
+    row = lora_search.record(tmp_path, "t")
+    assert row["chosen_on"] == "validation"
+    assert row["search"]["lora"]["chosen"] == {"r": 16} and row["search"]["full"]["best_value"] == 0.61
+    assert row["test"]["difference"] == -0.01 and row["test"]["verdict"] == "too small to tell"
+    assert row["test"]["full"] == pytest.approx(0.56) and row["test"]["clusters"] == 345
+    assert "settings" not in row and not hasattr(lora_search, "SETTINGS"), "no hand-picked settings to rank on test"
+    assert "chosen on validation" in lora_search.line("t", "default", row)

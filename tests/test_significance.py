@@ -269,3 +269,135 @@ def test_two_training_seeds_give_mean_sd_and_a_test_across_seeds(
     run(repo, "dvc", "repro", "compare")
     comparison = (repo / "reports" / "comparison" / "comparison.md").read_text()
     assert "**Across 2 training seeds: " in comparison and "One training seed per method" not in comparison
+
+
+# ----------------------------------------------------------------------------- duplicates in the test split
+
+
+def copied_ner(found: np.ndarray, copies: int) -> tuple[pd.DataFrame, list[int]]:
+    """`ner_frame(found)` followed by `copies` extra copies of each of its first sentences (as a
+    test split holding one text several times), and each row's cluster from clusters.json."""
+    frame = ner_frame(found)
+    repeated = [i for i in range(len(found) // 2) for _ in range(copies)]
+    rows = [*range(len(found)), *repeated]
+    out = frame.iloc[rows].reset_index(drop=True).assign(id=[f"s{i}" for i in range(len(rows))])
+    return out, rows
+
+
+def test_cluster_ids_follow_the_predictions_by_id_and_skip_block_statistics():
+    from reprotune.evaluation.clusters import TestClusters
+
+    clusters = TestClusters(ids=("a", "b", "c", "d"), labels=(0, 1, 0, 3), source="data/t/raw/clusters.json")
+    table = pd.DataFrame({"id": ["a", "b", "c", "d"]})
+    assert clusters.for_table(table, 4).tolist() == [0, 1, 0, 3] and clusters.count == 3
+    assert clusters.for_table(table.iloc[[3, 0, 2]], 3).tolist() == [3, 0, 0]
+    assert clusters.for_table(pd.DataFrame({"block": [0, 1]}), 2) is None, "masked-LM: blocks, not raw rows"
+    assert clusters.for_table(table, 2) is None, "statistics that are not one row per prediction"
+    with pytest.raises(ReprotuneError, match="test id 'z' that the test split behind data/t/raw/clusters.json lacks"):
+        clusters.for_table(pd.DataFrame({"id": ["a", "z"]}), 2)
+    twice = TestClusters(ids=("a", "a"), labels=(0, 0), source="data/t/raw/clusters.json")
+    with pytest.raises(ReprotuneError, match="has the id 'a' twice"):
+        twice.for_table(pd.DataFrame({"id": ["a"]}), 1)
+
+
+def test_load_test_clusters_reads_the_download_stage_file(tmp_path, monkeypatch):
+    from reprotune.evaluation.clusters import load_test_clusters
+
+    monkeypatch.chdir(tmp_path)
+    assert load_test_clusters("t", ["x", "y"]) is None, "an older data/t/raw without clusters.json: rows"
+    raw = tmp_path / "data" / "t" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "clusters.json").write_text(json.dumps({"validation": [0], "test": [0, 0, 2]}))
+    loaded = load_test_clusters("t", ["x", "y", "z"])
+    assert loaded is not None and loaded.labels == (0, 0, 2) and loaded.ids == ("x", "y", "z")
+    with pytest.raises(ReprotuneError, match="labels 3 test rows but the test split has 2; run the download stage"):
+        load_test_clusters("t", ["x", "y"])
+    (raw / "clusters.json").write_text(json.dumps({"test": [0, "1"]}))
+    with pytest.raises(ReprotuneError, match="'test' must be a list of integer cluster ids"):
+        load_test_clusters("t", ["x", "y"])
+    (raw / "clusters.json").write_bytes(b"\xff{")
+    with pytest.raises(ReprotuneError, match="clusters.json is not valid JSON"):
+        load_test_clusters("t", ["x", "y"])
+
+
+def test_evaluate_intervals_resample_copies_of_one_text_as_one():
+    from reprotune.evaluation.clusters import TestClusters
+
+    predictions, rows = copied_ner(hits(120, 0.6, 3), copies=4)
+    ids = tuple(predictions["id"])
+    scores = ner.score(predictions, NER_META, task("ner"))
+    plain = with_intervals(scores, predictions, NER_META, task("ner", resamples=1000))
+    clustered = with_intervals(
+        scores, predictions, NER_META, task("ner", resamples=1000), TestClusters(ids, tuple(rows), "c.json")
+    )
+    assert clustered["f1_ci_high"] - clustered["f1_ci_low"] > 1.2 * (plain["f1_ci_high"] - plain["f1_ci_low"])
+    distinct = TestClusters(ids, tuple(range(len(ids))), "c.json")
+    assert with_intervals(scores, predictions, NER_META, task("ner", resamples=1000), distinct) == plain
+
+
+def test_error_analysis_resamples_clusters_and_says_so():
+    from reprotune.evaluation.clusters import TestClusters
+
+    full, rows = copied_ner(hits(80, 0.5, 2), copies=3)
+    lora, _ = copied_ner(hits(80, 0.7, 5), copies=3)
+    clusters = TestClusters(tuple(full["id"]), tuple(rows), "c.json")
+    plain = stage.significance({"full": full, "lora": lora}, NER_META, task("ner"))
+    clustered = stage.significance({"full": full, "lora": lora.iloc[::-1]}, NER_META, task("ner"), clusters)
+    a, b = plain["lora_minus_full"]["f1"], clustered["lora_minus_full"]["f1"]
+    assert b.difference == pytest.approx(a.difference) and b.n_clusters == 80 and b.n_examples == 200
+    assert b.ci_high - b.ci_low > a.ci_high - a.ci_low
+    assert stage.significance_json(clustered, task("ner"))["clusters"] == 80
+    lines = "\n".join(stage.significance_lines(clustered))
+    assert "the same 200 test examples (80 clusters of copies and near-copies of one text, each resampled" in lines
+
+
+def test_the_report_states_the_test_split_in_rows_and_in_distinct_texts():
+    from reprotune.reporting.report import overlap_lines
+
+    test = {
+        "examples": 377,
+        "distinct_texts": 345,
+        "with_text_in_train": 0,
+        "split_from": "source",
+        "near_duplicate_clusters": 340,
+        "with_near_duplicate_in_train": 3,
+    }
+    report = {"overlap": {"test": test, "validation": {"examples": 10, "with_text_in_train": 0}}}
+    text = "\n".join(overlap_lines(report, 340))
+    assert "**Test split:** 377 rows, 345 distinct texts, 340 clusters of near-duplicates; 3 of its rows" in text
+    assert "resample its 340 clusters, each with all its rows" in text
+    assert "resample rows, so a repeated text counts more than once" in "\n".join(overlap_lines(report))
+    older = {"overlap": {"test": {"examples": 5, "with_text_in_train": 1}}}
+    assert "Test split" not in "\n".join(overlap_lines(older)), "an older report without the counts says nothing"
+
+
+def test_the_stage_reads_the_test_clusters_next_to_the_raw_splits(tmp_path, monkeypatch):
+    import yaml
+    from datasets import Dataset
+
+    monkeypatch.chdir(tmp_path)
+    section = {
+        "type": "ner",
+        "model": {"name_or_path": "m"},
+        "download": {"source": "conll", "path": "x"},
+        **{name: {} for name in ("tokenize", "train_full", "train_lora", "evaluate")},
+        "error_analysis": {"significance": {"resamples": 200, "seed": 1}},
+    }
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"pipeline": {"tasks": {"t": "ner"}}, "tasks": {"t": section}})
+    )
+    data = tmp_path / "data" / "t"
+    (data / "tokenized").mkdir(parents=True)
+    (data / "tokenized" / "meta.json").write_text(json.dumps(NER_META.model_dump()))
+    (data / "predictions").mkdir()
+    for method, rate, seed in (("baseline", 0.1, 1), ("full", 0.5, 2), ("lora", 0.7, 3)):
+        frame, rows = copied_ner(hits(40, rate, seed), copies=2)
+        frame.to_parquet(data / "predictions" / f"{method}.parquet")
+    Dataset.from_dict({"id": list(frame["id"])}).save_to_disk(str(data / "raw" / "test"))
+    (data / "raw" / "clusters.json").write_text(json.dumps({"test": rows}))
+
+    error_analysis_stage.main(["t"])
+
+    flat = json.loads((tmp_path / "metrics" / "t" / "significance.json").read_text())
+    assert flat["examples"] == 80 and flat["clusters"] == 40
+    assert "(40 clusters of copies and near-copies" in (tmp_path / "reports" / "t" / "summary.md").read_text()

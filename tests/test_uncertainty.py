@@ -167,6 +167,7 @@ def test_bad_arguments_are_refused():
         bootstrap_intervals(stats.drop(columns="fp"), entity_f1, 10, 0)
 
 
+@pytest.mark.serial  # a time limit: no other test on the CPU
 def test_one_thousand_resamples_of_ten_thousand_rows_is_fast():
     stats = ner_stats(10_000, 6)
     start = time.perf_counter()
@@ -347,3 +348,100 @@ def test_verdict_sentence():
     assert verdict(result) == ("LoRA \u2212 full = \u22120.012 [\u22120.031, +0.006], p = 0.21: not significant at 95%")
     assert "p < 0.001" in verdict(u.PairedResult(**{**result.to_dict(), "p_value": 0.0004, "significant": True}))
     assert "p = 0.039" in verdict(u.PairedResult(**{**result.to_dict(), "p_value": 0.0386}))
+
+
+# ----------------------------------------------------------------------------- duplicates: the cluster bootstrap
+
+
+def with_copies(stats: pd.DataFrame, copies: int, every: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """`stats` with every `every`-th row repeated `copies` more times (appended at the end, as a
+    test split holding one text several times), and each row's cluster: the first row of its text."""
+    repeated = [i for i in range(0, len(stats), every) for _ in range(copies)]
+    rows = [*range(len(stats)), *repeated]
+    return stats.iloc[rows].reset_index(drop=True), np.array(rows)
+
+
+@pytest.mark.parametrize("headline", [entity_f1, entity_f1_plain])
+def test_distinct_clusters_give_the_row_bootstrap_draw_for_draw(headline):
+    stats = ner_stats(80, 4)
+    rows = bootstrap_intervals(stats, headline, 100, 6)
+    assert bootstrap_intervals(stats, headline, 100, 6, clusters=np.arange(80)) == rows
+    # labels need not be row numbers: any labels without a repeat are the row bootstrap
+    assert bootstrap_intervals(stats, headline, 100, 6, clusters=np.arange(80)[::-1] * 7) == rows
+    a, b = ner_stats(80, 5), ner_stats(80, 6, recall=0.8)
+    for test in ("bootstrap", "randomisation"):
+        plain = paired_difference(a, b, headline, "f1", 100, 1, test=test)
+        clustered = paired_difference(a, b, headline, "f1", 100, 1, test=test, clusters=list(range(80)))
+        assert (clustered.ci_low, clustered.ci_high, clustered.p_value) == (plain.ci_low, plain.ci_high, plain.p_value)
+        assert clustered.n_clusters is None
+
+
+def test_copies_of_one_text_widen_the_interval_when_resampled_as_one_cluster():
+    stats, clusters = with_copies(ner_stats(150, 7), copies=4, every=3)  # 350 rows, 150 texts
+    row_low, row_high = bootstrap_intervals(stats, entity_f1, 1000, 2)["f1"]
+    low, high = bootstrap_intervals(stats, entity_f1, 1000, 2, clusters=clusters)["f1"]
+    assert high - low > 1.2 * (row_high - row_low)
+    point = entity_f1(stats)["f1"]
+    assert low < point < high
+    # the plain path draws the same clusters and takes the same rows
+    slow = bootstrap_intervals(stats, entity_f1_plain, 300, 2, clusters=clusters)["f1"]
+    assert slow == pytest.approx(bootstrap_intervals(stats, entity_f1, 300, 2, clusters=clusters)["f1"], abs=1e-12)
+
+
+def test_a_mean_divides_by_each_cluster_resamples_own_row_count():
+    rng = np.random.default_rng(3)
+    stats = pd.DataFrame({"em": (rng.random(60) < 0.4).astype(float), "f1": rng.random(60)})
+    copied, clusters = with_copies(stats, copies=3, every=4)
+
+    def qa_plain(frame: pd.DataFrame) -> dict[str, float]:
+        return {"exact_match": float(frame["em"].mean()), "f1": float(frame["f1"].mean())}
+
+    fast = bootstrap_intervals(copied, qa_headline, 400, 9, clusters=clusters)
+    slow = bootstrap_intervals(copied, qa_plain, 400, 9, clusters=clusters)
+    for metric in ("exact_match", "f1"):
+        assert fast[metric] == pytest.approx(slow[metric], abs=1e-12)
+        assert 0.0 <= fast[metric][0] <= fast[metric][1] <= 1.0
+
+
+def test_paired_tests_resample_and_swap_whole_clusters():
+    a, clusters = with_copies(ner_stats(120, 11), copies=5, every=2)
+    b, _ = with_copies(ner_stats(120, 11, recall=0.75), copies=5, every=2)
+    rows = paired_difference(a, b, entity_f1, "f1", 1000, 4)
+    clustered = paired_difference(a, b, entity_f1, "f1", 1000, 4, clusters=clusters, margin=0.02)
+    assert clustered.difference == rows.difference
+    assert clustered.ci_high - clustered.ci_low > 1.2 * (rows.ci_high - rows.ci_low)
+    assert clustered.se > rows.se and clustered.n_clusters == 120 and clustered.n_examples == 420
+    assert clustered.margin is not None
+    randomised = paired_difference(a, b, entity_f1, "f1", 150, 4, test="randomisation", clusters=clusters)
+    slow = paired_difference(a, b, entity_f1_plain, "f1", 150, 4, test="randomisation", clusters=clusters)
+    assert randomised.p_value == pytest.approx(slow.p_value)
+    assert u.significance_metrics({"lora_minus_full": {"f1": clustered}})["clusters"] == 120
+    assert "clusters" not in u.significance_metrics({"lora_minus_full": {"f1": rows}})
+
+
+def test_the_seed_test_resamples_clusters_for_its_example_variance():
+    base = ner_stats(90, 1)
+
+    gold = (base["tp"] + base["fn"]).to_numpy()
+    helped = np.random.default_rng(99).random(90) < 0.5  # sentences where b finds every entity
+
+    def run(seed: int, better: bool) -> pd.DataFrame:
+        """One training run on the same test sentences: b's gain depends on the sentence, and each
+        seed misses one entity in a few sentences of its own."""
+        tp = np.where(helped & better, gold, base["tp"].to_numpy())
+        missed = np.random.default_rng(seed).choice(90, size=4, replace=False)
+        tp[missed] = np.maximum(tp[missed] - 1, 0)
+        return pd.DataFrame({"tp": tp, "fp": base["fp"], "fn": gold - tp})
+
+    runs = [with_copies(run(seed, seed >= 2), copies=4, every=2) for seed in range(4)]
+    clusters = runs[0][1]
+    frames = [frame for frame, _ in runs]
+    rows = u.seed_difference(frames[:2], frames[2:], entity_f1, "f1", 300, 0)
+    clustered = u.seed_difference(frames[:2], frames[2:], entity_f1, "f1", 300, 0, clusters=clusters)
+    assert clustered.difference == rows.difference and clustered.n_clusters == 90
+    assert clustered.se > rows.se
+
+
+def test_clusters_must_label_every_row():
+    with pytest.raises(ValueError, match="clusters must label every row: 3 labels for 40 rows"):
+        bootstrap_intervals(ner_stats(40, 1), entity_f1, 10, 0, clusters=[0, 0, 1])

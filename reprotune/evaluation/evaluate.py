@@ -1,5 +1,6 @@
 """Evaluate a method on the test split: predictions table, metrics from it (each headline
-metric with its bootstrap confidence interval), and the cost figures recorded at training time."""
+metric with its bootstrap confidence interval, copies of one text resampled as one), and the
+cost figures recorded at training time."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from reprotune.core.atomic import write_frame, write_json
 from reprotune.core.errors import ReprotuneError
 from reprotune.core.params import TaskParams
 from reprotune.core.paths import EVAL_METHODS, TRAIN_INFO
+from reprotune.evaluation.clusters import TestClusters, load_test_clusters
 from reprotune.evaluation.uncertainty import add_intervals
 from reprotune.modeling.model import count_parameters
 from reprotune.modeling.precision import resolve
@@ -39,13 +41,20 @@ def load_method_model(task_name: str, method: str, task: TaskParams, family: Tas
     return PeftModel.from_pretrained(base, str(directory))
 
 
-def with_intervals(metrics: dict[str, Any], predictions: Any, meta: Any, task: TaskParams) -> dict[str, Any]:
+def with_intervals(
+    metrics: dict[str, Any], predictions: Any, meta: Any, task: TaskParams, clusters: TestClusters | None = None
+) -> dict[str, Any]:
     """`metrics` with `<key>_ci_low` / `<key>_ci_high` added for every headline key of the family
-    (seeded percentile bootstrap over test examples, `evaluate.bootstrap`); the keys already
-    there keep their values and order. No test example or `resamples: 0`: no interval keys."""
+    (seeded percentile bootstrap over test examples, `evaluate.bootstrap`; over clusters of
+    duplicate texts where `clusters` matches the statistics rows); the keys already there keep
+    their values and order. No test example or `resamples: 0`: no interval keys."""
     settings = task.evaluate.bootstrap
+    family = tasks.metrics(task.type)
+    labels = None
+    if clusters is not None and settings.resamples:
+        labels = clusters.for_table(predictions, len(family.example_stats(predictions, meta)))
     return add_intervals(
-        metrics, tasks.metrics(task.type), predictions, meta, settings.resamples, settings.seed, settings.level
+        metrics, family, predictions, meta, settings.resamples, settings.seed, settings.level, clusters=labels
     )
 
 
@@ -77,7 +86,8 @@ def evaluate(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
     started = time.perf_counter()
     predictions = family.predict(model, tokenizer, raw, features, meta, task)
     seconds = time.perf_counter() - started
-    metrics = with_intervals(tasks.metrics(task.type).score(predictions, meta, task), predictions, meta, task)
+    clusters = load_test_clusters(task_name, raw["id"][:] if "id" in raw.column_names else None)
+    metrics = with_intervals(tasks.metrics(task.type).score(predictions, meta, task), predictions, meta, task, clusters)
     metrics.update(tuned)
     # Which arithmetic made these numbers, so a diff between two machines explains itself.
     metrics.update(eval_precision=evaluated.dtype, eval_device=evaluated.device, cpu_bf16=evaluated.cpu_bf16)

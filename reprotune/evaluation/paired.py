@@ -11,6 +11,7 @@ from reprotune import tasks
 from reprotune.core.errors import ReprotuneError
 from reprotune.core.params import TaskParams
 from reprotune.core.tables import signed
+from reprotune.evaluation.clusters import TestClusters
 from reprotune.evaluation.uncertainty import POWER, PairedResult, compare_methods, significance_metrics, verdict
 
 
@@ -70,10 +71,11 @@ def verdict_metric(task: TaskParams, keys: tuple[str, ...]) -> str:
 
 
 def significance(
-    predictions: dict[str, pd.DataFrame], meta: Any, task: TaskParams
+    predictions: dict[str, pd.DataFrame], meta: Any, task: TaskParams, clusters: TestClusters | None = None
 ) -> dict[str, dict[str, PairedResult]]:
     """LoRA - full, full - baseline and LoRA - baseline on every headline metric, paired on the same
-    test examples; LoRA - full also against each metric's margin."""
+    test examples; LoRA - full also against each metric's margin. With `clusters` (the test
+    split's, from the download stage) copies of one text are resampled as one cluster."""
     settings = task.error_analysis.significance
     metrics = tasks.metrics(task.type)
     by_metric = margins(task, metrics.HEADLINE_KEYS)
@@ -81,6 +83,8 @@ def significance(
     stats = aligned_stats(predictions, meta, task.type)
     if not stats or len(next(iter(stats.values()))) == 0:
         return {}
+    first = next(iter(stats))  # aligned_stats puts every method in the first method's row order
+    labels = None if clusters is None else clusters.for_table(predictions[first], len(stats[first]))
     return compare_methods(
         stats,
         metrics.HEADLINE,
@@ -91,6 +95,7 @@ def significance(
         test=settings.test,
         mcnemar_columns=getattr(metrics, "MCNEMAR", None),
         margins=by_metric,
+        clusters=labels,
     )
 
 
@@ -129,10 +134,15 @@ def significance_lines(results: dict[str, dict[str, PairedResult]]) -> list[str]
     if not results:
         return []
     any_result = next(iter(next(iter(results.values())).values()))
+    clustered = (
+        f" ({any_result.n_clusters} clusters of copies and near-copies of one text, each resampled with all its rows)"
+        if any_result.n_clusters is not None
+        else ""
+    )
     lines = [
         "## Are the differences significant?",
         "",
-        f"Each method against another on the same {any_result.n_examples} test examples: "
+        f"Each method against another on the same {any_result.n_examples} test examples{clustered}: "
         + _decides(any_result)
         + ". Significant: p < "
         + f"{1 - any_result.level:.2g}"

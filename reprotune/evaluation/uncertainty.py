@@ -26,6 +26,11 @@ rows of shape ``(chunk, n)`` drawn in order; numpy's stream does not depend on h
 chunked), so an additive headline and its plain equivalent give identical intervals, and the
 paired bootstrap for two methods resamples the same examples as each method's own interval.
 
+Copies of one text in the test split are one piece of evidence, not several: given ``clusters``
+(one label per row, e.g. ``data/<task>/raw/clusters.json``), every procedure draws clusters
+with replacement and takes all their rows (a cluster bootstrap; a mean such as EM divides by
+each resample's own row count). Without a shared label it is the row bootstrap, draw for draw.
+
 Intervals are percentile intervals (``numpy.nanquantile``, linear interpolation) at
 ``(1 - level) / 2`` and ``(1 + level) / 2``; resamples where a metric is undefined (NaN, e.g.
 F1 of a resample without any entity) are left out, and a metric undefined everywhere gets
@@ -58,6 +63,7 @@ __all__ = [
     "SumsFunction",
     "additive",
     "is_additive",
+    "Clusters",
     "bootstrap_intervals",
     "interval_keys",
     "interval_metrics",
@@ -105,17 +111,81 @@ def _chunk_sizes(n_rows: int, n_resamples: int) -> Iterator[int]:
         done += size
 
 
-def _index_chunks(rng: np.random.Generator, n_rows: int, n_resamples: int) -> Iterator[np.ndarray]:
-    """Resampled row indices, ``(chunk, n_rows)`` at a time; same stream whatever the chunking."""
-    for size in _chunk_sizes(n_rows, n_resamples):
-        yield rng.integers(0, n_rows, size=(size, n_rows))
-
-
 def _counts(indices: np.ndarray) -> np.ndarray:
     """Multinomial weights: how often each row was drawn in each resample, as float64."""
     size, n_rows = indices.shape
     flat = (indices + (np.arange(size) * n_rows)[:, None]).ravel()
     return np.bincount(flat, minlength=size * n_rows).reshape(size, n_rows).astype(np.float64)
+
+
+Clusters = Sequence[int] | np.ndarray | None
+"""Each row's cluster (rows with one label are copies of one text), or None: every row its own."""
+
+
+class _Resampler:
+    """Which rows each bootstrap resample takes: rows drawn with replacement or, with clusters,
+    clusters drawn with replacement and all their rows taken (a cluster bootstrap), so copies
+    of one text count as one piece of evidence. Clusters are numbered in order of their labels;
+    with every row its own cluster the draws, and so the intervals, equal the row bootstrap's."""
+
+    def __init__(self, n_rows: int, clusters: Clusters = None):
+        self.n_rows = n_rows
+        self.codes: np.ndarray | None = None
+        self.units = n_rows
+        if clusters is not None:
+            labels = np.asarray(clusters).ravel()
+            if labels.shape[0] != n_rows:
+                raise ValueError(f"clusters must label every row: {labels.shape[0]} labels for {n_rows} rows")
+            _, codes = np.unique(labels, return_inverse=True)
+            self.codes = codes.ravel().astype(np.int64)
+            self.units = int(self.codes.max()) + 1
+            if self.units == n_rows:  # no two rows share a cluster: the row bootstrap
+                self.codes = None
+
+    @property
+    def clustered(self) -> bool:
+        """True when some rows share a cluster (the draws differ from the row bootstrap's)."""
+        return self.units < self.n_rows
+
+    def chunks(self, rng: np.random.Generator, n_resamples: int) -> Iterator[np.ndarray]:
+        """Drawn unit (row or cluster) indices, ``(chunk, units)`` at a time; numpy's stream is
+        the same whatever the chunking."""
+        for size in _chunk_sizes(max(self.n_rows, self.units), n_resamples):
+            yield rng.integers(0, self.units, size=(size, self.units))
+
+    def counts(self, drawn: np.ndarray) -> np.ndarray:
+        """``(chunk, n_rows)``: how often each row was taken in each resample."""
+        counts = _counts(drawn)
+        return counts if self.codes is None else counts[:, self.codes]
+
+    def rows(self, drawn: np.ndarray) -> np.ndarray:
+        """The row indices one resample takes (a cluster's rows in row order, cluster by cluster)."""
+        if self.codes is None:
+            return drawn
+        if not hasattr(self, "_members"):
+            order = np.argsort(self.codes, kind="stable")
+            self._members = np.split(order, np.cumsum(np.bincount(self.codes, minlength=self.units))[:-1])
+        return np.concatenate([self._members[unit] for unit in drawn])
+
+    def flips(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """``(size, n_rows)`` booleans: swap this row's pair? One coin per unit, shared by its rows."""
+        coins = rng.random((size, self.units)) < 0.5
+        return coins if self.codes is None else coins[:, self.codes]
+
+
+def _from_sums(headline: AdditiveHeadline, sums: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Metrics of each resample from its column sums, each with its own row count (a cluster
+    bootstrap's resamples hold different numbers of rows; a mean divides by its own)."""
+    rows = counts.sum(axis=1)
+    sizes = np.unique(rows)
+    if sizes.size == 1:
+        return headline.from_matrix_sums(sums, int(sizes[0]))
+    out: dict[str, np.ndarray] = {}
+    for size in sizes:
+        chosen = rows == size
+        for name, values in headline.from_matrix_sums(sums[chosen], int(size)).items():
+            out.setdefault(name, np.full(rows.shape[0], math.nan))[chosen] = values
+    return out
 
 
 def _numeric(values: Mapping[str, Any]) -> dict[str, float]:
@@ -131,16 +201,25 @@ def _stack(rows: list[dict[str, float]], names: Sequence[str]) -> dict[str, np.n
     return {name: np.array([row.get(name, math.nan) for row in rows], dtype=np.float64) for name in names}
 
 
-def _resampled_metrics(stats: pd.DataFrame, headline: Headline, n_resamples: int, seed: int) -> dict[str, np.ndarray]:
-    """``{metric: array (n_resamples,)}`` over bootstrap resamples of the rows."""
-    n = _rows(stats)
+def _resampled_metrics(
+    stats: pd.DataFrame, headline: Headline, n_resamples: int, seed: int, clusters: Clusters = None
+) -> dict[str, np.ndarray]:
+    """``{metric: array (n_resamples,)}`` over bootstrap resamples of the rows (or clusters)."""
+    resampler = _Resampler(_rows(stats), clusters)
     rng = np.random.default_rng(seed)
     if isinstance(headline, AdditiveHeadline):
         matrix = headline.matrix(stats)
-        parts = [headline.from_matrix_sums(_counts(idx) @ matrix, n) for idx in _index_chunks(rng, n, n_resamples)]
+        parts = []
+        for drawn in resampler.chunks(rng, n_resamples):
+            counts = resampler.counts(drawn)
+            parts.append(_from_sums(headline, counts @ matrix, counts))
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     names = list(_numeric(headline(stats)))
-    rows = [_numeric(headline(stats.take(row))) for idx in _index_chunks(rng, n, n_resamples) for row in idx]
+    rows = [
+        _numeric(headline(stats.take(resampler.rows(row))))
+        for drawn in resampler.chunks(rng, n_resamples)
+        for row in drawn
+    ]
     return _stack(rows, names)
 
 
@@ -183,17 +262,25 @@ def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float
 
 
 def bootstrap_intervals(
-    stats: pd.DataFrame, headline: Headline, n_resamples: int, seed: int, level: float = 0.95
+    stats: pd.DataFrame,
+    headline: Headline,
+    n_resamples: int,
+    seed: int,
+    level: float = 0.95,
+    clusters: Clusters = None,
 ) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap interval for every numeric metric ``headline(stats)`` returns.
 
     Rows (test examples) are resampled with replacement, ``n_resamples`` times, from
-    ``numpy.random.default_rng(seed)``; same inputs and seed, same intervals. An
-    :func:`additive` headline is evaluated from ``counts @ stats`` (fast, vectorised); any other
-    headline is called once per resample on ``stats.take(indices)``.
+    ``numpy.random.default_rng(seed)``; same inputs and seed, same intervals. With ``clusters``
+    (one label per row; rows of one label are copies of one text) whole clusters are resampled
+    instead, so a repeated text is not counted as independent evidence; without any shared
+    label the intervals equal the row bootstrap's. An :func:`additive` headline is evaluated
+    from ``counts @ stats`` (fast, vectorised); any other headline is called once per resample
+    on ``stats.take(indices)``.
     """
     _check(n_resamples, level)
-    resampled = _resampled_metrics(stats, headline, n_resamples, seed)
+    resampled = _resampled_metrics(stats, headline, n_resamples, seed, clusters)
     return {name: _percentile_interval(values, level) for name, values in resampled.items()}
 
 
@@ -245,6 +332,8 @@ class PairedResult:
     """McNemar's p for a right-or-wrong metric, shown beside the bootstrap's; it decides nothing."""
     margin: MarginResult | None = None
     """Non-inferiority and equivalence against a margin (LoRA against full only)."""
+    n_clusters: int | None = None
+    """Clusters the bootstrap resampled where some test examples share a text; None: rows."""
 
     def to_dict(self) -> dict[str, Any]:
         """Field -> value, one level deep (``margin`` stays a MarginResult)."""
@@ -260,6 +349,12 @@ def _aligned(stats_a: pd.DataFrame, stats_b: pd.DataFrame) -> tuple[pd.DataFrame
     return stats_a.reset_index(drop=True), stats_b.reset_index(drop=True)
 
 
+def _cluster_count(n_rows: int, clusters: Clusters) -> int | None:
+    """How many clusters a cluster bootstrap draws from; None when it is the row bootstrap."""
+    resampler = _Resampler(n_rows, clusters)
+    return resampler.units if resampler.clustered else None
+
+
 def _metric(values: Mapping[str, Any], metric: str, which: str) -> float:
     numeric = _numeric(values)
     if metric not in numeric:
@@ -268,42 +363,60 @@ def _metric(values: Mapping[str, Any], metric: str, which: str) -> float:
 
 
 def _bootstrap_differences(
-    stats_a: pd.DataFrame, stats_b: pd.DataFrame, headline: Headline, metric: str, n_resamples: int, seed: int
+    stats_a: pd.DataFrame,
+    stats_b: pd.DataFrame,
+    headline: Headline,
+    metric: str,
+    n_resamples: int,
+    seed: int,
+    clusters: Clusters = None,
 ) -> np.ndarray:
-    """b - a on each paired resample (the same row indices for both methods)."""
-    n = len(stats_a)
+    """b - a on each paired resample (the same row, or cluster, indices for both methods)."""
+    resampler = _Resampler(len(stats_a), clusters)
     rng = np.random.default_rng(seed)
     if isinstance(headline, AdditiveHeadline):
         matrix_a, matrix_b = headline.matrix(stats_a), headline.matrix(stats_b)
         both = np.hstack([matrix_a, matrix_b])
         k = matrix_a.shape[1]
         parts = []
-        for idx in _index_chunks(rng, n, n_resamples):
-            sums = _counts(idx) @ both
-            a = headline.from_matrix_sums(sums[:, :k], n)[metric]
-            b = headline.from_matrix_sums(sums[:, k:], n)[metric]
+        for drawn in resampler.chunks(rng, n_resamples):
+            counts = resampler.counts(drawn)
+            sums = counts @ both
+            a = _from_sums(headline, sums[:, :k], counts)[metric]
+            b = _from_sums(headline, sums[:, k:], counts)[metric]
             parts.append(b - a)
         return np.concatenate(parts)
-    differences = [
-        _metric(headline(stats_b.take(row)), metric, "b") - _metric(headline(stats_a.take(row)), metric, "a")
-        for idx in _index_chunks(rng, n, n_resamples)
-        for row in idx
-    ]
+    differences = []
+    for drawn in resampler.chunks(rng, n_resamples):
+        for row in drawn:
+            taken = resampler.rows(row)
+            differences.append(
+                _metric(headline(stats_b.take(taken)), metric, "b")
+                - _metric(headline(stats_a.take(taken)), metric, "a")
+            )
     return np.asarray(differences, dtype=np.float64)
 
 
 def _randomised_differences(
-    stats_a: pd.DataFrame, stats_b: pd.DataFrame, headline: Headline, metric: str, n_resamples: int, seed: int
+    stats_a: pd.DataFrame,
+    stats_b: pd.DataFrame,
+    headline: Headline,
+    metric: str,
+    n_resamples: int,
+    seed: int,
+    clusters: Clusters = None,
 ) -> np.ndarray:
-    """b' - a' where each example's pair of rows is swapped with probability 0.5."""
+    """b' - a' where each example's (with clusters: each cluster's) pair of rows is swapped with
+    probability 0.5."""
     n = len(stats_a)
+    resampler = _Resampler(n, clusters)
     rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the bootstrap's
     differences: list[np.ndarray] = []
     if isinstance(headline, AdditiveHeadline):
         matrix_a, matrix_b = headline.matrix(stats_a), headline.matrix(stats_b)
         sum_a, sum_b, delta = matrix_a.sum(axis=0), matrix_b.sum(axis=0), matrix_b - matrix_a
         for size in _chunk_sizes(n, n_resamples):
-            moved = (rng.random((size, n)) < 0.5).astype(np.float64) @ delta  # what swapping moves from b to a
+            moved = resampler.flips(rng, size).astype(np.float64) @ delta  # what swapping moves from b to a
             a = headline.from_matrix_sums(sum_a + moved, n)[metric]
             b = headline.from_matrix_sums(sum_b - moved, n)[metric]
             differences.append(b - a)
@@ -312,7 +425,7 @@ def _randomised_differences(
         raise ValueError("paired statistics must have the same columns to be swapped")
     values = []
     for size in _chunk_sizes(n, n_resamples):
-        for swap in rng.random((size, n)) < 0.5:
+        for swap in resampler.flips(rng, size):
             cond = np.broadcast_to(swap[:, None], stats_a.shape)
             swapped_a, swapped_b = stats_a.mask(cond, stats_b), stats_b.mask(cond, stats_a)
             values.append(_metric(headline(swapped_b), metric, "b") - _metric(headline(swapped_a), metric, "a"))
@@ -330,6 +443,7 @@ def paired_difference(
     test: Literal["bootstrap", "randomisation"] = "bootstrap",
     names: tuple[str, str] = ("a", "b"),
     margin: float | None = None,
+    clusters: Clusters = None,
 ) -> PairedResult:
     """Difference ``b - a`` in ``metric`` between two methods scored on the same test examples.
 
@@ -352,6 +466,8 @@ def paired_difference(
     Resamples where the metric is NaN are left out. ``significant`` is ``p_value < 1 - level``.
     ``se`` is the standard deviation of the resampled differences. With a ``margin`` (in the
     metric's units), ``margin`` holds :func:`margin_test` read off the same resampled differences.
+    With ``clusters`` (one label per row, as in :func:`bootstrap_intervals`) both tests move whole
+    clusters: the bootstrap draws clusters, the randomisation swaps a cluster's rows together.
     """
     _check(n_resamples, level)
     if test not in ("bootstrap", "randomisation"):
@@ -361,7 +477,7 @@ def paired_difference(
     value_b = _metric(headline(stats_b), metric, names[1])
     observed = value_b - value_a
 
-    boot = _bootstrap_differences(stats_a, stats_b, headline, metric, n_resamples, seed)
+    boot = _bootstrap_differences(stats_a, stats_b, headline, metric, n_resamples, seed, clusters)
     ci_low, ci_high = _percentile_interval(boot, level)
     resampled = boot[~np.isnan(boot)]
     se = float(np.std(resampled, ddof=1)) if resampled.size > 1 else math.nan
@@ -369,7 +485,7 @@ def paired_difference(
         p_value = _percentile_p(resampled)
         test_name = "paired bootstrap"
     else:
-        randomised = _randomised_differences(stats_a, stats_b, headline, metric, n_resamples, seed)
+        randomised = _randomised_differences(stats_a, stats_b, headline, metric, n_resamples, seed, clusters)
         finite = randomised[~np.isnan(randomised)]
         tolerance = 1e-12 * max(1.0, abs(observed))  # sums taken in another order round differently
         extreme = int(np.count_nonzero(np.abs(finite) >= abs(observed) - tolerance))
@@ -391,6 +507,7 @@ def paired_difference(
         name_a=names[0],
         name_b=names[1],
         se=se,
+        n_clusters=_cluster_count(len(stats_a), clusters),
     )
     return result if margin is None else replace(result, margin=margin_test(result, margin, resampled))
 
@@ -592,32 +709,38 @@ def margin_test(result: PairedResult, margin: float, resampled: np.ndarray | Non
 
 
 def _runs_on_resamples(
-    runs: Sequence[pd.DataFrame], headline: Headline, metric: str, n_resamples: int, seed: int
+    runs: Sequence[pd.DataFrame],
+    headline: Headline,
+    metric: str,
+    n_resamples: int,
+    seed: int,
+    clusters: Clusters = None,
 ) -> np.ndarray:
     """``metric`` of every run (rows) on every resample of the test examples (columns); all runs
-    share each resample's example indices."""
-    n = len(runs[0])
+    share each resample's example (or cluster) indices."""
+    resampler = _Resampler(len(runs[0]), clusters)
     rng = np.random.default_rng(seed)
     if isinstance(headline, AdditiveHeadline):
         matrices = [headline.matrix(run) for run in runs]
         width = matrices[0].shape[1]
         both = np.hstack(matrices)
         parts = []
-        for idx in _index_chunks(rng, n, n_resamples):
-            sums = _counts(idx) @ both
+        for drawn in resampler.chunks(rng, n_resamples):
+            counts = resampler.counts(drawn)
+            sums = counts @ both
             parts.append(
                 np.stack(
                     [
-                        headline.from_matrix_sums(sums[:, i * width : (i + 1) * width], n)[metric]
+                        _from_sums(headline, sums[:, i * width : (i + 1) * width], counts)[metric]
                         for i in range(len(runs))
                     ]
                 )
             )
         return np.concatenate(parts, axis=1)
     values = [
-        [_metric(headline(run.take(row)), metric, "a run") for run in runs]
-        for idx in _index_chunks(rng, n, n_resamples)
-        for row in idx
+        [_metric(headline(run.take(resampler.rows(row))), metric, "a run") for run in runs]
+        for drawn in resampler.chunks(rng, n_resamples)
+        for row in drawn
     ]
     return np.asarray(values, dtype=np.float64).T
 
@@ -652,6 +775,7 @@ def seed_difference(
     level: float = 0.95,
     names: tuple[str, str] = ("a", "b"),
     margin: float | None = None,
+    clusters: Clusters = None,
 ) -> PairedResult:
     """Difference ``b - a`` of the per-seed means of ``metric``, with training-run variance in the test.
 
@@ -662,7 +786,8 @@ def seed_difference(
     bootstrap resamples of the examples, every run scored on the same resample). The interval is
     ``d ± t × se`` with Welch–Satterthwaite degrees of freedom for the seed part; p is the
     two-sided t p-value, so verdict and interval are one procedure. Seed-by-example noise enters
-    both parts, which errs on the wide side. Needs at least two seeds per method.
+    both parts, which errs on the wide side. Needs at least two seeds per method. ``clusters``
+    makes the examples' part a cluster bootstrap (as in :func:`bootstrap_intervals`).
     """
     from scipy.stats import t
 
@@ -677,7 +802,7 @@ def seed_difference(
     values = np.array([_metric(headline(run), metric, "a run") for run in runs])
     values_a, values_b = values[:k_a], values[k_a:]
     difference = float(values_b.mean() - values_a.mean())
-    resampled = _runs_on_resamples(runs, headline, metric, n_resamples, seed)
+    resampled = _runs_on_resamples(runs, headline, metric, n_resamples, seed, clusters)
     example_variance = _shared_example_variance(resampled, k_a)
     part_a, part_b = float(np.var(values_a, ddof=1)) / k_a, float(np.var(values_b, ddof=1)) / k_b
     seed_variance = part_a + part_b
@@ -710,6 +835,7 @@ def seed_difference(
         df=df,
         fixed_variance=seed_variance,
         seeds=min(k_a, k_b),
+        n_clusters=_cluster_count(len(runs[0]), clusters),
     )
     return result if margin is None else replace(result, margin=margin_test(result, margin))
 
@@ -741,6 +867,7 @@ def compare_methods(
     mcnemar_columns: Mapping[str, str] | None = None,
     comparisons: Sequence[tuple[str, str]] = COMPARISONS,
     margins: Mapping[str, float] | None = None,
+    clusters: Clusters = None,
 ) -> dict[str, dict[str, PairedResult]]:
     """Paired tests of every comparison (both methods in ``stats``) on every metric.
 
@@ -748,7 +875,8 @@ def compare_methods(
     Every metric's interval and p-value come from :func:`paired_difference` (one procedure);
     a metric in ``mcnemar_columns`` (e.g. ``{"accuracy": "correct"}``) also gets McNemar's p on
     that 0/1 column, for reference. ``margins`` (metric -> margin) adds :func:`margin_test` to
-    LoRA against full. Every test draws the same resamples (same seed).
+    LoRA against full. Every test draws the same resamples (same seed); with ``clusters`` (one
+    label per row) they resample clusters of duplicate texts, not rows.
     Returns ``{"lora_minus_full": {"f1": result}}``.
     """
     mcnemar_columns = dict(mcnemar_columns or {})
@@ -762,7 +890,17 @@ def compare_methods(
         for metric in metrics:
             margin = margins.get(metric) if (a, b) == MARGIN_COMPARISON else None
             result = paired_difference(
-                stats[a], stats[b], headline, metric, n_resamples, seed, level, test=test, names=names, margin=margin
+                stats[a],
+                stats[b],
+                headline,
+                metric,
+                n_resamples,
+                seed,
+                level,
+                test=test,
+                names=names,
+                margin=margin,
+                clusters=clusters,
             )
             if metric in mcnemar_columns:
                 column = mcnemar_columns[metric]
@@ -782,7 +920,8 @@ def significance_metrics(results: Mapping[str, Mapping[str, PairedResult]]) -> d
     ``lora_minus_full.f1.difference``, ``..._ci_low``, ``..._ci_high``, ``..._p_value``,
     ``..._significant`` (1 or 0), ``..._test`` (the test's name) and ``..._se``; for accuracy
     ``..._mcnemar_p_value``; with a margin the :func:`margin_metrics` keys; and once ``level``,
-    ``resamples`` and ``examples``."""
+    ``resamples`` and ``examples``, and ``clusters`` where the bootstrap resampled clusters of
+    duplicate texts."""
     flat: dict[str, Any] = {}
     for comparison, by_metric in results.items():
         for metric, result in by_metric.items():
@@ -801,6 +940,8 @@ def significance_metrics(results: Mapping[str, Mapping[str, PairedResult]]) -> d
             flat.setdefault("level", result.level)
             flat.setdefault("resamples", result.n_resamples)
             flat.setdefault("examples", result.n_examples)
+            if result.n_clusters is not None:
+                flat.setdefault("clusters", result.n_clusters)
     return flat
 
 
@@ -833,14 +974,16 @@ def add_intervals(
     n_resamples: int,
     seed: int,
     level: float = 0.95,
+    clusters: Clusters = None,
 ) -> dict[str, Any]:
     """``metrics`` (what ``family.score`` returned) with ``<key>_ci_low`` / ``<key>_ci_high``
     (rounded to 6 digits) for every ``family.HEADLINE_KEYS`` key it has; ``family`` is a task
-    family's metrics module. The keys already there keep their values and order; without test
-    examples, or with ``n_resamples == 0``, nothing is added."""
+    family's metrics module. ``clusters`` labels the statistics rows for a cluster bootstrap.
+    The keys already there keep their values and order; without test examples, or with
+    ``n_resamples == 0``, nothing is added."""
     stats = family.example_stats(predictions, meta)
     if n_resamples == 0 or len(stats) == 0:
         return dict(metrics)
-    intervals = bootstrap_intervals(stats, family.HEADLINE, n_resamples, seed, level)
+    intervals = bootstrap_intervals(stats, family.HEADLINE, n_resamples, seed, level, clusters)
     wanted = {key: intervals[key] for key in family.HEADLINE_KEYS if key in metrics}
     return {**metrics, **{key: _json_number(value) for key, value in interval_metrics(wanted).items()}}

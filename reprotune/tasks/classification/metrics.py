@@ -138,4 +138,5 @@ HEADLINE = ConfusionHeadline()
 """The headline `score` reports (unrounded), as a function of summed one-hot cells."""
 
 MCNEMAR = {"accuracy": "correct"}
-"""Headline keys whose paired test is McNemar's, on this 0/1 column of `example_stats`."""
+"""Headline keys that also get McNemar's p, on this 0/1 column of `example_stats`: shown beside
+the paired bootstrap's interval and p (`mcnemar_p_value`), which decide; McNemar decides nothing."""
