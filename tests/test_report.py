@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reprotune.reporting.report import build, metric_rows
-from reprotune.reporting.svg import confusion_chart, line_chart
+from reprotune.reporting import charts
+from reprotune.reporting.report import build, metric_rows, read_curve
 
 
 def test_metric_rows_list_scalars_then_per_type_f1() -> None:
@@ -38,10 +38,111 @@ def test_build_writes_markdown_and_pictures(tmp_path: Path) -> None:
     assert (out / "t-loss.svg").exists() and (out / "t-confusion-full.svg").exists()
 
 
-def test_svg_charts_contain_their_data() -> None:
-    assert "polyline" in line_chart({"full": [(1, 0.5), (2, 0.7)]}, "f1")
-    grid = confusion_chart([("PER", "PER"), ("PER", "LOC")], "t")
-    assert ">PER<" in grid and ">LOC<" in grid and grid.count("<rect") == 5
+def test_confusion_chart_names_classes_and_counts() -> None:
+    figure = charts.confusion_figure([("PER", "PER"), ("PER", "LOC"), ("PER", "PER")], "t")
+    assert figure is not None
+    svg = charts.to_svg(figure)
+    assert ">PER<" in svg and ">LOC<" in svg and ">2<" in svg and "predicted class" in svg
+
+
+def write_dvclive(plots: Path) -> None:
+    """dvclive's layout as HF's callback writes it: `step` is the log index, epoch.tsv maps it."""
+    (plots / "eval").mkdir(parents=True)
+    (plots / "epoch.tsv").write_text("step\tepoch\n0\t0.5\n1\t1.0\n2\t1.5\n3\t2.0\n4\t2.0\n")
+    (plots / "eval" / "f1.tsv").write_text("step\tf1\n1\t0.25\n3\t0.5\n")
+    (plots / "loss.tsv").write_text("step\tloss\n0\t2.0\n2\t1.0\n")
+
+
+def test_curves_sit_at_the_logged_epochs_not_dvclive_indexes(tmp_path: Path) -> None:
+    plots = tmp_path / "plots"
+    write_dvclive(plots)
+    assert read_curve(plots, "eval/f1.tsv") == ([(1.0, 0.25), (2.0, 0.5)], "epoch")
+    assert read_curve(plots, "loss.tsv") == ([(0.5, 2.0), (1.5, 1.0)], "epoch")
+    (plots / "epoch.tsv").unlink()
+    assert read_curve(plots, "eval/f1.tsv") == ([(1.0, 0.25), (3.0, 0.5)], "dvclive log index")
+
+
+def test_curve_chart_draws_both_methods_at_their_x_values_with_a_legend() -> None:
+    figure = charts.curve_figure(
+        {"full": [(1.0, 0.2), (2.0, 0.4)], "lora": [(1.0, 0.3), (2.0, 0.5)]}, "t", "epoch", "f1"
+    )
+    assert figure is not None
+    axes = figure.axes[0]
+    assert [list(line.get_xdata()) for line in axes.lines] == [[1.0, 2.0], [1.0, 2.0]]
+    assert axes.get_xlabel() == "epoch" and axes.get_ylabel() == "f1"
+    assert [t.get_text() for t in axes.get_legend().get_texts()] == ["full fine-tuning", "LoRA"]
+
+
+def test_report_curve_svg_is_drawn_at_epochs(tmp_path: Path) -> None:
+    for method in ("full", "lora"):
+        write_dvclive(tmp_path / "metrics" / "t" / f"train-{method}" / "plots" / "metrics")
+    out = tmp_path / "out"
+    out.mkdir()
+    build({"t": "ner"}, tmp_path / "metrics", out)
+    svg = (out / "t-eval-f1.svg").read_text()
+    assert ">epoch<" in svg and ">validation f1<" not in svg and "t: validation f1" in svg
+    assert "log index" not in svg
+
+
+def test_differences_chart_has_zero_margin_and_interval() -> None:
+    significance = {
+        "lora_minus_full.f1.difference": 0.02,
+        "lora_minus_full.f1.ci_low": -0.01,
+        "lora_minus_full.f1.ci_high": 0.05,
+        "lora_minus_full.f1.margin": 0.01,
+        "level": 0.9,
+    }
+    figure = charts.differences_figure(significance, "t")
+    assert figure is not None
+    axes = figure.axes[0]
+    xs = sorted({float(x) for line in axes.lines for x in line.get_xdata()})
+    assert {-0.01, 0.0, 0.01} <= set(xs)  # the margin on both sides and zero
+    caps = [float(x) for line in axes.lines if line.get_marker() not in (None, "None", "") for x in line.get_xdata()]
+    for end in (-0.01, 0.05, 0.02):  # the interval's ends and the point
+        assert any(abs(x - end) < 1e-9 for x in caps)
+    assert "90% interval" in axes.get_xlabel()
+    assert charts.differences_figure({}, "t") is None
+
+
+def test_trials_chart_marks_the_chosen_trial() -> None:
+    rows = [
+        {"trial": 0, "value": 0.4, "state": "complete", "chosen": False},
+        {"trial": 1, "value": 0.6, "state": "complete", "chosen": True},
+        {"trial": 2, "value": 0.1, "state": "pruned", "chosen": False},
+    ]
+    figure = charts.trials_figure({"lora": rows}, "f1", "t")
+    assert figure is not None
+    stars = [line for line in figure.axes[0].lines if line.get_marker() == "*"]
+    assert len(stars) == 1 and list(stars[0].get_xdata()) == [1] and list(stars[0].get_ydata()) == [0.6]
+    assert figure.axes[0].get_ylabel() == "validation f1"
+
+
+def test_search_trials_and_differences_reach_the_report(tmp_path: Path) -> None:
+    write_task(tmp_path, intervals=False, significance=SIGNIFICANCE)
+    search = tmp_path / "metrics" / "t" / "search-lora"
+    search.mkdir()
+    (search / "trials.json").write_text(json.dumps([{"trial": 0, "value": 0.5, "state": "complete", "chosen": True}]))
+    (tmp_path / "metrics" / "t" / "search-lora.json").write_text(json.dumps({"enabled": True, "metric": "f1"}))
+    out = tmp_path / "out"
+    out.mkdir()
+    markdown = build({"t": "ner"}, tmp_path / "metrics", out)
+    assert "![t-lora-minus-full.svg](t-lora-minus-full.svg)" in markdown
+    assert "validation f1" in (out / "t-search-trials.svg").read_text()
+
+
+def test_charts_are_byte_identical_across_runs(tmp_path: Path) -> None:
+    for method in ("full", "lora"):
+        write_dvclive(tmp_path / "metrics" / "t" / f"train-{method}" / "plots" / "metrics")
+    (tmp_path / "metrics" / "t" / "confusion").mkdir()
+    (tmp_path / "metrics" / "t" / "confusion" / "full.csv").write_text("actual,predicted\nPER,PER\nPER,LOC\n")
+    outputs = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        out.mkdir()
+        build({"t": "ner"}, tmp_path / "metrics", out)
+        outputs.append({p.name: p.read_bytes() for p in out.iterdir()})
+    assert outputs[0] == outputs[1] and len(outputs[0]) >= 4
+    assert all(b"Date" not in data and str(tmp_path).encode() not in data for data in outputs[0].values())
 
 
 def write_task(root: Path, intervals: bool, significance: dict | None) -> None:

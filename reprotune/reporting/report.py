@@ -11,7 +11,7 @@ from typing import Any
 
 from reprotune.core.paths import EVAL_METHODS as METHODS
 from reprotune.core.tables import p_text, signed
-from reprotune.reporting.svg import confusion_chart, line_chart
+from reprotune.reporting import charts
 from reprotune.reporting.tuning import tuning_lines
 
 COST_ROWS = (
@@ -296,8 +296,9 @@ def verdict_lines(task: str, significance: dict[str, Any], seeds: dict[str, Any]
     return lines
 
 
-def overlap_lines(download_report: dict[str, Any]) -> list[str]:
-    """How many evaluation examples share their text with train (download_report.json `overlap`)."""
+def overlap_lines(download_report: dict[str, Any], resampled_clusters: int | None = None) -> list[str]:
+    """How many evaluation examples share their text with train (download_report.json `overlap`),
+    and the test split's rows against its distinct texts (`test_count_lines`)."""
     overlap = download_report.get("overlap") or {}
     parts = [
         f"{o['with_text_in_train']} of {o['examples']} {split}"
@@ -318,7 +319,39 @@ def overlap_lines(download_report: dict[str, Any]) -> list[str]:
         f"**Overlap with train:** {' and '.join(parts)} examples have a text (ignoring case and white space) "
         f"that train also holds ({'; '.join(filter(None, [how, given]))}).",
         "",
+        *test_count_lines(overlap.get("test"), resampled_clusters),
     ]
+
+
+def _count(entry: dict[str, Any], key: str) -> int | None:
+    value = entry.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def test_count_lines(test: Any, resampled_clusters: int | None = None) -> list[str]:
+    """The test split counted two ways, rows and distinct texts (and near-duplicate clusters),
+    with how many rows have a near-duplicate in train; `resampled_clusters` (significance.json
+    `clusters`) says the intervals resampled clusters, not rows."""
+    if not isinstance(test, dict) or _count(test, "examples") is None:
+        return []
+    counts = [f"{test['examples']} rows"]
+    for key, words in (
+        ("distinct_texts", "distinct texts"),
+        ("near_duplicate_clusters", "clusters of near-duplicates"),
+    ):
+        if (value := _count(test, key)) is not None:
+            counts.append(f"{value} {words}")
+    if len(counts) == 1:
+        return []
+    near = _count(test, "with_near_duplicate_in_train")
+    in_train = f"; {near} of its rows have a near-duplicate (or a copy) in train" if near is not None else ""
+    if isinstance(resampled_clusters, int) and not isinstance(resampled_clusters, bool):
+        how = f" The intervals and paired tests resample its {resampled_clusters} clusters, each with all its rows."
+    elif _count(test, "distinct_texts") not in (None, test["examples"]):
+        how = " The intervals and paired tests resample rows, so a repeated text counts more than once."
+    else:
+        how = ""
+    return [f"**Test split:** {', '.join(counts)}{in_train}.{how}", ""]
 
 
 def seeds_lines(seeds: dict[str, Any]) -> list[str]:
@@ -368,17 +401,98 @@ def significance_lines(significance: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _curves(metrics_dir: Path, task: str, name: str) -> dict[str, list[tuple[float, float]]]:
-    series = {}
+def _read_tsv(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def read_curve(plots_dir: Path, name: str) -> tuple[list[tuple[float, float]], str]:
+    """One dvclive curve (`eval/f1.tsv`) as (x, value) points and the x axis's name. dvclive's
+    `step` column is its log index, not an epoch: `epoch.tsv` maps each index to the epoch the
+    Trainer reported there, so the points sit at the epochs they were logged at (logging steps
+    part way through an epoch as fractions); without it, the log index, named as such."""
+    path = plots_dir / name
+    if not path.exists():
+        return [], ""
+    rows = _read_tsv(path)
+    value_key = next((k for k in rows[0] if k not in ("step", "timestamp")), None) if rows else None
+    if value_key is None:
+        return [], ""
+    epochs_path = plots_dir / "epoch.tsv"
+    epochs = {r["step"]: float(r["epoch"]) for r in _read_tsv(epochs_path)} if epochs_path.exists() else {}
+    if epochs and all(r["step"] in epochs for r in rows):
+        return [(epochs[r["step"]], float(r[value_key])) for r in rows], "epoch"
+    return [(float(r["step"]), float(r[value_key])) for r in rows], "dvclive log index"
+
+
+def _curves(metrics_dir: Path, task: str, name: str) -> tuple[dict[str, list[tuple[float, float]]], str]:
+    series, x_label = {}, "epoch"
     for method in ("full", "lora"):
-        path = metrics_dir / task / f"train-{method}" / "plots" / "metrics" / name
+        points, label = read_curve(metrics_dir / task / f"train-{method}" / "plots" / "metrics", name)
+        if points:
+            series[method], x_label = points, label
+    return series, x_label
+
+
+CURVE_TITLES = {"loss.tsv": ("training loss", "loss (cross-entropy, nats)")}
+
+
+def axis_label(metric: str) -> str:
+    """A validation metric's axis with its unit: losses in nats, MCC from -1 to 1, perplexity as
+    is, the rest (F1, accuracy, exact match: shares of examples) from 0 to 1."""
+    if "loss" in metric:
+        return f"{metric} (cross-entropy, nats)"
+    if "perplexity" in metric:
+        return f"{metric} (exp of the loss)"
+    if metric == "mcc":
+        return "MCC (−1 to 1)"
+    return f"{metric} (0 to 1)"
+
+
+def chart_files(metrics_dir: Path, task: str, significance: dict[str, Any], out_dir: Path) -> list[str]:
+    """Draw the task's charts into out_dir; return their file names in reading order."""
+    figures: list[tuple[str, Any]] = []
+    eval_dir = metrics_dir / task / "train-full" / "plots" / "metrics" / "eval"
+    eval_names = sorted(p.name for p in eval_dir.glob("*.tsv")) if eval_dir.exists() else []
+    wanted = [n for n in eval_names if n not in ("runtime.tsv", "samples_per_second.tsv", "steps_per_second.tsv")]
+    for name in ["loss.tsv"] + [f"eval/{n}" for n in wanted[:2]]:
+        series, x_label = _curves(metrics_dir, task, name)
+        metric = name.removeprefix("eval/").removesuffix(".tsv")
+        title, y_label = CURVE_TITLES.get(name, (f"validation {metric}", metric))
+        if name.startswith("eval/"):
+            y_label = axis_label(metric)
+        figure = charts.curve_figure(series, f"{task}: {title}", x_label, y_label)
+        figures.append((f"{task}-{name.replace('/', '-').removesuffix('.tsv')}.svg", figure))
+    figures.append((f"{task}-lora-minus-full.svg", charts.differences_figure(significance, task)))
+    trials: dict[str, list[dict[str, Any]]] = {}
+    metric = ""
+    for method in ("full", "lora"):
+        rows = _read_json_list(metrics_dir / task / f"search-{method}" / "trials.json")
+        if rows:
+            trials[method] = rows
+            metric = metric or str(_read_json(metrics_dir / task / f"search-{method}.json").get("metric", "metric"))
+    figures.append((f"{task}-search-trials.svg", charts.trials_figure(trials, metric, task) if trials else None))
+    for method in ("full", "lora"):
+        path = metrics_dir / task / "confusion" / f"{method}.csv"
         if path.exists():
             with open(path, encoding="utf-8") as handle:
-                rows = list(csv.DictReader(handle, delimiter="\t"))
-            value_key = next((k for k in rows[0] if k not in ("step", "timestamp")), None) if rows else None
-            if value_key:
-                series[method] = [(float(r["step"]), float(r[value_key])) for r in rows]
-    return series
+                pairs = [(row["actual"], row["predicted"]) for row in csv.DictReader(handle)]
+            label = charts.LABELS[method]
+            figures.append((f"{task}-confusion-{method}.svg", charts.confusion_figure(pairs, f"{task}: {label}")))
+    files = []
+    for file, figure in figures:
+        if figure is not None:
+            (out_dir / file).write_text(charts.to_svg(figure), encoding="utf-8")
+            files.append(file)
+    return files
+
+
+def _read_json_list(path: Path) -> list[dict[str, Any]]:
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
 
 
 def build(task_types: dict[str, str], metrics_dir: Path, out_dir: Path) -> str:
@@ -389,7 +503,7 @@ def build(task_types: dict[str, str], metrics_dir: Path, out_dir: Path) -> str:
         "# Full fine-tuning against LoRA",
         "",
         "Test-split metrics computed from each method's predictions; `baseline` is the pretrained encoder",
-        "with an untrained head. Curves are validation metrics per epoch and training loss per logging step.",
+        "with an untrained head. Curves are validation metrics and training loss at the epochs they were logged.",
         "",
     ]
     all_metrics = {task: {m: _read_json(metrics_dir / task / f"{m}.json") for m in METHODS} for task in tasks}
@@ -419,33 +533,17 @@ def build(task_types: dict[str, str], metrics_dir: Path, out_dir: Path) -> str:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
         lines += tuning_lines(metrics_dir, task)
-        lines += overlap_lines(_read_json(metrics_dir / task / "tokenize.json").get("download") or {})
+        lines += overlap_lines(
+            _read_json(metrics_dir / task / "tokenize.json").get("download") or {}, significance[task].get("clusters")
+        )
         lines += significance_lines(significance[task])
         lines += seeds_lines(seeds)
-        pictures = []
-        eval_dir = metrics_dir / task / "train-full" / "plots" / "metrics" / "eval"
-        eval_names = sorted(p.name for p in eval_dir.glob("*.tsv")) if eval_dir.exists() else []
-        wanted = [n for n in eval_names if n not in ("runtime.tsv", "samples_per_second.tsv", "steps_per_second.tsv")]
-        for name in ["loss.tsv"] + [f"eval/{n}" for n in wanted[:2]]:
-            svg = line_chart(_curves(metrics_dir, task, name), f"{task}: {name.removesuffix('.tsv')}")
-            if svg:
-                file = f"{task}-{name.replace('/', '-').removesuffix('.tsv')}.svg"
-                (out_dir / file).write_text(svg, encoding="utf-8")
-                pictures.append(file)
-        for method in ("full", "lora"):
-            path = metrics_dir / task / "confusion" / f"{method}.csv"
-            if path.exists():
-                with open(path, encoding="utf-8") as handle:
-                    pairs = [(row["actual"], row["predicted"]) for row in csv.DictReader(handle)]
-                svg = confusion_chart(pairs, f"{task} {method}")
-                if svg:
-                    file = f"{task}-confusion-{method}.svg"
-                    (out_dir / file).write_text(svg, encoding="utf-8")
-                    pictures.append(file)
+        pictures = chart_files(metrics_dir, task, significance[task], out_dir)
         lines += [
             " ".join(f"![{p}]({p})" for p in pictures),
             "",
-            f"Details: `reports/{task}/summary.md`; all plots: `dvc plots show`.",
+            f"Details: `reports/{task}/summary.md`; interactive charts: `dvc plots show` "
+            f"(every training curve: `dvc plots show metrics/{task}/train-full/plots`).",
             "",
         ]
     markdown = "\n".join(lines)
