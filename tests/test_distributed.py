@@ -37,6 +37,7 @@ def train_and_evaluate(workdir: Path, batch_size: int, processes: int) -> tuple[
     return json.loads((workdir / "metrics" / "t" / "full.json").read_text()), info
 
 
+@pytest.mark.slow  # torchrun: two training processes, then one
 def test_two_process_gloo_training_matches_single_process(tmp_path: Path, tiny_model_dir: Path) -> None:
     task = tiny_task(tmp_path / "src", tiny_model_dir)
     task["train_full"] |= {"max_steps": -1, "epochs": 4, "learning_rate": 2e-3}

@@ -107,6 +107,7 @@ def snapshot(directory: Path) -> dict[str, bytes]:
     return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # stages started and killed in subprocesses
 def test_download_killed_while_saving_leaves_old_output(workdir: Path) -> None:
     raw = workdir / "data" / "t" / "raw"
     before = snapshot(raw)
@@ -119,6 +120,7 @@ def test_download_killed_while_saving_leaves_old_output(workdir: Path) -> None:
     assert snapshot(raw) == before
 
 
+@pytest.mark.slow  # stages started and killed in subprocesses
 @pytest.mark.parametrize("point", ["starting", "after-first-checkpoint", "saving-the-model"])
 def test_train_killed_at_any_point_leaves_no_partial_model(workdir: Path, point: str) -> None:
     models = workdir / "models" / "t"
@@ -247,6 +249,7 @@ def test_every_stage_killed_in_dvc_repro_reruns_to_the_same_metrics(
     assert metrics_snapshot(repo) == scratch_reproduced[1]
 
 
+@pytest.mark.slow  # stages started and killed in subprocesses
 def test_killed_training_resumes_to_the_same_metrics(workdir: Path) -> None:
     finish(stage(workdir, "train.py", "t", "full"))
     finish(stage(workdir, "evaluate.py", "t", "full"))

@@ -151,6 +151,7 @@ def test_deep_nesting_and_huge_numbers_within_the_size_limit_are_400(serve) -> N
         assert status == 400 and text in body["error"], body
 
 
+@pytest.mark.serial  # timings: no other test on the CPU
 def test_keep_alive_answers_are_not_held_back_by_nagle(serve) -> None:
     """Without TCP_NODELAY a keep-alive response's body waits for the client's delayed ACK (~40 ms)."""
     port, _, _ = serve(EchoPredictor())
@@ -165,6 +166,7 @@ def test_keep_alive_answers_are_not_held_back_by_nagle(serve) -> None:
     assert sorted(seconds)[7] < 0.02, seconds
 
 
+@pytest.mark.serial  # timings: no other test on the CPU
 def test_a_lone_request_does_not_wait_for_company(serve) -> None:
     """max_wait applies only while other requests are on their way."""
     predictor = EchoPredictor()
@@ -189,6 +191,7 @@ def test_bearer_token_is_enforced_when_set(serve) -> None:
     assert request(port, "GET", "/health")[0] == 200
 
 
+@pytest.mark.serial  # timings: no other test on the CPU
 def test_a_trickling_client_is_cut_at_the_deadline_while_others_are_served(serve) -> None:
     port, _, _ = serve(EchoPredictor(), deadline_s=1.0)
     answer: dict[str, Any] = {}
@@ -224,6 +227,7 @@ def test_a_trickling_client_is_cut_at_the_deadline_while_others_are_served(serve
     assert 0.9 < answer["seconds"] < 2.5
 
 
+@pytest.mark.serial  # timings: no other test on the CPU
 def test_concurrent_requests_share_batches(serve) -> None:
     predictor = EchoPredictor(delay_s=0.3)
     port, app, _ = serve(predictor, max_batch=4, max_wait_s=0.05)
@@ -236,6 +240,7 @@ def test_concurrent_requests_share_batches(serve) -> None:
     assert len(predictor.runs) <= 4, f"9 concurrent requests ran as {predictor.runs}"
 
 
+@pytest.mark.serial  # timings: no other test on the CPU
 def test_a_failing_request_does_not_fail_its_batch_mates(serve) -> None:
     predictor = EchoPredictor(delay_s=0.2)
     port, _, _ = serve(predictor, max_batch=8, max_wait_s=0.1)
@@ -255,6 +260,7 @@ def test_openapi_schema_describes_predict(serve) -> None:
     assert "records" in body["properties"]
 
 
+@pytest.mark.serial  # timings: no other test on the CPU
 def test_graceful_shutdown_answers_the_running_request(serve) -> None:
     port, _, server = serve(EchoPredictor(delay_s=0.5))
     with ThreadPoolExecutor(1) as pool:
