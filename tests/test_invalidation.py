@@ -20,20 +20,10 @@ import yaml
 from e2e import dry_run_stages, run, stage_env
 from tiny import copy_repo, git
 
+from reprotune.core.params import STAGE_SECTIONS as ALL_SECTIONS
 from reprotune.tasks import FAMILIES, STAGE_SECTIONS
 
 TASKS = [f"tiny_{family}" for family in FAMILIES]
-ALL_SECTIONS = (
-    "model",
-    "download",
-    "tokenize",
-    "search",
-    "train_full",
-    "train_lora",
-    "evaluate",
-    "error_analysis",
-    "export",
-)
 
 
 @contextmanager
