@@ -78,10 +78,11 @@ def _pages(entry: object) -> list[str]:
 
 
 def test_default_plots_are_the_curated_set_for_every_task() -> None:
-    """No stage declares plots (they would all render by default); the top-level `plots:` has,
-    for each task in pipeline.tasks, its training loss, its validation metric and LoRA - full."""
+    """The top-level `plots:` has, for each task in pipeline.tasks, its training loss, its
+    validation metric and LoRA - full. (The train and error-analysis stages still declare their
+    curves and confusion matrices as plots: a plain uncached out would keep them out of DVC's
+    run cache, so `dvc plots show` draws those too.)"""
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    assert not [name for name, stage in spec["stages"].items() if "plots" in stage.get("do", stage)]
     ids = [next(iter(entry)) if isinstance(entry, dict) else entry for entry in spec["plots"]]
     tasks = yaml.safe_load((ROOT / "params.yaml").read_text())["pipeline"]["tasks"]
     for task in tasks:

@@ -20,7 +20,7 @@ from scratch import debris, stable
 RATES = {"same": 1e-3, "high": 3e-3}
 """`same` is tests/tiny_ner.py's rate: the scratch project's own run is its run alone."""
 COMPARED = (
-    "metrics/t/full-cost.json",  # declared metrics only (`dvc exp show`); its timings are dropped
+    "metrics/t/train-full/metrics.json",
     "metrics/t/full.json",
     "metrics/t/error_summary.json",
     "metrics/t/significance.json",
