@@ -81,11 +81,14 @@ def start_server(task: str, method: str, fmt: str, int8: bool, args: argparse.Na
     env.pop("REPROTUNE_SERVE_TOKEN", None)
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
-    line = process.stderr.readline()
-    match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-    if not match:
-        process.kill()
-        raise SystemExit(f"reprotune-serve did not start: {line}{process.stderr.read()[-2000:]}")
+    seen = ""
+    while not (match := re.search(r"http://127\.0\.0\.1:(\d+)", seen)):  # library warnings may come first
+        line = process.stderr.readline()
+        if not line:
+            process.kill()
+            raise SystemExit(f"reprotune-serve did not start: {seen[-2000:]}")
+        seen += line
+    threading.Thread(target=process.stderr.read, daemon=True).start()  # drain: a full pipe would block it
     port = int(match.group(1))
     for _ in range(200):
         try:
@@ -196,7 +199,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--requests", type=int, default=400, help="most requests per level")
     parser.add_argument("--seconds", type=float, default=10.0, help="most seconds per level")
     parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-wait-ms", type=float, default=20.0, help="reprotune-serve's default")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: every CPU)")
     parser.add_argument("--texts", type=int, default=256, help="tweets to send (cycled)")
     parser.add_argument("--tiny", help="build and use a tiny random NER project in this directory (smoke run)")

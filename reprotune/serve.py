@@ -88,7 +88,9 @@ def main(argv: list[str]) -> str | None:
     parser.add_argument("--max-bytes", type=int, default=1 << 20, help="largest request body")
     parser.add_argument("--max-records", type=int, default=64, help="most records per request")
     parser.add_argument("--max-batch", type=int, default=32, help="most records per forward pass, across requests")
-    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    parser.add_argument(
+        "--max-wait-ms", type=float, default=20.0, help="how long a batch waits for requests still being read"
+    )
     parser.add_argument("--deadline-s", type=float, default=30.0, help="whole-request time limit")
     parser.add_argument("--long-inputs", default="window", choices=["window", "refuse"], help="texts over max_length")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: this process's CPUs)")

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -22,6 +23,8 @@ def quiet_libraries() -> None:
     # Never write cache files next to loaded Arrow data: that would modify DVC outs.
     datasets.disable_caching()
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    # peft asks transformers 5 for a renamed attribute on every adapter load: noise a user cannot act on.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         from transformers.utils import logging as hf_logging
 

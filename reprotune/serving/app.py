@@ -38,7 +38,7 @@ class ServeSettings:
     """Most records in one request."""
     max_batch: int = 32
     """Most records the model runs at once, merged across requests."""
-    max_wait_s: float = 0.005
+    max_wait_s: float = 0.020
     """How long a batch waits for more requests after its first one."""
     deadline_s: float = 30.0
     """Whole-request limit, from the first body byte awaited to the answer."""

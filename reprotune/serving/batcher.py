@@ -18,7 +18,7 @@ class Batcher:
     """`await submit(items)` returns `run(items)`'s results for those items, computed in a
     batch with whatever else was submitted meanwhile. Start with `start()`, stop with `close()`."""
 
-    def __init__(self, run: Callable[[list[Any]], list[Any]], max_batch: int = 32, max_wait_s: float = 0.005) -> None:
+    def __init__(self, run: Callable[[list[Any]], list[Any]], max_batch: int = 32, max_wait_s: float = 0.020) -> None:
         if max_batch < 1 or max_wait_s < 0:
             raise ValueError("max_batch must be at least 1 and max_wait_s at least 0")
         self.run = run
