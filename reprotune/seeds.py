@@ -32,6 +32,7 @@ from reprotune.core.arrow import read_meta
 from reprotune.core.atomic import write_json, write_text
 from reprotune.core.cli import run_stage
 from reprotune.core.errors import ReprotuneError
+from reprotune.evaluation.clusters import TestClusters, load_test_clusters
 from reprotune.evaluation.paired import aligned_stats, margins, verdict_metric
 from reprotune.evaluation.uncertainty import PairedResult, seed_difference, significance_metrics, verdict
 from reprotune.reporting.report import seeds_verdict_sentence
@@ -124,11 +125,16 @@ def summarise(
     level: float = 0.95,
     margin_of: dict[str, float] | None = None,
     headline_metric: str | None = None,
+    clusters: TestClusters | None = None,
 ) -> dict[str, Any]:
     """Per-seed headline metrics, their mean and sd, and LoRA - full tested across seeds
-    (``seeds.lora_minus_full.<metric>.*``, with the margin keys where ``margin_of`` names one)."""
+    (``seeds.lora_minus_full.<metric>.*``, with the margin keys where ``margin_of`` names one).
+    With ``clusters`` (the download stage's duplicate clusters of the test split) the test
+    examples' part of the variance resamples clusters, as the single-seed test does."""
     metrics = tasks.metrics(type_name)
     stats = {run: aligned_stats(tables, meta, type_name) for run, tables in predictions.items()}
+    first = next(iter(predictions.values()))
+    labels = None if clusters is None else clusters.for_table(first["full"], len(next(iter(stats.values()))["full"]))
     per_seed: dict[str, dict[str, list[float]]] = {}
     for method in paths.METHODS:
         per_seed[method] = {key: [] for key in metrics.HEADLINE_KEYS}
@@ -155,6 +161,7 @@ def summarise(
             level,
             names=("full", "LoRA"),
             margin=(margin_of or {}).get(key),
+            clusters=labels,
         )
         for key in metrics.HEADLINE_KEYS
     }
@@ -211,6 +218,7 @@ def report(task_name: str) -> Path:
         settings.level,
         margin_of=margins(task, keys),
         headline_metric=verdict_metric(task, keys),
+        clusters=load_test_clusters(task_name),
     )
     write_json(paths.seeds_file(task_name), summary)
     target = Path("reports") / "seeds" / f"{task_name}.md"

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from reprotune.evaluation import uncertainty as u
+from reprotune.evaluation.clusters import TestClusters
 from reprotune.seeds import summarise
 from reprotune.tasks.qa import metrics as qa
 from reprotune.tasks.qa.params import QaMeta
@@ -166,3 +167,25 @@ def test_the_seed_test_finds_a_real_difference_and_needs_two_seeds():
     assert result.fixed_variance > 0 and result.se**2 > result.fixed_variance
     with pytest.raises(ValueError, match="two seeds"):
         u.seed_difference(runs_a[:1], runs_b, accuracy, "accuracy", 100, 0)
+
+
+def test_across_seeds_the_test_examples_resample_by_duplicate_cluster():
+    """reprotune-seeds passes the download stage's clusters: the summary counts clusters, and a
+    test split made of pairs of copies gets a larger standard error than the same rows read as distinct."""
+    rng = np.random.default_rng(7)
+    meta = QaMeta.model_construct(version_2_with_negative=False, window=None)
+    predictions = {}
+    for seed, (full_rate, lora_rate) in zip((1, 2, 3), ((0.50, 0.56), (0.52, 0.60), (0.48, 0.54))):
+        frames = {
+            m: rng.random(100) < rate for m, rate in (("baseline", 0.05), ("full", full_rate), ("lora", lora_rate))
+        }
+        predictions[seed] = {m: qa_frame(np.repeat(hits, 2)) for m, hits in frames.items()}  # every row twice
+    ids = tuple(f"q{i}" for i in range(200))
+    clusters = TestClusters(ids, tuple(i // 2 for i in range(200)), "clusters.json")
+    plain = summarise("t", "qa", predictions, meta, resamples=300, seed=0)
+    paired = summarise("t", "qa", predictions, meta, resamples=300, seed=0, clusters=clusters)
+    key = "seeds.lora_minus_full.exact_match"
+    assert paired["seeds.clusters"] == 100 and "seeds.clusters" not in plain
+    assert paired[f"{key}.difference"] == pytest.approx(plain[f"{key}.difference"])
+    # The examples' variance part doubles (100 clusters, not 200 rows); the seeds' part is the same.
+    assert paired[f"{key}.se"] > plain[f"{key}.se"], (paired[f"{key}.se"], plain[f"{key}.se"])
