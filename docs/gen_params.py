@@ -22,7 +22,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-FAMILIES = ("ner", "classification", "qa", "mlm")
+from reprotune.tasks import FAMILIES  # every family folder
+
 MODULES = ("reprotune.core.params", *(f"reprotune.tasks.{family}.params" for family in FAMILIES))
 PAGE = "reference/params.md"
 CONSTRAINTS = {"gt": ">", "ge": "≥", "lt": "<", "le": "≤", "min_length": "length ≥", "max_length": "length ≤"}

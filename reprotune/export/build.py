@@ -25,9 +25,6 @@ from reprotune.export.outputs import export_dir, export_metrics_file
 from reprotune.export.params import ExportParams
 from reprotune.export.runtime import OnnxModel, onnx_path
 
-FAMILY_METRIC = ("ner", "classification", "qa")
-"""Families whose `predict` runs an ONNX model as is (mlm's hooks the encoder)."""
-
 
 def load_trained(task_name: str, method: str, task: TaskParams, family: Any, meta: Any) -> Any:
     """full: the checkpoint; lora: the base model with the adapter (peft)."""
@@ -119,7 +116,7 @@ def run_export(task_name: str, method: str, task: TaskParams, root: Path = Path(
             if name in reports:
                 parity.check_identical(reports[name], "merged LoRA" if name == "merged" else "fp32 ONNX")
         if "int8" in candidates:
-            if task.type in FAMILY_METRIC:
+            if tasks.facts(task.type).INT8_METRIC:
                 scored = with_evaluate(task, settings)
                 with latency.torch_threads(threads):
                     reference = family_metric(family, task.type, merged, tokenizer, raw, features, meta, scored)

@@ -13,18 +13,8 @@ from typing import Any
 
 import yaml
 
-PIPELINE_TAGS = {
-    "ner": "token-classification",
-    "classification": "text-classification",
-    "qa": "question-answering",
-    "mlm": "fill-mask",
-}
-TASK_NAMES = {
-    "ner": "Named entity recognition",
-    "classification": "Text classification",
-    "qa": "Extractive question answering",
-    "mlm": "Masked language modelling",
-}
+from reprotune import tasks
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CI_SUFFIXES = ("_ci_low", "_ci_high")
 SPLIT_ORDER = ("train", "validation", "test")
@@ -168,7 +158,7 @@ def _dataset_name(info: CardInfo) -> str:
 
 def metadata(info: CardInfo) -> dict[str, Any]:
     headline = headline_metrics(info.metrics)
-    data: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": PIPELINE_TAGS.get(info.family)}
+    data: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": tasks.facts(info.family).PIPELINE_TAG}
     if HUB_ID.match(info.base_model):
         data["base_model"] = info.base_model
     if info.data_source.get("source") == "hub" and info.data_source.get("dataset"):
@@ -187,7 +177,7 @@ def metadata(info: CardInfo) -> dict[str, Any]:
             "name": f"{info.task}-{info.method}",
             "results": [
                 {
-                    "task": {"type": PIPELINE_TAGS.get(info.family), "name": TASK_NAMES.get(info.family, info.family)},
+                    "task": {"type": tasks.facts(info.family).PIPELINE_TAG, "name": tasks.facts(info.family).TASK_NAME},
                     "dataset": {"name": _dataset_name(info), "type": _dataset_name(info), "split": "test"},
                     "metrics": results,
                 }
@@ -206,14 +196,14 @@ def render(info: CardInfo) -> str:
         else "full fine-tuning"
     )
     lines += [
-        f"{TASK_NAMES.get(info.family, info.family)} model fine-tuned from `{info.base_model}`"
+        f"{tasks.facts(info.family).TASK_NAME} model fine-tuned from `{info.base_model}`"
         f"{f' (revision `{info.base_revision}`)' if info.base_revision else ''} by {method}, "
         "with the reprotune DVC pipeline.",
         "",
         "## Model",
         "",
         f"- Base model: `{info.base_model}`",
-        f"- Task: {info.family} (`{PIPELINE_TAGS.get(info.family)}`)",
+        f"- Task: {info.family} (`{tasks.facts(info.family).PIPELINE_TAG}`)",
         f"- Method: {info.method}",
     ]
     if info.labels:
@@ -264,7 +254,7 @@ def render(info: CardInfo) -> str:
         "",
         "## Intended use",
         "",
-        f"{TASK_NAMES.get(info.family, info.family)} on text like the training data "
+        f"{tasks.facts(info.family).TASK_NAME} on text like the training data "
         f"(`{_dataset_name(info)}`). Check the test results above on your own data before relying on it.",
         "",
         "## Limitations",
@@ -286,7 +276,7 @@ def render(info: CardInfo) -> str:
         "```python",
         "from transformers import pipeline",
         "",
-        f'model = pipeline("{PIPELINE_TAGS.get(info.family)}", model="path/to/this/folder")',
+        f'model = pipeline("{tasks.facts(info.family).PIPELINE_TAG}", model="path/to/this/folder")',
         "```",
     ]
     if "onnx" in info.artifacts:

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-FAMILIES = ("ner", "classification", "qa", "mlm")
+HERE = Path(__file__).resolve().parent
+FAMILIES = tuple(sorted(path.parent.name for path in HERE.glob("*/*.py") if path.stem == path.parent.name))
+"""The families with a module here (`<family>/<family>.py`): an optional extra per family."""
 
 
 def module_path(family: str) -> str:
     """The folder to hand to `evaluate.load` for one family's metric."""
     if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; allowed: {', '.join(FAMILIES)}")
-    return str(Path(__file__).resolve().parent / family)
+        raise ValueError(f"no metric module for family {family!r}; there are: {', '.join(FAMILIES)}")
+    return str(HERE / family)

@@ -8,6 +8,7 @@ section is an error at once, so a stage can never depend on a key DVC does not t
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
     from reprotune.tasks.base import (
         AnalysisModule,
+        FamilyFacts,
         MetricsModule,
         ParamsModule,
         PreprocessModule,
@@ -41,7 +43,14 @@ if TYPE_CHECKING:
         TaskFamily,
     )
 
-FAMILIES = ("ner", "classification", "qa", "mlm")
+
+def _discover() -> tuple[str, ...]:
+    """The family folders: every package under reprotune/tasks/ (a folder with the six modules
+    is all a new family takes; tests/test_families.py adds one)."""
+    return tuple(sorted(info.name for info in pkgutil.iter_modules(__path__) if info.ispkg))
+
+
+FAMILIES = _discover()
 
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "fingerprint": ("model", "download"),
@@ -72,6 +81,11 @@ def check_type(type_name: str, where: str = "type") -> str:
 
 def _module(type_name: str, part: str) -> Any:
     return importlib.import_module(f"reprotune.tasks.{check_type(type_name)}.{part}")
+
+
+def facts(type_name: str) -> FamilyFacts:
+    """The family package's own facts (pipeline tag, task name, how export scores int8)."""
+    return cast("FamilyFacts", importlib.import_module(f"reprotune.tasks.{check_type(type_name)}"))
 
 
 def params_module(type_name: str) -> ParamsModule:

@@ -11,11 +11,13 @@ only the ones it runs (so dvc.yaml can list exactly those as the stage's deps):
 | `family.py`     | train, evaluate, predict   | `FAMILY`, a `TaskFamily` (model, batches, predictions) |
 | `metrics.py`    | evaluate (train)           | `score`, `example_stats`, `HEADLINE(_KEYS)`    |
 | `analysis.py`   | error-analysis             | `analyse`                                      |
+| `__init__.py`   | (every module's package)   | `PIPELINE_TAG`, `TASK_NAME`, `INT8_METRIC`     |
 
 Imports between them run one way: `family.py` may import `preprocess.py` and
 `metrics.py`; `analysis.py` may import `metrics.py`; all may import `params.py`;
 nothing imports `sources.py` or `analysis.py`. The Protocols below are what a
-type checker holds each module to (`tests/test_layout.py` checks every family).
+type checker holds each module to (`tests/test_families.py` checks every family, and that a
+new family's folder is all it takes to add one).
 """
 
 from __future__ import annotations
@@ -97,6 +99,19 @@ class MetricsModule(Protocol):
         """One row per test example (the unit the bootstrap resamples: sentence, document,
         question, block), in a fixed order, holding what `HEADLINE` sums."""
         ...
+
+
+class FamilyFacts(Protocol):
+    """The family package itself (`reprotune/tasks/<family>/__init__.py`): facts that are not
+    one stage's job, so that no module outside the family's folder keeps a table of families."""
+
+    PIPELINE_TAG: str
+    """The Hub pipeline the model serves (`transformers.pipeline(...)`, the card's metadata)."""
+    TASK_NAME: str
+    """The task in words, for the model card."""
+    INT8_METRIC: bool
+    """Whether the family's `predict` runs an ONNX model as is, so export scores int8 on the
+    family's own metric (else on label accuracy over the parity features)."""
 
 
 class AnalysisModule(Protocol):
