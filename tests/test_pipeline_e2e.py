@@ -104,11 +104,32 @@ def quality_metrics(repo: Path, tasks: list[str]) -> dict[str, bytes]:
 
 def test_removed_output_is_restored_from_cache_without_retraining(reproduced: tuple[Path, dict]) -> None:
     repo, _ = reproduced
+    curves = repo / "metrics" / "tiny_ner" / "train-full" / "plots"
     shutil.rmtree(repo / "models" / "tiny_ner" / "full")
+    shutil.rmtree(curves)
+    shutil.rmtree(repo / "metrics" / "tiny_ner" / "confusion")
     out = run(repo, "dvc", "repro").stdout
     assert "Running stage 'train-full@tiny_ner'" not in out
+    assert "Running stage 'error-analysis@tiny_ner'" not in out
     assert "'train-full@tiny_ner' is cached" in out
     assert (repo / "models" / "tiny_ner" / "full" / "train_info.json").exists()
+    assert list(curves.rglob("loss.tsv")) and list((repo / "metrics" / "tiny_ner" / "confusion").glob("*.csv"))
+
+
+def test_dvc_plots_show_draws_only_the_curated_set(reproduced: tuple[Path, dict]) -> None:
+    """No stage plot (dvclive's every curve, the confusion matrices) joins dvc.yaml's top-level
+    set by default, and a curve is still drawn on request by its path."""
+    import yaml
+
+    repo, _ = reproduced
+    curated = {
+        next(iter(e)) if isinstance(e, dict) else e for e in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]
+    }
+    shown = json.loads(run(repo, "dvc", "plots", "show", "--json").stdout)["data"]
+    assert set(shown) <= curated, set(shown) - curated
+    loss = "metrics/tiny_ner/train-full/plots/metrics/loss.tsv"
+    on_request = json.loads(run(repo, "dvc", "plots", "show", "--json", loss).stdout)["data"]
+    assert any(loss in name for name in on_request), list(on_request)
 
 
 def test_same_params_and_seed_give_bit_identical_metrics(reproduced: tuple[Path, dict]) -> None:
