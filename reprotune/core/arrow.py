@@ -8,12 +8,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import datasets
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from reprotune.core.atomic import atomic_dir
 from reprotune.core.errors import ReprotuneError
 
 SPLITS = ("train", "validation", "test")
+
+# Never write cache files next to loaded Arrow data: `map` on a loaded split would add them
+# inside a DVC out. Here, where every stage loads its Arrow data, so no stage can miss it.
+datasets.disable_caching()
 
 
 def save_dataset(dataset: DatasetDict, target: Path, extra_json: dict[str, Any] | None = None) -> None:
