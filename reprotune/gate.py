@@ -64,6 +64,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from reprotune.core.atomic import write_json, write_text
 from reprotune.core.errors import ReprotuneError, did_you_mean
+from reprotune.core.nested import flatten
 from reprotune.core.params import GateParams, GateRule, load_yaml
 
 BUILTIN_DEFAULT = GateRule(max_drop=0.01, relative=False, lower_is_better=None)
@@ -164,18 +165,6 @@ def default_revision(env: dict[str, str] | None = None) -> str:
         if env.get(var):
             return f"origin/{env[var]}"
     return "HEAD"
-
-
-def flatten(data: Any, prefix: str = "") -> Metrics:
-    """Every leaf of a JSON object, nested keys joined with dots (numbers or not: a gated metric
-    turned into null, a string or a boolean must fail, not vanish)."""
-    out: Metrics = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _decode(raw: bytes, where: str) -> Any:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from reprotune.core.errors import ReprotuneError
+from reprotune.core.nested import flatten
 
 METHODS = ("full", "lora")
 PARAMS_FILE = "params.yaml"
@@ -84,15 +85,6 @@ def iter_revisions(payload: Sequence[Mapping[str, Any]]) -> Iterator[tuple[str, 
                     state = "failed"
                 label = rev.get("name") or experiment.get("name") or str(rev.get("rev", ""))[:7]
                 yield str(label), rev, str(state), False
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, Mapping):
-        return {prefix: tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
 
 
 def _number(value: Any) -> float | None:

@@ -22,23 +22,16 @@ from reprotune.evaluation.uncertainty import add_intervals
 from reprotune.modeling.model import count_parameters
 from reprotune.modeling.precision import resolve
 from reprotune.modeling.tokenizer import load_tokenizer
+from reprotune.modeling.trained import load_trained
 from reprotune.tasks.base import TaskFamily
 
 
 def load_method_model(task_name: str, method: str, task: TaskParams, family: TaskFamily[Any, Any], meta: Any) -> Any:
-    """baseline: the pretrained encoder with a fresh head; full: the checkpoint; lora: base + adapter."""
+    """baseline: the pretrained encoder with a fresh head; full and lora: the trained model."""
     if method == "baseline":
         set_seed(task.evaluate.seed)
         return family.build_model(task, meta)
-    directory = paths.model_dir(task_name, method)
-    if not directory.is_dir():
-        raise ReprotuneError(f"{directory} is missing; run the train-{method} stage first (dvc repro)")
-    if method == "full":
-        return family.build_model(task, meta, source=str(directory))
-    from peft import PeftModel
-
-    base = family.build_model(task, meta)
-    return PeftModel.from_pretrained(base, str(directory))
+    return load_trained(task_name, method, task, family, meta)
 
 
 def with_intervals(

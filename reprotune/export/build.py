@@ -24,18 +24,7 @@ from reprotune.export.onnx import export_onnx, input_names, output_names, quanti
 from reprotune.export.outputs import export_dir, export_metrics_file
 from reprotune.export.params import ExportParams
 from reprotune.export.runtime import OnnxModel, onnx_path
-
-
-def load_trained(task_name: str, method: str, task: TaskParams, family: Any, meta: Any) -> Any:
-    """full: the checkpoint; lora: the base model with the adapter (peft)."""
-    directory = paths.model_dir(task_name, method)
-    if not directory.is_dir():
-        raise ReprotuneError(f"{directory} is missing; run the train-{method} stage first (dvc repro)")
-    if method == "full":
-        return family.build_model(task, meta, source=str(directory))
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(family.build_model(task, meta), str(directory))
+from reprotune.modeling.trained import load_trained
 
 
 def with_evaluate(task: TaskParams, settings: ExportParams) -> TaskParams:

@@ -159,3 +159,9 @@ def store_frozen_in_autocast_dtype(model: torch.nn.Module, resolved: Resolved) -
         param.data = param.data.to(resolved.torch_dtype)
         changed += param.numel()
     return changed
+
+
+def pad_multiple() -> int | None:
+    """Batches padded to a multiple of 8 on CUDA (tensor cores want it); on CPU, no padding
+    beyond the longest row."""
+    return 8 if torch.cuda.is_available() else None

@@ -18,6 +18,7 @@ from datasets import ClassLabel, Dataset, Features, Value
 from reprotune.core.errors import ReprotuneError
 from reprotune.modeling.inference import batches
 from reprotune.modeling.model import load_labelled_model
+from reprotune.modeling.precision import pad_multiple
 from reprotune.tasks.base import TaskFamily
 from reprotune.tasks.classification.metrics import headline_scores
 from reprotune.tasks.classification.params import ClassificationMeta, ClassificationTaskParams
@@ -78,7 +79,7 @@ class ClassificationFamily(TaskFamily[ClassificationTaskParams, ClassificationMe
     def collator(self, tokenizer: Any, params: ClassificationTaskParams, meta: ClassificationMeta) -> Callable:
         from transformers import DataCollatorWithPadding
 
-        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple())
 
     def train_metrics(
         self, meta: ClassificationMeta, params: ClassificationTaskParams, raw_eval: Dataset, features_eval: Dataset

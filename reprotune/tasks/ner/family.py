@@ -18,6 +18,7 @@ from datasets import Dataset
 
 from reprotune.modeling.inference import batches
 from reprotune.modeling.model import load_labelled_model
+from reprotune.modeling.precision import pad_multiple
 from reprotune.tasks.base import TaskFamily
 from reprotune.tasks.ner.metrics import entities, entity_scores
 from reprotune.tasks.ner.params import NerMeta, NerTaskParams
@@ -121,8 +122,7 @@ class NerFamily(TaskFamily[NerTaskParams, NerMeta]):
     ) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
         from transformers import DataCollatorForTokenClassification
 
-        pad_to = 8 if torch.cuda.is_available() else None
-        return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to)
+        return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_multiple())
 
     def train_metrics(
         self, meta: NerMeta, params: NerTaskParams, raw_eval: Dataset, features_eval: Dataset

@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from datasets import Dataset
 
 from reprotune.core.errors import ReprotuneError
 from reprotune.modeling.inference import batches
 from reprotune.modeling.model import load_pretrained
+from reprotune.modeling.precision import pad_multiple
 from reprotune.modeling.resolve import model_source
 from reprotune.tasks.base import TaskFamily
 from reprotune.tasks.qa.metrics import NullChoice, choose_null_threshold, score, score_one
@@ -216,10 +216,6 @@ def choose_threshold(raw_validation: Any, found: ExampleSpans) -> NullChoice:
     return choose_null_threshold(diffs, answer_f1, abstain_f1)
 
 
-def _pad_multiple() -> int | None:
-    return 8 if torch.cuda.is_available() else None
-
-
 AUTO_UNRESOLVED = (
     "evaluate.null_threshold is auto but no validation-chosen margin is at hand: run the evaluate stage "
     "for this model first (dvc repro), or set evaluate.null_threshold to a number"
@@ -262,7 +258,7 @@ class QaFamily(TaskFamily[QaTaskParams, QaMeta]):
     def collator(self, tokenizer: Any, params: QaTaskParams, meta: QaMeta) -> Collate:
         from transformers import DataCollatorWithPadding
 
-        collate: Collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=_pad_multiple())
+        collate: Collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple())
         return collate
 
     def model_columns(self) -> list[str]:
