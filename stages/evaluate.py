@@ -3,14 +3,12 @@
 from reprotune import tasks
 from reprotune.core import paths
 from reprotune.core.cli import expect_args, run_stage
-from reprotune.core.errors import ReprotuneError
 from reprotune.evaluation.evaluate import evaluate
 
 
 def main(args: list[str]) -> str:
     task_name, method = expect_args(args, ["task", "baseline|full|lora"], "stages/evaluate.py")
-    if method not in paths.EVAL_METHODS:
-        raise ReprotuneError(f"unknown method '{method}'; allowed: {', '.join(paths.EVAL_METHODS)}")
+    paths.check_method(method, paths.EVAL_METHODS)
     task = tasks.load_task(task_name, "baseline" if method == "baseline" else f"evaluate-{method}")
     metrics = evaluate(task_name, method, task)
     headline = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))

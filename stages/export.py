@@ -5,14 +5,12 @@ latency, a Hub model card; the Hub push only when export.push_to_hub names a rep
 from reprotune import tasks
 from reprotune.core import paths
 from reprotune.core.cli import expect_args, quiet_libraries, run_stage
-from reprotune.core.errors import ReprotuneError
 from reprotune.export.outputs import export_dir, export_metrics_file, skip_export
 
 
 def main(args: list[str]) -> str:
     task_name, method = expect_args(args, ["task", "full|lora"], "stages/export.py")
-    if method not in paths.METHODS:
-        raise ReprotuneError(f"unknown method '{method}'; allowed: {', '.join(paths.METHODS)}")
+    paths.check_method(method)
     task = tasks.load_task(task_name, f"export-{method}")
     if not task.export.enabled:
         skip_export(task_name, method)

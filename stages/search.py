@@ -7,13 +7,11 @@ from reprotune import tasks
 from reprotune.core import paths
 from reprotune.core.atomic import write_json
 from reprotune.core.cli import expect_args, run_stage
-from reprotune.core.errors import ReprotuneError
 
 
 def main(args: list[str]) -> str:
     task_name, method = expect_args(args, ["task", "full|lora"], "stages/search.py")
-    if method not in paths.METHODS:
-        raise ReprotuneError(f"unknown method '{method}'; allowed: {', '.join(paths.METHODS)}")
+    paths.check_method(method)
     task = tasks.load_task(task_name, f"search-{method}")
     if task.search.enabled:
         from reprotune.training.search import search

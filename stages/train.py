@@ -3,15 +3,13 @@
 from reprotune import tasks
 from reprotune.core import paths
 from reprotune.core.cli import expect_args, run_stage
-from reprotune.core.errors import ReprotuneError
 from reprotune.training.chosen import chosen_overrides
 from reprotune.training.train import train
 
 
 def main(args: list[str]) -> str:
     task_name, method = expect_args(args, ["task", "full|lora"], "stages/train.py")
-    if method not in paths.METHODS:
-        raise ReprotuneError(f"unknown method '{method}'; allowed: {', '.join(paths.METHODS)}")
+    paths.check_method(method)
     task = tasks.load_task(task_name, f"train-{method}")
     info = train(task_name, method, task, chosen_overrides(task_name, method))
     return (

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reprotune.core.errors import ReprotuneError
+
 METHODS = ("full", "lora")
 """The trained methods; `baseline` is the pretrained encoder with an untrained head."""
 EVAL_METHODS = ("baseline", *METHODS)
+
+
+def check_method(method: str, allowed: tuple[str, ...] = METHODS) -> str:
+    """`method` if it is one of `allowed`, else the one error line every command gives."""
+    if method not in allowed:
+        raise ReprotuneError(f"unknown method '{method}'; allowed: {', '.join(allowed)}")
+    return method
+
+
 COMPARISON_DIR = Path("reports") / "comparison"
 TRAIN_INFO = "train_info.json"
 """What a train stage measured, saved inside the model directory."""

@@ -14,9 +14,8 @@ from reprotune import tasks
 from reprotune.core import paths
 from reprotune.core.arrow import load_dataset_dir, read_meta
 from reprotune.core.atomic import write_frame, write_json
-from reprotune.core.errors import ReprotuneError
 from reprotune.core.params import TaskParams
-from reprotune.core.paths import EVAL_METHODS, TRAIN_INFO
+from reprotune.core.paths import TRAIN_INFO
 from reprotune.evaluation.clusters import TestClusters, load_test_clusters
 from reprotune.evaluation.uncertainty import add_intervals
 from reprotune.modeling.model import count_parameters
@@ -61,8 +60,7 @@ def tuned_task(task_name: str, method: str, task: TaskParams, family: TaskFamily
 
 
 def evaluate(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
-    if method not in EVAL_METHODS:
-        raise ReprotuneError(f"unknown evaluation method '{method}'; allowed: {', '.join(EVAL_METHODS)}")
+    paths.check_method(method, paths.EVAL_METHODS)
     evaluated = resolve(task.evaluate.precision, f"tasks.{task_name}.evaluate.precision")
     tokenized_path = paths.tokenized_dir(task_name)
     tokenized = load_dataset_dir(tokenized_path, "tokenize")

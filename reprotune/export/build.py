@@ -49,8 +49,7 @@ def family_metric(
 def run_export(task_name: str, method: str, task: TaskParams, root: Path = Path(".")) -> dict[str, Any]:
     import torch
 
-    if method not in paths.METHODS:
-        raise ReprotuneError(f"unknown method '{method}'; allowed: {', '.join(paths.METHODS)}")
+    paths.check_method(method)
     settings: ExportParams = task.export
     if settings.quantize_int8 and not settings.onnx:
         raise ReprotuneError("params.yaml: export.quantize_int8 needs export.onnx: true")

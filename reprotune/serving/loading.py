@@ -107,9 +107,10 @@ def load(
     family = tasks.family(task.type)
     pretokenized = tasks.params_module(task.type).PRETOKENIZED_INPUT
     if fmt == "onnx":
+        from reprotune.export.outputs import export_dir
         from reprotune.export.runtime import load_onnx_model
 
-        directory = Path("models") / task_name / f"export-{method}"
+        directory = export_dir(task_name, method)
         rerun = f"run the export stage again (dvc repro export-{method}@{task_name})"
         meta = read_meta(task, directory / paths.RUN_INFO, rerun)
         tokenizer = load_tokenizer(
