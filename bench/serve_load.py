@@ -74,7 +74,18 @@ def bare(task: str, method: str, fmt: str, int8: bool, texts: list[str], batch: 
 
 
 def start_server(task: str, method: str, fmt: str, int8: bool, args: argparse.Namespace) -> tuple[Any, int]:
-    command = [sys.executable, "-m", "reprotune.serve", task, "--method", method, "--format", fmt, "--port", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "reprotune.commands.serve",
+        task,
+        "--method",
+        method,
+        "--format",
+        fmt,
+        "--port",
+        "0",
+    ]
     command += ["--quiet", "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
     command += ["--threads", str(args.threads)] + (["--int8"] if int8 else [])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}

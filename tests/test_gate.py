@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reprotune import gate
+from reprotune.commands import check as gate
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / ".github" / "workflows" / "reprotune.yml"

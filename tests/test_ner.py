@@ -171,7 +171,7 @@ def test_free_text_words_keep_character_offsets() -> None:
 
 
 def test_html_rendering_highlights_entities_and_escapes_text() -> None:
-    from reprotune.rendering import render_html
+    from reprotune.commands.predict_html import render_html
 
     page = render_html(
         [{"text": "<b>Bob</b> x", "entities": [{"text": "Bob", "type": "PER", "start": 3, "end": 6, "score": 0.5}]}]

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import torch
 
+from reprotune.commands.predict import main
 from reprotune.core.cli import run_stage
-from reprotune.predict import main
 from reprotune.tasks import validate_task
 from reprotune.tasks.ner.family import FAMILY as NER
 from reprotune.tasks.ner.params import NerMeta

@@ -133,7 +133,7 @@ def test_two_workers_share_one_budget_and_the_stage_agrees_with_one_process(
     enable_grid(shared, "full", values=grid, trials=4)
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "reprotune.search", "worker", "t", "full"],
+            [sys.executable, "-m", "reprotune.commands.search", "worker", "t", "full"],
             cwd=shared,
             env=stage_env(),
             stdout=subprocess.PIPE,

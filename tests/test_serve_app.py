@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from reprotune.serve import listen, uvicorn_server
+from reprotune.commands.serve import listen, uvicorn_server
 from reprotune.serving.app import ServeSettings, create_app
 from reprotune.serving.online import Prepared
 from reprotune.serving.records import RecordError
@@ -352,7 +352,7 @@ def test_serve_command_starts_enforces_its_token_and_stops_on_sigterm(ner_projec
     import sys
 
     env = {**os.environ, "REPROTUNE_SERVE_TOKEN": "t0ken", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "reprotune.serve", "tiny", "--port", "0", "--quiet", "--max-wait-ms", "1"]
+    command = [sys.executable, "-m", "reprotune.commands.serve", "tiny", "--port", "0", "--quiet", "--max-wait-ms", "1"]
     process = subprocess.Popen(command, cwd=ner_project, env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stderr is not None

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from reprotune.commands.sweep import candidates, choose, exp_show_payload, queue_arguments, run
 from reprotune.core.errors import ReprotuneError
-from reprotune.sweep import candidates, choose, exp_show_payload, queue_arguments, run
 
 PAYLOAD = Path(__file__).parent / "reference" / "sweep" / "exp_show.json"
 
@@ -171,7 +171,7 @@ def test_console_script_module_runs() -> None:
         [
             sys.executable,
             "-m",
-            "reprotune.sweep",
+            "reprotune.commands.sweep",
             "best",
             "--task",
             "wnut16",

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reprotune.commands.seeds import summarise
 from reprotune.evaluation import uncertainty as u
 from reprotune.evaluation.clusters import TestClusters
-from reprotune.seeds import summarise
 from reprotune.tasks.qa import metrics as qa
 from reprotune.tasks.qa.params import QaMeta
 

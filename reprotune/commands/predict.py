@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from reprotune import tasks
+from reprotune.commands.predict_html import render_html
 from reprotune.core.atomic import write_text
 from reprotune.core.cli import quiet_libraries, run_stage
 from reprotune.core.errors import ReprotuneError
-from reprotune.rendering import render_html
 from reprotune.serving.records import Line, RecordError, check_strings, read_lines
 from reprotune.tasks import load_task
 
@@ -80,7 +80,7 @@ def predict(
     long_inputs: str = "window",
 ) -> list[dict[str, Any] | RecordError]:
     """One result per record: its prediction, or the RecordError that refused it."""
-    from reprotune.serve import available_cpus
+    from reprotune.commands.serve import available_cpus
     from reprotune.serving import loading
     from reprotune.serving.online import LongInputs, OnlinePredictor
 
