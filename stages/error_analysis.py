@@ -7,7 +7,6 @@ import pandas as pd
 
 from reprotune import tasks
 from reprotune.core import paths
-from reprotune.core.arrow import read_meta
 from reprotune.core.atomic import atomic_dir, write_json, write_text
 from reprotune.core.cli import expect_args, run_stage
 from reprotune.core.errors import ReprotuneError
@@ -24,7 +23,7 @@ def main(args: list[str]) -> str:
         if not path.exists():
             raise ReprotuneError(f"{path} is missing; run the evaluate stage for '{method}' first (dvc repro)")
         predictions[method] = pd.read_parquet(path)
-    meta = tasks.parse_meta(task.type, read_meta(paths.tokenized_dir(task_name)))
+    meta = tasks.task_meta(task_name, task.type)
     analysis = tasks.analysis(task.type)
     results = significance(predictions, meta, task, load_test_clusters(task_name))
     with atomic_dir(paths.report_dir(task_name)) as report, atomic_dir(paths.confusion_dir(task_name)) as confusion:

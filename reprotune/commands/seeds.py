@@ -28,7 +28,6 @@ import yaml
 
 from reprotune import tasks
 from reprotune.core import paths
-from reprotune.core.arrow import read_meta
 from reprotune.core.atomic import write_json, write_text
 from reprotune.core.cli import run_stage
 from reprotune.core.errors import ReprotuneError
@@ -205,7 +204,7 @@ def report(task_name: str) -> Path:
             f"only one seed of '{task_name}' found (the workspace); run more first: reprotune-seeds run {task_name} "
             "--seeds 43 44"
         )
-    meta = tasks.parse_meta(task.type, read_meta(paths.tokenized_dir(task_name)))
+    meta = tasks.task_meta(task_name, task.type)
     settings = task.error_analysis.significance
     keys = tasks.metrics(task.type).HEADLINE_KEYS
     summary = summarise(

@@ -28,3 +28,16 @@ def p_text(p_value: float) -> str:
     if p_value < 0.001:
         return "p < 0.001"
     return f"p = {p_value:.3f}" if p_value < 0.1 else f"p = {p_value:.2f}"
+
+
+def agreement(full_ok: pd.Series, lora_ok: pd.Series) -> tuple[int, int, int, int]:
+    """On the same examples (aligned), how many each method got right: (both, only full,
+    only LoRA, neither). Each family names the counts in its own terms (right, exact,
+    error-free)."""
+    full, lora = full_ok.astype(bool), lora_ok.astype(bool)
+    return (
+        int((full & lora).sum()),
+        int((full & ~lora).sum()),
+        int((~full & lora).sum()),
+        int((~full & ~lora).sum()),
+    )

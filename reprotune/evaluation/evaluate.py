@@ -12,7 +12,7 @@ from transformers import set_seed
 
 from reprotune import tasks
 from reprotune.core import paths
-from reprotune.core.arrow import load_dataset_dir, read_meta
+from reprotune.core.arrow import load_dataset_dir
 from reprotune.core.atomic import write_frame, write_json
 from reprotune.core.params import TaskParams
 from reprotune.core.paths import TRAIN_INFO
@@ -20,7 +20,6 @@ from reprotune.evaluation.clusters import TestClusters, load_test_clusters
 from reprotune.evaluation.uncertainty import add_intervals
 from reprotune.modeling.model import count_parameters
 from reprotune.modeling.precision import resolve
-from reprotune.modeling.tokenizer import load_tokenizer
 from reprotune.modeling.trained import load_trained
 from reprotune.tasks.base import TaskFamily
 
@@ -67,8 +66,8 @@ def evaluate(task_name: str, method: str, task: TaskParams) -> dict[str, Any]:
     raw_splits = load_dataset_dir(paths.raw_dir(task_name), "download")
     features, raw = tokenized["test"], raw_splits["test"]
     family = tasks.family(task.type)
-    meta = tasks.parse_meta(task.type, read_meta(tokenized_path))
-    tokenizer = load_tokenizer(task.model, pretokenized=tasks.params_module(task.type).PRETOKENIZED_INPUT)
+    meta = tasks.task_meta(task_name, task.type)
+    tokenizer = tasks.task_tokenizer(task)
     model = load_method_model(task_name, method, task, family, meta)
     # Settings the family chooses on validation (QA's no-answer margin), applied unchanged to test.
     tuned = family.tune_on_validation(model, tokenizer, raw_splits["validation"], tokenized["validation"], meta, task)

@@ -14,7 +14,7 @@ from typing import Any
 
 from reprotune import tasks
 from reprotune.core import paths
-from reprotune.core.arrow import load_dataset_dir, read_meta
+from reprotune.core.arrow import load_dataset_dir
 from reprotune.core.atomic import atomic_dir, write_json
 from reprotune.core.errors import ReprotuneError
 from reprotune.core.params import TaskParams
@@ -57,10 +57,8 @@ def run_export(task_name: str, method: str, task: TaskParams, root: Path = Path(
     tokenized = paths.tokenized_dir(task_name)
     features = load_dataset_dir(tokenized, "tokenize")["test"]
     raw = load_dataset_dir(paths.raw_dir(task_name), "download")["test"]
-    meta = tasks.parse_meta(task.type, read_meta(tokenized))
-    from reprotune.modeling.tokenizer import load_tokenizer
-
-    tokenizer = load_tokenizer(task.model, pretokenized=tasks.params_module(task.type).PRETOKENIZED_INPUT)
+    meta = tasks.task_meta(task_name, task.type)
+    tokenizer = tasks.task_tokenizer(task)
     trained = load_trained(task_name, method, task, family, meta).to("cpu").eval()
     merged = merge_lora(copy.deepcopy(trained)) if method == "lora" else trained
     threads = settings.threads or torch.get_num_threads()

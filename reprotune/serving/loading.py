@@ -100,12 +100,9 @@ def load(
     onnxruntime threads."""
     from transformers.utils import logging as hf_logging
 
-    from reprotune.modeling.tokenizer import load_tokenizer
-
     hf_logging.disable_progress_bar()  # a "Loading weights" bar is noise before one-line errors
     task = tasks.load_task(task_name, path=params_path)
     family = tasks.family(task.type)
-    pretokenized = tasks.params_module(task.type).PRETOKENIZED_INPUT
     if fmt == "onnx":
         from reprotune.export.outputs import export_dir
         from reprotune.export.runtime import load_onnx_model
@@ -113,9 +110,7 @@ def load(
         directory = export_dir(task_name, method)
         rerun = f"run the export stage again (dvc repro export-{method}@{task_name})"
         meta = read_meta(task, directory / paths.RUN_INFO, rerun)
-        tokenizer = load_tokenizer(
-            task.model.model_copy(update={"name_or_path": str(directory), "revision": None}), pretokenized=pretokenized
-        )
+        tokenizer = tasks.task_tokenizer(task, str(directory))
         model: Any = load_onnx_model(directory, int8=int8, threads=threads)
     elif fmt == "checkpoint":
         if int8:
@@ -124,7 +119,7 @@ def load(
         rerun = f"train it again (dvc repro train-{method}@{task_name})"
         meta = read_meta(task, directory / paths.RUN_INFO, rerun)
         check_checkpoint(directory, method, rerun)
-        tokenizer = load_tokenizer(task.model, pretokenized=pretokenized)
+        tokenizer = tasks.task_tokenizer(task)
         from reprotune.evaluation.evaluate import load_method_model
 
         try:

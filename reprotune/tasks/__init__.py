@@ -117,6 +117,27 @@ def parse_meta(type_name: str, data: dict[str, Any]) -> BaseModel:
     return params_module(type_name).META.model_validate(data)
 
 
+def task_meta(task_name: str, type_name: str) -> BaseModel:
+    """The Meta the tokenize stage wrote for `task_name` (data/<task>/tokenized/meta.json)."""
+    from reprotune.core import paths
+    from reprotune.core.arrow import read_meta
+
+    return parse_meta(type_name, read_meta(paths.tokenized_dir(task_name)))
+
+
+def task_tokenizer(task: TaskParams, name_or_path: str | None = None) -> Any:
+    """The task's tokenizer (`model` section), or the one saved at `name_or_path` (an export),
+    fast and pretokenized or not as the family reads its input."""
+    from reprotune.modeling.tokenizer import load_tokenizer
+
+    model = (
+        task.model
+        if name_or_path is None
+        else task.model.model_copy(update={"name_or_path": name_or_path, "revision": None})
+    )
+    return load_tokenizer(model, pretokenized=params_module(task.type).PRETOKENIZED_INPUT)
+
+
 def validate_task(name: str, section: Any) -> TaskParams:
     """Validate one `tasks.<name>` section against its family's schema."""
     if not isinstance(section, dict):

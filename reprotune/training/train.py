@@ -20,14 +20,13 @@ from pydantic import ValidationError
 
 from reprotune import tasks
 from reprotune.core import paths
-from reprotune.core.arrow import load_splits, read_meta
+from reprotune.core.arrow import load_splits
 from reprotune.core.atomic import atomic_dir
 from reprotune.core.errors import ReprotuneError
 from reprotune.core.params import LoraTrainParams, TaskParams, TrainParams, explain_validation_error
 from reprotune.core.paths import RUN_INFO, TRAIN_INFO
 from reprotune.modeling.model import count_parameters
 from reprotune.modeling.precision import Resolved, resolve, store_frozen_in_autocast_dtype
-from reprotune.modeling.tokenizer import load_tokenizer
 from reprotune.tasks.base import TaskFamily
 from reprotune.training.controls import (
     CLASS_WEIGHT_TASK_TYPES,
@@ -224,8 +223,8 @@ def prepare(task_name: str, task: TaskParams) -> Prepared:
     tokenized_path = paths.tokenized_dir(task_name)
     features = load_splits(tokenized_path, "tokenize", TRAINING_SPLITS)
     raw = load_splits(paths.raw_dir(task_name), "download", ("validation",))
-    meta = tasks.parse_meta(task.type, read_meta(tokenized_path))
-    tokenizer = load_tokenizer(task.model, pretokenized=tasks.params_module(task.type).PRETOKENIZED_INPUT)
+    meta = tasks.task_meta(task_name, task.type)
+    tokenizer = tasks.task_tokenizer(task)
     return Prepared(family, features, raw["validation"], meta, tokenizer)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from reprotune.core.atomic import write_frame, write_text
-from reprotune.core.tables import markdown_table
+from reprotune.core.tables import agreement, markdown_table
 from reprotune.tasks.classification.metrics import headline_scores, per_class_scores
 from reprotune.tasks.classification.params import ClassificationMeta, ClassificationTaskParams
 
@@ -94,12 +94,13 @@ def full_against_lora(full: pd.DataFrame, lora: pd.DataFrame) -> tuple[dict[str,
     full_right = paired["pred_full"] == paired["gold"]
     lora_right = paired["pred_lora"] == paired["gold"]
     disagree = paired["pred_full"] != paired["pred_lora"]
+    both, only_full, only_lora, neither = agreement(full_right, lora_right)
     counts = {
         "examples": int(len(paired)),
-        "both_right": int((full_right & lora_right).sum()),
-        "only_full_right": int((full_right & ~lora_right).sum()),
-        "only_lora_right": int((~full_right & lora_right).sum()),
-        "both_wrong": int((~full_right & ~lora_right).sum()),
+        "both_right": both,
+        "only_full_right": only_full,
+        "only_lora_right": only_lora,
+        "both_wrong": neither,
         "disagree": int(disagree.sum()),
         "both_wrong_same_label": int((~full_right & ~lora_right & ~disagree).sum()),
     }

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from reprotune.core.atomic import write_frame, write_text
-from reprotune.core.tables import markdown_table
+from reprotune.core.tables import agreement, markdown_table
 from reprotune.tasks.ner.metrics import Entity, entities
 from reprotune.tasks.ner.params import NerMeta, NerTaskParams
 
@@ -144,10 +144,7 @@ def analyse(
         lines.append(markdown_table(worst[["id", "errors", "text", "gold_entities", "pred_entities"]]))
     if {"full", "lora"} <= set(predictions):
         paired = all_sentences.pivot_table(index="id", columns="method", values="errors", aggfunc="first")
-        both_right = int(((paired["full"] == 0) & (paired["lora"] == 0)).sum())
-        only_full = int(((paired["full"] == 0) & (paired["lora"] > 0)).sum())
-        only_lora = int(((paired["full"] > 0) & (paired["lora"] == 0)).sum())
-        both_wrong = int(((paired["full"] > 0) & (paired["lora"] > 0)).sum())
+        both_right, only_full, only_lora, both_wrong = agreement(paired["full"] == 0, paired["lora"] == 0)
         lines += [
             "",
             "## Full against LoRA on the same sentences",

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from reprotune.core.atomic import write_frame, write_text
-from reprotune.core.tables import markdown_table
+from reprotune.core.tables import agreement, markdown_table
 from reprotune.tasks.qa.metrics import gold_answers, normalize_answer, score_one
 from reprotune.tasks.qa.params import QaMeta, QaTaskParams
 
@@ -124,11 +124,12 @@ def worst(examples: pd.DataFrame, method: str, count: int) -> pd.DataFrame:
 def full_against_lora(examples: pd.DataFrame, count: int) -> tuple[dict[str, Any], pd.DataFrame]:
     paired = examples.pivot_table(index="id", columns="method", values=["exact_match", "f1"], aggfunc="first")
     full_em, lora_em = paired[("exact_match", "full")], paired[("exact_match", "lora")]
+    both, only_full, only_lora, neither = agreement(full_em == 1, lora_em == 1)
     counts = {
-        "both_exact": int(((full_em == 1) & (lora_em == 1)).sum()),
-        "only_full_exact": int(((full_em == 1) & (lora_em < 1)).sum()),
-        "only_lora_exact": int(((full_em < 1) & (lora_em == 1)).sum()),
-        "neither_exact": int(((full_em < 1) & (lora_em < 1)).sum()),
+        "both_exact": both,
+        "only_full_exact": only_full,
+        "only_lora_exact": only_lora,
+        "neither_exact": neither,
         "mean_f1_difference_full_minus_lora": round(float((paired[("f1", "full")] - paired[("f1", "lora")]).mean()), 6),
     }
     full = examples[examples["method"] == "full"].set_index("id")
