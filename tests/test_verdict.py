@@ -9,7 +9,7 @@ import pytest
 
 from reprotune.commands.seeds import summarise
 from reprotune.evaluation import uncertainty as u
-from reprotune.evaluation.clusters import TestClusters
+from reprotune.evaluation.clusters import TestClusters as Clusters
 from reprotune.tasks.qa import metrics as qa
 from reprotune.tasks.qa.params import QaMeta
 
@@ -181,7 +181,7 @@ def test_across_seeds_the_test_examples_resample_by_duplicate_cluster():
         }
         predictions[seed] = {m: qa_frame(np.repeat(hits, 2)) for m, hits in frames.items()}  # every row twice
     ids = tuple(f"q{i}" for i in range(200))
-    clusters = TestClusters(ids, tuple(i // 2 for i in range(200)), "clusters.json")
+    clusters = Clusters(ids, tuple(i // 2 for i in range(200)), "clusters.json")
     plain = summarise("t", "qa", predictions, meta, resamples=300, seed=0)
     paired = summarise("t", "qa", predictions, meta, resamples=300, seed=0, clusters=clusters)
     key = "seeds.lora_minus_full.exact_match"
