@@ -29,7 +29,7 @@ from typing import Any
 from reprotune import tasks
 from reprotune.commands.predict_html import render_html
 from reprotune.core.atomic import write_text
-from reprotune.core.cli import quiet_libraries, run_stage
+from reprotune.core.cli import run_stage
 from reprotune.core.errors import ReprotuneError
 from reprotune.serving.records import Line, RecordError, check_strings, read_lines
 from reprotune.tasks import load_task
@@ -154,8 +154,7 @@ def main(argv: list[str]) -> str | None:
 
 
 def console() -> None:
-    quiet_libraries()
-    run_stage(main)
+    run_stage(main)  # quiets the libraries first
 
 
 if __name__ == "__main__":

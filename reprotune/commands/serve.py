@@ -135,10 +135,9 @@ def main(argv: list[str]) -> str | None:
 
 
 def console() -> None:
-    from reprotune.core.cli import quiet_libraries, run_stage
+    from reprotune.core.cli import run_stage
 
-    quiet_libraries()
-    run_stage(main)
+    run_stage(main)  # quiets the libraries first
 
 
 if __name__ == "__main__":
