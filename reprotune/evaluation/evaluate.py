@@ -8,8 +8,6 @@ import json
 import time
 from typing import Any
 
-from transformers import set_seed
-
 from reprotune import tasks
 from reprotune.core import paths
 from reprotune.core.arrow import load_dataset_dir
@@ -17,6 +15,7 @@ from reprotune.core.atomic import write_frame, write_json
 from reprotune.core.params import TaskParams
 from reprotune.core.paths import TRAIN_INFO
 from reprotune.evaluation.clusters import TestClusters, load_test_clusters
+from reprotune.evaluation.seeding import seed_everything
 from reprotune.evaluation.uncertainty import add_intervals
 from reprotune.modeling.model import count_parameters
 from reprotune.modeling.precision import resolve
@@ -27,7 +26,7 @@ from reprotune.tasks.base import TaskFamily
 def load_method_model(task_name: str, method: str, task: TaskParams, family: TaskFamily[Any, Any], meta: Any) -> Any:
     """baseline: the pretrained encoder with a fresh head; full and lora: the trained model."""
     if method == "baseline":
-        set_seed(task.evaluate.seed)
+        seed_everything(task.evaluate.seed)
         return family.build_model(task, meta)
     return load_trained(task_name, method, task, family, meta)
 
