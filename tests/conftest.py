@@ -23,6 +23,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Every dvc command otherwise starts a `dvc daemon analytics` process (an interpreter that imports
+# dvc, about a second of CPU) to report usage; the suite runs a few hundred dvc commands.
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 if "PYTEST_XDIST_WORKER" in os.environ:
     # One torch thread per worker (and per stage it starts, which inherits this) before torch is
     # imported: N workers on N cores, each with N threads, would oversubscribe every core.
@@ -52,10 +55,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: item.get_closest_marker("serial") is not None)  # stable: serial ones last
 
 
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """On a worker: write each grouped test's group for the scheduler. (xdist's own loadgroup
-    renames node ids, which pytest 9.2 ignores: pytest-xdist issue #1386.)"""
+    """On a worker: write each grouped test's group for the scheduler, before xdist's own
+    hook reports the collection (the controller may read the file as soon as it has every
+    worker's report). (xdist's own loadgroup renames node ids, which pytest 9.2 ignores:
+    pytest-xdist issue #1386.)"""
     config = session.config
     if not hasattr(config, "workerinput"):
         return
