@@ -62,7 +62,7 @@ def test_params_reference_names_where_each_section_sits() -> None:
 def test_site_navigation_points_at_pages_that_exist() -> None:
     config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
     pages = [page for entry in config["nav"] for page in _pages(entry)]
-    generated = {load("docs/gen_params.py").PAGE}
+    generated = {load("docs/gen_params.py").PAGE, "index.md"}  # docs/hooks.py adds both
     missing = [page for page in pages if page not in generated and not (ROOT / "docs" / page).is_file()]
     assert not missing and len(pages) >= 15
 
@@ -140,5 +140,18 @@ def test_readme_is_short_and_its_links_point_at_pages_that_exist() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) < 150
     links = [target for target in re.findall(r"\]\(([^)#]+)[^)]*\)", readme) if "://" not in target]
-    assert links and all((ROOT / target).is_file() for target in links), links
+    assert links and all((ROOT / target).exists() for target in links), links
     assert "python -m pytest -q" in readme  # the test command .ci/run runs
+
+
+def test_the_sites_home_page_is_the_readme_with_links_inside_the_site() -> None:
+    hooks = load("docs/hooks.py")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    home = hooks.home_page()
+    assert not (ROOT / "docs" / "index.md").exists()  # one home page, not a copy that drifts
+    assert "](docs/" not in home and "](docs/ci.md)" in readme and "](ci.md)" in home
+    links = [target for target in re.findall(r"\]\(([^)#]+)[^)]*\)", home) if "://" not in target]
+    pages = [target for target in links if target != "index.md"]  # index.md is this page
+    assert pages and all((ROOT / "docs" / target).is_file() for target in pages), pages
+    restored = re.sub(r"\]\((?!https?://)", "](docs/", home).replace("](docs/index.md)", "](docs/)")
+    assert restored == readme  # nothing else changed
