@@ -217,6 +217,24 @@ def test_constant_predictions_are_named_a_collapse() -> None:
     assert constant_prediction(EvalPrediction((all_o, all_o), labels)) is None  # QA spans: not judged
 
 
+def test_masked_lm_validation_rows_are_not_read_as_a_collapse() -> None:
+    """Masked-LM's validation pass returns one (loss sum, masked tokens) row per block with the
+    counts as its "labels" (tasks/mlm/family.py: masked_only_trainer): not scores per label, so
+    never a collapse. The search on a real set marked all 16 trials collapsed before."""
+    from transformers import EvalPrediction
+
+    from reprotune.tasks.mlm.family import IGNORE, block_loss_stats
+    from reprotune.training.search import constant_prediction
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.full((6, 16), IGNORE)
+    labels[:, ::3] = torch.randint(0, 50, (6, 6), generator=generator)
+    labels[0, 1] = 7  # blocks with different numbers of masked tokens
+    stats = block_loss_stats(torch.randn(6, 16, 50, generator=generator), labels)
+    assert stats[:, 0].gt(stats[:, 1]).all()  # losses above counts: argmax would say "label 0" everywhere
+    assert constant_prediction(EvalPrediction(stats.numpy(), stats[:, 1].numpy())) is None
+
+
 def test_search_space_keys_and_grid_ranges_are_checked() -> None:
     from reprotune.core.params import TrainParams
     from reprotune.training.search import check_space

@@ -277,7 +277,9 @@ def reap_dead_workers(study: Any) -> int:
 def constant_prediction(prediction: Any) -> str | None:
     """'predicts only label k' when every labelled position gets the same label while the
     gold labels differ (NER all-O, one class for every document); None otherwise or when
-    the predictions are not per-label scores (QA spans, MLM)."""
+    the predictions are not per-label scores (QA spans; masked-LM's per-block (loss sum,
+    masked tokens) rows, whose "labels" are counts): a score per label means one column for
+    every gold label id."""
     predictions, labels = prediction.predictions, prediction.label_ids
     if isinstance(predictions, tuple) or labels is None or isinstance(labels, tuple):
         return None
@@ -286,6 +288,8 @@ def constant_prediction(prediction: Any) -> str | None:
         return None
     mask = labels != -100
     predicted, gold = predictions.argmax(-1)[mask], labels[mask]
+    if gold.size and (gold.min() < 0 or gold.max() >= predictions.shape[-1]):
+        return None
     if gold.size and len(np.unique(gold)) > 1 and len(np.unique(predicted)) == 1:
         return f"predicts only label {int(predicted[0])}"
     return None
