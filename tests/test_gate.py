@@ -675,7 +675,6 @@ def test_every_workflow_command_runs_in_the_tests(tmp_path: Path):
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "DVC_REMOTE_URL": str(tmp_path / "remote"),
         "base": "",
-        "DVC_NO_ANALYTICS": "1",
     }
     for var in ("GITHUB_BASE_REF", "CI_MERGE_REQUEST_TARGET_BRANCH_NAME"):
         env.pop(var, None)

@@ -103,7 +103,6 @@ def scratch_repo(root: Path) -> dict[str, str]:
         "GIT_AUTHOR_EMAIL": "t@example.com",
         "GIT_COMMITTER_NAME": "t",
         "GIT_COMMITTER_EMAIL": "t@example.com",
-        "DVC_NO_ANALYTICS": "1",
     }
     (root / "params.yaml").write_text("tasks:\n  t:\n    train_lora:\n      r: 8\n      learning_rate: 0.001\n")
     (root / "stage.py").write_text(STAGE)
