@@ -339,3 +339,55 @@ def test_lora_search_records_the_validation_choice_and_one_test_comparison(tmp_p
     assert row["test"]["full"] == pytest.approx(0.56) and row["test"]["clusters"] == 345
     assert "settings" not in row and not hasattr(lora_search, "SETTINGS"), "no hand-picked settings to rank on test"
     assert "chosen on validation" in lora_search.line("t", "default", row)
+
+
+def test_profile_files_each_ops_own_time_under_its_phase() -> None:
+    """bench/profile_lora.py: an op's own time goes to the phase of its nearest annotated
+    ancestor (clipping inside the optimizer region would be the optimizer's), annotations
+    carry none, and the arithmetic's ratio removes half of full's backward products and its
+    optimizer and clipping time."""
+    from types import SimpleNamespace
+
+    import profile_lora
+
+    def event(name: str, own_us: float, parent: object = None) -> SimpleNamespace:
+        return SimpleNamespace(name=name, self_cpu_time_total=own_us, cpu_parent=parent)
+
+    forward = event("model_forward", 5)
+    backward = event("autograd::engine::evaluate_function: MmBackward0", 7)
+    optimizer = event("Optimizer.step#AdamW.step", 3)
+    clipping = event("clip_grad_norm", 1)
+    events = [
+        forward,
+        event("aten::addmm", 4000, forward),
+        event("aten::gelu", 1000, event("aten::linear", 0, forward)),
+        backward,
+        event("aten::mm", 6000, backward),
+        event("aten::gelu_backward", 2000, backward),
+        optimizer,
+        event("aten::_fused_adamw_", 3000, optimizer),
+        clipping,
+        event("aten::_foreach_norm", 1000, clipping),
+        event("aten::copy_", 500),
+    ]
+    ms = profile_lora.breakdown(events, steps=2)
+    assert ms == {
+        "all": 8.75,
+        "backward": 4.0,
+        "backward.matmul": 3.0,
+        "backward.other": 1.0,
+        "clipping": 0.5,
+        "clipping.other": 0.5,
+        "forward": 2.5,
+        "forward.matmul": 2.0,
+        "forward.other": 0.5,
+        "optimizer": 1.5,
+        "optimizer.other": 1.5,
+        "trainer": 0.25,
+        "trainer.other": 0.25,
+    }
+    lora = {**ms, "all": 5.0}
+    ratios = profile_lora.attainable(ms, lora)
+    assert ratios["arithmetic_ratio"] == round(8.75 / (8.75 - 1.5 - 1.5 - 0.5), 3)
+    assert ratios["profiled_ratio"] == 1.75
+    assert ratios["matmul_share_of_full_step"] == round(5.0 / 8.75, 3)
