@@ -93,24 +93,14 @@ def profile_row(spec: dict[str, Any]) -> dict[str, Any]:
     """Train warmup + steps optimizer steps of one method, the last `steps` under the profiler."""
     import throughput_train as tt
     import torch
-    from throughput import load_tokenizer_ref, training_features
-    from throughput_lora import build, model_spec
+    from throughput_lora import prepare_row
     from torch.profiler import ProfilerActivity, profile, record_function, schedule
     from transformers import TrainerCallback
 
-    if spec.get("threads"):
-        torch.set_num_threads(spec["threads"])
-    batch, warmup, steps = spec["batch_size"], spec["warmup"], spec["steps"]
-    tokenizer = load_tokenizer_ref(spec["tokenizer"])
-    features, source = training_features(Path(spec["data_dir"]), tokenizer, (warmup + steps) * batch, "train")
-    columns = tt.columns_for(model_spec(spec["model"]))
-    train_set = tt.repeat_to(features, (warmup + steps) * batch).select_columns(columns)
+    warmup, steps = spec["warmup"], spec["steps"]
     output_dir = Path(tempfile.mkdtemp(prefix="reprotune-profile-lora-"))
     try:
-        model = build(spec["model"], spec["method"], spec["precision"], spec["bias"], spec["dropout"])
-        method = "lora" if spec["method"].startswith("lora") else "full"
-        config = tt.RunConfig("fast", method, batch, precision=spec["precision"])
-        args = tt.fast_arguments(output_dir, config, warmup + steps)
+        row = prepare_row(spec, output_dir)
         profiler = profile(
             activities=[ProfilerActivity.CPU], schedule=schedule(wait=0, warmup=warmup, active=steps, repeat=1)
         )
@@ -128,11 +118,11 @@ def profile_row(spec: dict[str, Any]) -> dict[str, Any]:
 
         trainer = tt.quiet(
             Annotated(
-                model=model,
-                args=args,
-                train_dataset=train_set,
-                data_collator=tt.collator(tokenizer, "fast"),
-                processing_class=tokenizer,
+                model=row.model,
+                args=row.args,
+                train_dataset=row.train_set,
+                data_collator=tt.collator(row.tokenizer, "fast"),
+                processing_class=row.tokenizer,
                 callbacks=[Step()],
             )
         )
@@ -150,13 +140,13 @@ def profile_row(spec: dict[str, Any]) -> dict[str, Any]:
             "model": spec["model"],
             "method": spec["method"],
             "precision": spec["precision"],
-            "batch_size": batch,
+            "batch_size": spec["batch_size"],
             "steps": steps,
             "threads": torch.get_num_threads(),
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "trainable_params": sum(p.numel() for p in row.model.parameters() if p.requires_grad),
             "ms_per_step": breakdown(events, steps),
             "top_ops": top_ops(events, steps, 12),
-            "data": source,
+            "data": row.source,
         }
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)

@@ -28,6 +28,7 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -114,26 +115,49 @@ def build(name: str, method: str, precision: str, bias: str, dropout: float) -> 
     return model
 
 
-def run_row(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train warmup + steps optimizer steps of one method in this (fresh) process."""
+@dataclass
+class Row:
+    """What one row trains, and how: the model, the stage's TrainingArguments, the data."""
+
+    model: Any
+    args: Any
+    train_set: Any
+    tokenizer: Any
+    source: str
+
+
+def prepare_row(spec: dict[str, Any], output_dir: Path) -> Row:
+    """Threads, data (warmup + steps batches of WikiANN train, else synthetic), the method's
+    model and the train stage's arguments for one row of `spec`."""
     import throughput_train as tt
     import torch
     from throughput import load_tokenizer_ref, training_features
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
+    count = (spec["warmup"] + spec["steps"]) * spec["batch_size"]
+    tokenizer = load_tokenizer_ref(spec["tokenizer"])
+    features, source = training_features(Path(spec["data_dir"]), tokenizer, count, "train")
+    train_set = tt.repeat_to(features, count).select_columns(tt.columns_for(model_spec(spec["model"])))
+    model = build(spec["model"], spec["method"], spec["precision"], spec["bias"], spec["dropout"])
+    method = "lora" if spec["method"].startswith("lora") else "full"
+    config = tt.RunConfig("fast", method, spec["batch_size"], precision=spec["precision"])
+    args = tt.fast_arguments(output_dir, config, spec["warmup"] + spec["steps"])
+    return Row(model, args, train_set, tokenizer, source)
+
+
+def run_row(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train warmup + steps optimizer steps of one method in this (fresh) process."""
+    import throughput_train as tt
+    import torch
+
     load = os.getloadavg()[0]
     batch, warmup, steps = spec["batch_size"], spec["warmup"], spec["steps"]
-    tokenizer = load_tokenizer_ref(spec["tokenizer"])
-    features, source = training_features(Path(spec["data_dir"]), tokenizer, (warmup + steps) * batch, "train")
-    columns = tt.columns_for(model_spec(spec["model"]))
-    train_set = tt.repeat_to(features, (warmup + steps) * batch).select_columns(columns)
     output_dir = Path(tempfile.mkdtemp(prefix="reprotune-lora-cost-"))
     try:
-        model = build(spec["model"], spec["method"], spec["precision"], spec["bias"], spec["dropout"])
+        row = prepare_row(spec, output_dir)
+        model, args, train_set, tokenizer, source = row.model, row.args, row.train_set, row.tokenizer, row.source
         method = "lora" if spec["method"].startswith("lora") else "full"
-        config = tt.RunConfig("fast", method, batch, precision=spec["precision"])
-        args = tt.fast_arguments(output_dir, config, warmup + steps)
         trainer_class, record = tt.timed_trainer(warmup, warmup + steps)
         if tt.cuda():
             torch.cuda.reset_peak_memory_stats()
