@@ -141,6 +141,8 @@ def profile_row(spec: dict[str, Any]) -> dict[str, Any]:
             "method": spec["method"],
             "precision": spec["precision"],
             "batch_size": spec["batch_size"],
+            "lora_bias": spec["bias"] if spec["method"] != "full" else None,
+            "lora_dropout": spec["dropout"] if spec["method"] != "full" else None,
             "steps": steps,
             "threads": torch.get_num_threads(),
             "trainable_params": sum(p.numel() for p in row.model.parameters() if p.requires_grad),
