@@ -1,7 +1,7 @@
 """Where a training step's time goes, full fine-tuning against LoRA, on the train stage's path
 (issue 25): torch.profiler over the same steps bench/throughput_lora.py times, each op's own
-CPU time filed by phase (forward, backward, optimizer, data) and kind (matrix products,
-everything else), in milliseconds per step.
+CPU time filed by phase (forward, backward, optimizer, gradient clipping, data loading, the
+Trainer's own work) and kind (matrix products, everything else), in milliseconds per step.
 
 The arithmetic behind "LoRA should be ~1.5x faster" counts matrix products only: a frozen
 layer skips its weight gradient, a third of its products. This table shows how much of a
@@ -9,7 +9,7 @@ step that arithmetic covers, and so the speed-up it allows on this machine.
 
     python bench/profile_lora.py --model minilm-l6 --precision fp32 bf16 --threads 1 \\
         --out bench/results/profile-lora-cpu.json
-    python bench/profile_lora.py --smoke      # a tiny model, seconds (also run by the tests)
+    python bench/profile_lora.py --smoke      # a tiny model, seconds: checks the harness runs
 """
 
 from __future__ import annotations
