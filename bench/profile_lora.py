@@ -64,13 +64,16 @@ def kind_of(name: str) -> str:
     return "matmul" if name in MATMUL_OPS or name.startswith("mkldnn::") else "other"
 
 
+def ops(events: Any) -> list[Any]:
+    """The events that do work: annotations (names without `::`, e.g. `Optimizer.step#AdamW.step`)
+    and the autograd engine's wrappers have no work of their own."""
+    return [event for event in events if "::" in event.name and not event.name.startswith("autograd::engine")]
+
+
 def breakdown(events: Any, steps: int) -> dict[str, float]:
-    """Own CPU time per (phase, kind) and per phase, ms per step. Annotations (names without
-    `::`, e.g. `Optimizer.step#AdamW.step`) have no work of their own and are skipped."""
+    """Own CPU time per (phase, kind) and per phase, ms per step."""
     totals: dict[str, float] = defaultdict(float)
-    for event in events:
-        if "::" not in event.name or event.name.startswith("autograd::engine"):
-            continue
+    for event in ops(events):
         ms = event.self_cpu_time_total / 1000 / steps
         phase, kind = phase_of(event), kind_of(event.name)
         totals[f"{phase}.{kind}"] += ms
@@ -82,9 +85,8 @@ def breakdown(events: Any, steps: int) -> dict[str, float]:
 def top_ops(events: Any, steps: int, count: int) -> list[dict[str, Any]]:
     """The ops with the most own CPU time, with their phase: where the rest of the step goes."""
     totals: dict[tuple[str, str], float] = defaultdict(float)
-    for event in events:
-        if "::" in event.name and not event.name.startswith("autograd::engine"):
-            totals[(phase_of(event), event.name)] += event.self_cpu_time_total / 1000 / steps
+    for event in ops(events):
+        totals[(phase_of(event), event.name)] += event.self_cpu_time_total / 1000 / steps
     ranked = sorted(totals.items(), key=lambda item: -item[1])[:count]
     return [{"phase": phase, "op": name, "ms_per_step": round(ms, 2)} for (phase, name), ms in ranked]
 
@@ -141,8 +143,8 @@ def profile_row(spec: dict[str, Any]) -> dict[str, Any]:
             "method": spec["method"],
             "precision": spec["precision"],
             "batch_size": spec["batch_size"],
-            "lora_bias": spec["bias"] if spec["method"] != "full" else None,
-            "lora_dropout": spec["dropout"] if spec["method"] != "full" else None,
+            "lora_bias": spec["bias"] if row.method == "lora" else None,
+            "lora_dropout": spec["dropout"] if row.method == "lora" else None,
             "steps": steps,
             "threads": torch.get_num_threads(),
             "trainable_params": sum(p.numel() for p in row.model.parameters() if p.requires_grad),

@@ -117,8 +117,10 @@ def build(name: str, method: str, precision: str, bias: str, dropout: float) -> 
 
 @dataclass
 class Row:
-    """What one row trains, and how: the model, the stage's TrainingArguments, the data."""
+    """What one row trains, and how: the model (of `method`, full or lora), the stage's
+    TrainingArguments, the data."""
 
+    method: str
     model: Any
     args: Any
     train_set: Any
@@ -143,7 +145,7 @@ def prepare_row(spec: dict[str, Any], output_dir: Path) -> Row:
     method = "lora" if spec["method"].startswith("lora") else "full"
     config = tt.RunConfig("fast", method, spec["batch_size"], precision=spec["precision"])
     args = tt.fast_arguments(output_dir, config, spec["warmup"] + spec["steps"])
-    return Row(model, args, train_set, tokenizer, source)
+    return Row(method, model, args, train_set, tokenizer, source)
 
 
 def run_row(spec: dict[str, Any]) -> dict[str, Any]:
@@ -156,44 +158,42 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     output_dir = Path(tempfile.mkdtemp(prefix="reprotune-lora-cost-"))
     try:
         row = prepare_row(spec, output_dir)
-        model, args, train_set, tokenizer, source = row.model, row.args, row.train_set, row.tokenizer, row.source
-        method = "lora" if spec["method"].startswith("lora") else "full"
         trainer_class, record = tt.timed_trainer(warmup, warmup + steps)
         if tt.cuda():
             torch.cuda.reset_peak_memory_stats()
         with RssTrace() as trace:
             trainer = trainer_class(
-                model=model,
-                args=args,
-                train_dataset=train_set,
-                data_collator=tt.collator(tokenizer, "fast"),
-                processing_class=tokenizer,
+                model=row.model,
+                args=row.args,
+                train_dataset=row.train_set,
+                data_collator=tt.collator(row.tokenizer, "fast"),
+                processing_class=row.tokenizer,
             )
             trainer.train()
         optimizer = trainer.optimizer
         state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if t.dim())
         seconds = record["end"] - record["start"]
-        row = {
+        result = {
             "model": spec["model"],
             "method": spec["method"],
             "precision": spec["precision"],
             "batch_size": batch,
-            "lora_bias": spec["bias"] if method == "lora" else None,
-            "lora_dropout": spec["dropout"] if method == "lora" else None,
+            "lora_bias": spec["bias"] if row.method == "lora" else None,
+            "lora_dropout": spec["dropout"] if row.method == "lora" else None,
             "samples_per_s": round(sum(record["samples"][warmup:]) / seconds, 2),
             "step_time_ms": round(1000 * seconds / steps, 1),
             "peak_rss_mb": round(trace.peak(), 1),
             "steady_rss_mb": round(trace.peak(record["start"], record["end"]), 1),
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "trainable_params": sum(p.numel() for p in row.model.parameters() if p.requires_grad),
             "optimizer_state_mb": round(state / 2**20, 1),
             "load_before": round(load, 2),
             "load_after": round(os.getloadavg()[0], 2),
             "torch_threads": torch.get_num_threads(),
-            "data": source,
+            "data": row.source,
         }
         if tt.cuda():
-            row["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        return row
+            result["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        return result
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
 
