@@ -171,7 +171,7 @@ def attainable(full: dict[str, float], lora: dict[str, float]) -> dict[str, floa
 
 
 def main() -> int:
-    from throughput import DEFAULT_ENCODER
+    from throughput import DEFAULT_ENCODER, LORA_DROPOUT
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm-l6", help="a bench/throughput_train.py model spec name")
@@ -182,7 +182,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--threads", type=int, help="torch threads (default torch's)")
     parser.add_argument("--lora-bias", choices=("none", "all", "lora_only"), default="all")
-    parser.add_argument("--lora-dropout", type=float, default=0.1)
+    parser.add_argument("--lora-dropout", type=float, default=LORA_DROPOUT)
     parser.add_argument("--tokenizer", default=DEFAULT_ENCODER, help="tokenizer directory or package:NAME/path")
     shared = BENCH.parents[1] / "shared" / "data"
     parser.add_argument("--data-dir", type=Path, default=shared, help="holds wikiann-en/ (else synthetic sentences)")

