@@ -36,8 +36,13 @@ def read(path: Path) -> dict[str, Any]:
 
 
 def recipe(repo: Path, task: str) -> dict[str, Any]:
-    """The LoRA settings the search chose on validation ({} where it did not run)."""
+    """The LoRA settings the search chose on validation: the scratch repo's own record, else
+    what bench/lora_search.py recorded of it (bench/results/search-<task>.json; this script's
+    own runs turn the search off in the workspace); {} where no search ran."""
     outcome = read(repo / f"metrics/{task}/search-lora.json")
+    if not outcome.get("enabled"):
+        recorded = read(REPO / "bench" / "results" / f"search-{task}.json").get("runs", {}).get("default", {})
+        outcome = recorded.get("search", {}).get("lora", {})
     return dict(outcome.get("chosen") or {}) if outcome.get("enabled") else {}
 
 
@@ -52,7 +57,7 @@ def train_once(repo: Path, task: str, chosen: dict[str, Any], dropout: float) ->
     subprocess.run(["git", "checkout", "-q", "--", "params.yaml"], cwd=repo, check=True)
     changes = overrides(task, chosen, dropout)
     name = f"{task}-lora-dropout-{dropout}{'' if chosen else '-params'}"  # one experiment name per run
-    command = ["dvc", "exp", "run", "-n", name.replace("_", "-").replace(".", "p")]
+    command = ["dvc", "exp", "run", "-f", "-n", name.replace("_", "-").replace(".", "p")]
     for change in changes:
         command += ["-S", change]
     command.append(f"evaluate-lora@{task}")
@@ -72,46 +77,32 @@ def train_once(repo: Path, task: str, chosen: dict[str, Any], dropout: float) ->
 
 def paired(repo: Path, task_name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Each run against the first on every headline metric, paired on the same test examples,
-    as the error-analysis stage tests LoRA against full; with the task's margin, the verdict."""
+    by the error-analysis stage's own test (the first run in full's place, the other in LoRA's),
+    its margin verdict included; keys `dropout_B_minus_dropout_A.<metric>.<key>`."""
     import os
 
     from reprotune.evaluation.clusters import load_test_clusters
-    from reprotune.evaluation.paired import aligned_stats, margins
-    from reprotune.evaluation.uncertainty import compare_methods, significance_metrics, verdict, verdict_word
+    from reprotune.evaluation.paired import significance, significance_json
 
     here = Path.cwd()
     os.chdir(repo)  # the pipeline's readers take paths relative to the repo
     try:
         task = tasks.load_task(task_name, "error-analysis")
         meta = tasks.task_meta(task_name, task.type)
-        names = [f"dropout_{run['dropout']}" for run in runs]
-        predictions = {name: run.pop("_predictions") for name, run in zip(names, runs)}
-        stats = aligned_stats(predictions, meta, task.type)
         clusters = load_test_clusters(task_name)
-        labels = None if clusters is None else clusters.for_table(predictions[names[0]], len(stats[names[0]]))
-        metrics = tasks.metrics(task.type)
-        settings = task.error_analysis.significance
-        results = compare_methods(
-            stats,
-            metrics.HEADLINE,
-            metrics.HEADLINE_KEYS,
-            settings.resamples,
-            settings.seed,
-            settings.level,
-            test=settings.test,
-            comparisons=[(names[0], name) for name in names[1:]],
-            clusters=labels,
-        )
-        margin = margins(task, metrics.HEADLINE_KEYS)
+        reference = runs[0]["_predictions"]
+        out: dict[str, Any] = {}
+        for run in runs[1:]:
+            flat = significance_json(
+                significance({"full": reference, "lora": run["_predictions"]}, meta, task, clusters), task
+            )
+            label = f"dropout_{run['dropout']}_minus_dropout_{runs[0]['dropout']}"
+            out.update({key.replace("lora_minus_full", label): value for key, value in flat.items()})
     finally:
         os.chdir(here)
-    words = {
-        f"{comparison}.{metric}.verdict": f"{verdict(result)}; against a margin of {margin[metric]}: "
-        + verdict_word(result.ci_low, result.ci_high, margin[metric])
-        for comparison, by_metric in results.items()
-        for metric, result in by_metric.items()
-    }
-    return {**significance_metrics(results), **words}
+    for run in runs:
+        run.pop("_predictions")
+    return out
 
 
 def main() -> None:
@@ -141,7 +132,7 @@ def main() -> None:
     for run in runs:
         print(f"dropout {run['dropout']}: validation {run['validation']} test {run['test'].get('f1')}")
     for key, value in result["test_paired"].items():
-        if key.endswith(".verdict"):
+        if key.endswith((".difference", ".ci_low", ".ci_high", ".verdict")):
             print(f"test {key}: {value}")
     print(f"results: {out}")
 
