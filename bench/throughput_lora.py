@@ -96,17 +96,27 @@ def model_spec(name: str) -> Any:
     return next(spec for spec in tt.REAL_MODELS + tt.CPU_MODELS + tt.SMOKE_MODELS if spec.name == name)
 
 
-def build(name: str, method: str, precision: str, bias: str, dropout: float) -> Any:
+def build(
+    name: str,
+    method: str,
+    precision: str,
+    bias: str,
+    dropout: float,
+    target_modules: str = "auto",
+    attention_dropout: float = 0.1,
+) -> Any:
+    """The model of one row: full, LoRA as the train stage builds it, or `lora-peft` (peft's
+    own dropout modules and fp32 frozen weights)."""
     import throughput_train as tt
 
     from reprotune.core.params import LoraTrainParams
     from reprotune.modeling.precision import resolve, store_frozen_in_autocast_dtype
     from reprotune.training.lora import apply_lora
 
-    model = tt.build_model(model_spec(name))
+    model = tt.build_model(model_spec(name), attention_dropout)
     if method == "full":
         return model
-    params = LoraTrainParams(bias=bias, dropout=dropout)  # type: ignore[arg-type]
+    params = LoraTrainParams(bias=bias, dropout=dropout, target_modules=target_modules)  # type: ignore[arg-type]
     model = apply_lora(model, params, "TOKEN_CLS", ("classifier",))
     if method == "lora":
         store_frozen_in_autocast_dtype(model, resolve(precision, "bench precision"))

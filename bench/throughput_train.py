@@ -79,8 +79,9 @@ def fast_precisions() -> list[str]:
     return ["fp32", "bf16"] if cpu_bf16() else ["fp32"]
 
 
-def build_model(spec: ModelSpec) -> torch.nn.Module:
-    """A token-classification model with random weights (seeded), vocabulary of the default tokenizer."""
+def build_model(spec: ModelSpec, attention_dropout: float = 0.1) -> torch.nn.Module:
+    """A token-classification model with random weights (seeded), vocabulary of the default
+    tokenizer; `attention_dropout` on the attention probabilities (0.1, both configs' default)."""
     from transformers import BertConfig, BertForTokenClassification, DistilBertConfig, DistilBertForTokenClassification
 
     torch.manual_seed(SEED)
@@ -91,10 +92,16 @@ def build_model(spec: ModelSpec) -> torch.nn.Module:
             num_attention_heads=spec.heads,
             intermediate_size=spec.intermediate,
             num_labels=NUM_LABELS,
+            attention_probs_dropout_prob=attention_dropout,
         )
         return BertForTokenClassification(config)
     config = DistilBertConfig(
-        dim=spec.hidden, n_layers=spec.layers, n_heads=spec.heads, hidden_dim=spec.intermediate, num_labels=NUM_LABELS
+        dim=spec.hidden,
+        n_layers=spec.layers,
+        n_heads=spec.heads,
+        hidden_dim=spec.intermediate,
+        num_labels=NUM_LABELS,
+        attention_dropout=attention_dropout,
     )
     return DistilBertForTokenClassification(config)
 

@@ -409,3 +409,25 @@ def test_profile_files_each_ops_own_time_under_its_phase() -> None:
     assert ratios["arithmetic_ratio"] == round(8.75 / (8.75 - 1.5 - 1.5 - 0.5), 3)
     assert ratios["profiled_ratio"] == 1.75
     assert ratios["matmul_share_of_full_step"] == round(5.0 / 8.75, 3)
+
+
+def test_saved_activations_count_what_autograd_keeps_per_method() -> None:
+    """Frozen layers keep no input for a weight gradient, so LoRA on the attention keeps less
+    than full; the adapters' dropout adds its masks; full alone holds AdamW state."""
+    import saved_activations
+
+    measured = saved_activations.measure("bert-tiny", "4x16", "fp32", 0.1)
+    rows = {(r["method"], r["target_modules"], r["lora_dropout"]): r for r in measured}
+    full = rows[("full", None, None)]
+    saved = {key: row["saved_activations_bytes"] for key, row in rows.items()}
+    assert full["activations_minus_full_mb"] == 0 and full["adamw_state_mb"] > 0
+    assert saved[("lora", "auto", 0.0)] < saved[("full", None, None)]
+    assert saved[("lora", "auto", 0.1)] - saved[("lora", "auto", 0.0)] == 2 * 3 * 4 * 16 * 32  # bool masks, q/k/v
+    assert saved[("lora", "all-linear", 0.1)] > saved[("lora", "all-linear", 0.0)]
+    for row in rows.values():
+        expected = (
+            row["saved_activations_mb"] + row["adamw_state_mb"] - full["saved_activations_mb"] - full["adamw_state_mb"]
+        )
+        assert row["backward_start_minus_full_mb"] == pytest.approx(expected, abs=0.11)
+        if row["method"] == "lora":
+            assert row["adamw_state_mb"] < full["adamw_state_mb"] / 20

@@ -120,15 +120,48 @@ def test_adapter_dropout_is_folded_into_a_and_keeps_a_byte_mask() -> None:
     assert set(lean.state_dict()) == set(plain.state_dict())  # same adapter file
 
 
-@pytest.mark.parametrize("bias", ["none", "all"])
-def test_folded_dropout_trains_bit_identically_to_peft_dropout(bias: str) -> None:
+@pytest.mark.parametrize(("bias", "targets"), [("none", "auto"), ("all", "auto"), ("none", "all-linear")])
+def test_folded_dropout_trains_bit_identically_to_peft_dropout(bias: str, targets: str) -> None:
+    """all-linear adapts layers whose input is a bf16 activation under autocast (the
+    attention output and the feed-forward), where the fold does peft's fp32 cast itself."""
     from reprotune.modeling.precision import cpu_bf16_support
 
     for dtype in ("fp32", "bf16") if cpu_bf16_support()[0] else ("fp32",):
-        lean = train_steps(lora_model(bias=bias), 3, dtype)
-        plain = train_steps(lora_model(bias=bias, lean=False), 3, dtype)
+        lean = train_steps(lora_model(bias=bias, target_modules=targets), 3, dtype)
+        plain = train_steps(lora_model(bias=bias, lean=False, target_modules=targets), 3, dtype)
         assert lean.keys() == plain.keys()
         assert all(torch.equal(lean[name], plain[name]) for name in lean), f"{dtype}: folded dropout changed training"
+
+
+def test_folded_adapter_keeps_a_bf16_input_uncast() -> None:
+    """Under bf16 autocast a feed-forward layer's input is a bf16 activation. peft casts it to
+    the adapter's fp32 and its A keeps that copy (4 bytes per element) for the backward pass;
+    folded, the layer keeps nothing of x's shape but the 1-byte mask (x itself is excluded)."""
+
+    def kept(model: torch.nn.Module) -> list[tuple[torch.dtype, int]]:
+        layer = model.base_model.model.bert.encoder.layer[0].output.dense
+        x = torch.randn(4, 12, 32).to(torch.bfloat16).requires_grad_()
+        excluded = {x.untyped_storage().data_ptr()} | {p.untyped_storage().data_ptr() for p in model.parameters()}
+        seen: list[tuple[torch.dtype, int]] = []
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            if tensor.untyped_storage().data_ptr() not in excluded and tensor.shape == x.shape:
+                seen.append((tensor.dtype, tensor.untyped_storage().nbytes()))
+            return tensor
+
+        layer.train()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = layer(x)
+        out.float().sum().backward()
+        assert x.grad is not None and x.grad.dtype == torch.bfloat16
+        return seen
+
+    elements = 4 * 12 * 32
+    lean = kept(lora_model(target_modules="all-linear"))
+    plain = kept(lora_model(lean=False, target_modules="all-linear"))
+    assert lean == [(torch.bool, elements)]
+    assert (torch.float32, 4 * elements) in plain
 
 
 def test_eval_mode_and_dora_keep_their_paths() -> None:

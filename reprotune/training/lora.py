@@ -185,45 +185,49 @@ def split_head_groups(model: Any, optimizer: Any, head_lr: float) -> None:
 
 class _DropoutThenA(torch.autograd.Function):
     """`lora_A(dropout(x))` that keeps a 1-byte mask for the backward pass instead of the
-    float mask and the dropped-out input (8 bytes per element, per adapted layer; x itself
-    is already kept by the base layer). The backward pass rebuilds the same two ops from
-    the mask under the forward's autocast state and differentiates them, so values and
-    gradients are bit-identical to peft's `lora_A(nn.Dropout(x))`."""
+    float mask and the dropped-out input (8 bytes per element, per adapted layer), and keeps
+    x in the dtype it arrived in: peft's cast to the adapter's fp32 happens here instead, so
+    under bf16 autocast a bf16 activation is not kept a second time at twice the size. The
+    backward pass rebuilds the same ops from the mask under the forward's autocast state and
+    differentiates them, so values and gradients are bit-identical to peft's
+    `lora_A(nn.Dropout(x.to(lora_A.weight.dtype)))`."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:
-        noise = torch.empty_like(x).bernoulli_(1 - p)  # what aten's CPU dropout does, same RNG use
+        cast = x.to(weight.dtype)  # peft's input cast (lean_lora_dropout turns peft's own off)
+        noise = torch.empty_like(cast).bernoulli_(1 - p)  # what aten's CPU dropout does, same RNG use
         noise.div_(1 - p)
         device = x.device.type
         ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
         ctx.p = p
         ctx.save_for_backward(x, weight, noise != 0)
-        return torch.nn.functional.linear(x * noise, weight)
+        return torch.nn.functional.linear(cast * noise, weight)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         x, weight, mask = ctx.saved_tensors
         device, enabled, dtype = ctx.autocast
-        noise = mask.to(x.dtype).div_(1 - ctx.p)
+        noise = mask.to(weight.dtype).div_(1 - ctx.p)
         inputs = [x.detach().requires_grad_(ctx.needs_input_grad[0]), weight.detach().requires_grad_(True)]
         with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
-            out = torch.nn.functional.linear(inputs[0] * noise, inputs[1])
+            out = torch.nn.functional.linear(inputs[0].to(weight.dtype) * noise, inputs[1])
         wanted = [t for t in inputs if t.requires_grad]
         grads = iter(torch.autograd.grad(out, wanted, grad))
         return (next(grads) if ctx.needs_input_grad[0] else None), next(grads), None
 
 
 class DropoutLoraA(torch.nn.Linear):
-    """peft's lora_A Linear with the adapter's dropout folded in (same parameters and
-    state-dict keys); in eval mode, or without autograd, plain dropout then Linear."""
+    """peft's lora_A Linear with the adapter's dropout and peft's input cast folded in (same
+    parameters and state-dict keys); in eval mode, or without autograd, cast, plain dropout,
+    then Linear."""
 
     dropout_p: float = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.dropout_p == 0:
-            return super().forward(x)
+            return super().forward(x.to(self.weight.dtype))
         if not torch.is_grad_enabled() or not self.weight.requires_grad:
-            return super().forward(torch.nn.functional.dropout(x, self.dropout_p, True))
+            return super().forward(torch.nn.functional.dropout(x.to(self.weight.dtype), self.dropout_p, True))
         return _DropoutThenA.apply(x, self.weight, self.dropout_p)
 
 
@@ -231,7 +235,9 @@ def lean_lora_dropout(model: torch.nn.Module) -> int:
     """Fold each plain LoRA adapter's dropout into its A matrix (DropoutLoraA) and return
     how many were folded. peft's nn.Dropout keeps a float mask and the dropped-out copy of
     the input for every adapted layer: with dropout on q/k/v that is more activation memory
-    than full fine-tuning's weight gradients. DoRA and other variants keep peft's path."""
+    than full fine-tuning's weight gradients. Where every adapter of a layer is folded, peft's
+    cast of the input to the adapter's dtype is turned off for that layer: DropoutLoraA casts
+    it itself and keeps the uncast input. DoRA and other variants keep peft's path."""
     from peft.tuners.lora import LoraLayer
 
     folded = 0
@@ -252,4 +258,6 @@ def lean_lora_dropout(model: torch.nn.Module) -> int:
             lora_a.dropout_p = float(dropout.p)
             module.lora_dropout[name] = torch.nn.Identity()
             folded += 1
+        if module.lora_A and all(isinstance(a, DropoutLoraA) for a in module.lora_A.values()):
+            module.cast_input_dtype_enabled = False  # each DropoutLoraA casts its own input
     return folded
