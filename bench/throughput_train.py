@@ -85,24 +85,15 @@ def build_model(spec: ModelSpec, attention_dropout: float = 0.1) -> torch.nn.Mod
     from transformers import BertConfig, BertForTokenClassification, DistilBertConfig, DistilBertForTokenClassification
 
     torch.manual_seed(SEED)
+    names = {
+        "bert": ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"),
+        "distilbert": ("dim", "n_layers", "n_heads", "hidden_dim"),
+    }[spec.kind]
+    shape = dict(zip(names, (spec.hidden, spec.layers, spec.heads, spec.intermediate), strict=True))
     if spec.kind == "bert":
-        config = BertConfig(
-            hidden_size=spec.hidden,
-            num_hidden_layers=spec.layers,
-            num_attention_heads=spec.heads,
-            intermediate_size=spec.intermediate,
-            num_labels=NUM_LABELS,
-            attention_probs_dropout_prob=attention_dropout,
-        )
+        config = BertConfig(num_labels=NUM_LABELS, attention_probs_dropout_prob=attention_dropout, **shape)
         return BertForTokenClassification(config)
-    config = DistilBertConfig(
-        dim=spec.hidden,
-        n_layers=spec.layers,
-        n_heads=spec.heads,
-        hidden_dim=spec.intermediate,
-        num_labels=NUM_LABELS,
-        attention_dropout=attention_dropout,
-    )
+    config = DistilBertConfig(num_labels=NUM_LABELS, attention_dropout=attention_dropout, **shape)
     return DistilBertForTokenClassification(config)
 
 
