@@ -75,7 +75,8 @@ class RssTrace:
 
 
 def unfold_lora_dropout(model: Any) -> None:
-    """Undo reprotune's folding: peft's nn.Dropout before a plain Linear A (the old path)."""
+    """Undo reprotune's folding: peft's nn.Dropout before a plain Linear A, after peft's own
+    cast of the input to the adapter's dtype (the old path)."""
     import torch
     from peft.tuners.lora import LoraLayer
 
@@ -88,6 +89,7 @@ def unfold_lora_dropout(model: Any) -> None:
             if isinstance(lora_a, DropoutLoraA):
                 module.lora_dropout[name] = torch.nn.Dropout(lora_a.dropout_p)
                 lora_a.__class__ = torch.nn.Linear
+        module.cast_input_dtype_enabled = True
 
 
 def model_spec(name: str) -> Any:

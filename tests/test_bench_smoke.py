@@ -431,3 +431,22 @@ def test_saved_activations_count_what_autograd_keeps_per_method() -> None:
         assert row["backward_start_minus_full_mb"] == pytest.approx(expected, abs=0.11)
         if row["method"] == "lora":
             assert row["adamw_state_mb"] < full["adamw_state_mb"] / 20
+
+
+def test_lora_peft_row_is_peft_own_path_input_cast_included() -> None:
+    """The `lora-peft` baseline undoes the fold wholly: peft's Dropout modules, plain Linear A,
+    and peft's cast of each input to the adapter's dtype switched back on."""
+    from peft.tuners.lora import LoraLayer
+    from throughput_lora import build
+
+    from reprotune.training.lora import DropoutLoraA
+
+    lean = build("bert-tiny", "lora", "fp32", "none", 0.1, "all-linear")
+    peft_own = build("bert-tiny", "lora-peft", "fp32", "none", 0.1, "all-linear")
+    assert all(
+        getattr(m, "cast_input_dtype_enabled", True) is False for m in lean.modules() if isinstance(m, LoraLayer)
+    )
+    layers = [m for m in peft_own.modules() if isinstance(m, LoraLayer)]
+    assert layers and all(getattr(m, "cast_input_dtype_enabled", True) for m in layers)
+    assert not any(isinstance(m, DropoutLoraA) for m in peft_own.modules())
+    assert all(isinstance(m.lora_dropout["default"], torch.nn.Dropout) for m in layers)
