@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -79,8 +80,6 @@ def paired(repo: Path, task_name: str, runs: list[dict[str, Any]]) -> dict[str, 
     """Each run against the first on every headline metric, paired on the same test examples,
     by the error-analysis stage's own test (the first run in full's place, the other in LoRA's),
     its margin verdict included; keys `dropout_B_minus_dropout_A.<metric>.<key>`."""
-    import os
-
     from reprotune.evaluation.clusters import load_test_clusters
     from reprotune.evaluation.paired import significance, significance_json
 

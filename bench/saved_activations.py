@@ -96,11 +96,11 @@ def measure(model_name: str, shape: str, precision: str, attention_dropout: floa
             }
         )
     full = rows[0]
+    full_held = full["saved_activations_mb"] + full["adamw_state_mb"]
     for row in rows:
         # what this row holds as a steady step's backward pass starts, beyond the weights, against full
         held = row["saved_activations_mb"] + row["adamw_state_mb"]
         row["activations_minus_full_mb"] = round(row["saved_activations_mb"] - full["saved_activations_mb"], 1)
-        full_held = full["saved_activations_mb"] + full["adamw_state_mb"]
         row["backward_start_minus_full_mb"] = round(held - full_held, 1) + 0.0  # no "-0.0"
     return rows
 
